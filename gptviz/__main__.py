@@ -1,0 +1,64 @@
+"""Command line: a prompt's tokens and the model's top next tokens.
+
+    python -m gptviz "The capital of France is" [--model NAME_OR_PATH] [--top 10] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from gptviz.loading import default_model_name, load_model
+from gptviz.trace import trace
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m gptviz", description=__doc__.splitlines()[0])
+    parser.add_argument("prompt", help="the text to read")
+    parser.add_argument("--model", default=None, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, "
+                        "a local HF-format directory or a .gguf file (default: the first available offline)")
+    parser.add_argument("--top", type=int, default=10, help="how many next tokens to list")
+    parser.add_argument("--allow-special", action="store_true", help="treat <|...|> text as special tokens")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser.parse_args(argv)
+
+
+def summarize(model, prompt: str, top: int, allow_special: bool) -> dict:
+    tr = trace(model, prompt, allow_special=allow_special)
+    probs = tr.probs_at(-1)
+    values, ids = torch.topk(probs, min(top, probs.numel()))
+    return {
+        "model": getattr(model, "name", ""),
+        "tokens": [{"id": i, "token": t} for i, t in zip(tr.ids, tr.tokens)],
+        "next": [
+            {"id": int(i), "token": model.tokenizer.token_strings([int(i)])[0], "prob": float(p),
+             "logit": float(tr.logits[-1, int(i)])}
+            for p, i in zip(values, ids)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        model = load_model(args.model or default_model_name())
+        result = summarize(model, args.prompt, args.top, args.allow_special)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{len(result['tokens'])} tokens:")
+    for position, tok in enumerate(result["tokens"]):
+        print(f"  {position:>4}  {tok['id']:>6}  {tok['token']!r}")
+    print("next token:")
+    for item in result["next"]:
+        print(f"  {item['prob']:8.2%}  {item['id']:>6}  {item['token']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

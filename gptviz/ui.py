@@ -1,0 +1,338 @@
+"""Streamlit glue: the shared sidebar, the model and trace caches, the URL state.
+
+The only module of gptviz that imports streamlit. Pages call `view()` to get the model,
+the current token sequence and its trace; they never run the model themselves.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+
+import gptviz
+from gptviz.model import GPT
+from gptviz.trace import Trace
+from gptviz.tokenizer import TokenizerError
+from gptviz.weights import GPT2_DOWNLOAD_BYTES as DOWNLOAD_BYTES, WeightsError, download_gpt2, is_cached
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
+URL_PROMPT_LIMIT = 2000  # longer prompts stay out of the address bar
+TRACE_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "3000")) * 2**20)
+MAX_MODELS_LOADED = 2
+
+# Session-state keys that live in the URL, with their type.
+URL_KEYS = {
+    "model": str, "prompt": str, "layer": int, "head": int, "gen": str,
+    "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int,
+}
+SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def local_model_dirs() -> dict[str, str]:
+    """Local HF-format model directories offered in the picker: label -> path.
+
+    From `streamlit run app.py -- --model-dir DIR` (repeatable) or GPTVIZ_MODEL_DIRS
+    (paths separated by os.pathsep); never from the page itself.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model-dir", action="append", default=[])
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    paths = args.model_dir + [p for p in os.environ.get("GPTVIZ_MODEL_DIRS", "").split(os.pathsep) if p]
+    return {f"local: {Path(p).name}": p for p in paths}
+
+
+def model_choices() -> list[str]:
+    return list(gptviz.MODEL_NAMES) + list(local_model_dirs())
+
+
+def default_model() -> str:
+    wanted = os.environ.get("GPTVIZ_DEFAULT_MODEL")
+    if wanted and wanted in model_choices():
+        return wanted
+    return gptviz.default_model_name()
+
+
+# ---- models: loaded once per process, shared by every session -----------------------------
+class ModelRegistry:
+    """Loaded models by name (at most MAX_MODELS_LOADED, least recently used dropped)."""
+
+    def __init__(self) -> None:
+        self._models: OrderedDict[str, GPT] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def loaded(self, name: str) -> bool:
+        return name in self._models
+
+    def get(self, name: str, progress: Callable[[int, int], None] | None = None) -> GPT:
+        with self._lock:
+            if name not in self._models:
+                source = local_model_dirs().get(name, name)
+                self._models[name] = gptviz.load_model(source, progress=progress)
+                while len(self._models) > MAX_MODELS_LOADED:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(name)
+            return self._models[name]
+
+
+@st.cache_resource
+def model_registry() -> ModelRegistry:
+    return ModelRegistry()
+
+
+def load_with_progress(name: str) -> GPT:
+    """The model `name`, showing a progress bar when it has to be converted or read first."""
+    registry = model_registry()
+    if registry.loaded(name):
+        return registry.get(name)
+    bar = st.progress(0.0, text=f"Loading {name}…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"Loading {name}: {done}/{total}")
+
+    try:
+        return registry.get(name, progress)
+    finally:
+        bar.empty()
+
+
+# ---- traces: cached per model and token sequence ----------------------------------------
+def trace_bytes(tr: Trace) -> int:
+    tensors = [tr.embed, tr.logits, *tr.resid_stream, *tr.resid_mids, *tr.qs, *tr.ks, *tr.vs]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class TraceStore:
+    """Traces by (model, ids), bounded in bytes. A sequence one step longer than a cached
+    one is computed from that one's KV cache (only the new tokens run)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._traces: OrderedDict[tuple, Trace] = OrderedDict()
+        self._lock = threading.Lock()
+        self._budget = budget_bytes
+
+    def get(self, model_name: str, model: GPT, ids: tuple[int, ...]) -> Trace:
+        with self._lock:
+            hit = self._traces.get((model_name, ids))
+            if hit is not None:
+                self._traces.move_to_end((model_name, ids))
+                return hit
+            parent = next(
+                (self._traces[(model_name, ids[:cut])] for cut in range(len(ids) - 1, max(0, len(ids) - 9), -1)
+                 if (model_name, ids[:cut]) in self._traces),
+                None,
+            )
+        tr = parent.extend(ids[parent.n_tokens:]) if parent is not None else gptviz.trace(model, ids)
+        with self._lock:
+            self._traces[(model_name, ids)] = tr
+            while len(self._traces) > 1 and sum(map(trace_bytes, self._traces.values())) > self._budget:
+                self._traces.popitem(last=False)
+        return tr
+
+
+@st.cache_resource
+def trace_store() -> TraceStore:
+    return TraceStore(TRACE_CACHE_BYTES)
+
+
+# ---- the state every page shares -------------------------------------------------------------
+def restore_state() -> None:
+    """Once per session: fill session state from the URL; then keep page widgets' values
+    when a page is left (Streamlit drops the state of widgets that are not drawn)."""
+    state = st.session_state
+    if "_restored" not in state:
+        state["_restored"] = True
+        for key, kind in URL_KEYS.items():
+            if key in st.query_params:
+                try:
+                    state[key] = kind(st.query_params[key])
+                except ValueError:
+                    log.info("Ignoring bad URL value %s=%r", key, st.query_params[key])
+        state.setdefault("model", default_model())
+        state.setdefault("prompt", DEFAULT_PROMPT)
+        state.setdefault("layer", 0)
+        state.setdefault("head", 0)
+        state.setdefault("gen", "")
+        for key, value in SAMPLING_DEFAULTS.items():
+            state.setdefault(key, value)
+    for key in ("seed", "temperature", "top_k", "top_p", "position"):
+        if key in state:
+            state[key] = state[key]
+    if state["model"] not in model_choices():
+        state["model"] = default_model()
+
+
+def save_url() -> None:
+    """Write the shared selections to the address bar so a copied link reproduces the view."""
+    state = st.session_state
+    params = {}
+    for key in URL_KEYS:
+        if key in state and not (key == "prompt" and len(state[key]) > URL_PROMPT_LIMIT):
+            params[key] = str(state[key])
+    if params != dict(st.query_params):
+        st.query_params.from_dict(params)
+
+
+def generated_ids() -> list[int]:
+    text = st.session_state.get("gen", "")
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        return []
+
+
+def set_generated(ids: list[int]) -> None:
+    st.session_state["gen"] = ",".join(map(str, ids))
+
+
+def _forget_generated() -> None:
+    st.session_state["gen"] = ""
+
+
+def _clamp(key: str, upper: int) -> None:
+    value = st.session_state.get(key, 0)
+    st.session_state[key] = min(max(int(value), 0), upper)
+
+
+@dataclass(frozen=True)
+class View:
+    """What every page shows: the model, the tokens it reads, their trace, the focus."""
+
+    model_name: str
+    model: GPT
+    prompt_ids: tuple[int, ...]  # the prompt's tokens that fit the context
+    n_dropped: int  # prompt tokens cut from the start to fit the context
+    generated: tuple[int, ...]
+    trace: Trace
+    layer: int
+    head: int
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.prompt_ids + self.generated
+
+
+def sidebar() -> None:
+    """Draw the shared sidebar (model, prompt, layer, head) on every page."""
+    restore_state()
+    state = st.session_state
+    with st.sidebar:
+        st.selectbox("Model", model_choices(), key="model", on_change=_forget_generated,
+                     help="Pick a model; GPT-2 sizes not downloaded yet offer a download.")
+        st.text_area("Prompt", key="prompt", height=120, on_change=_forget_generated,
+                     help="Any text. It is split into tokens and run through the model.")
+        st.checkbox("Treat <|…|> text as special tokens", key="allow_special", on_change=_forget_generated)
+        model = active_model()
+        if model is not None:
+            _clamp("layer", model.config.n_layer - 1)
+            _clamp("head", model.config.n_head - 1)
+            st.number_input("Layer", 0, model.config.n_layer - 1, step=1, key="layer")
+            st.number_input("Head", 0, model.config.n_head - 1, step=1, key="head")
+        n_gen = len(generated_ids())
+        if n_gen:
+            st.caption(f"+ {n_gen} generated token{'s' * (n_gen != 1)} (Next token page)")
+            st.button("Clear generated tokens", key="clear_gen", on_click=_forget_generated)
+    save_url()
+
+
+def active_model() -> GPT | None:
+    """The picked model, loading it (with progress) or offering its download; falls back to
+    the last model that worked, with a message, when the picked one cannot be used."""
+    state = st.session_state
+    name = state["model"]
+    label = name
+    if name in gptviz.MODEL_NAMES and name.startswith("gpt2") and not is_cached(name):
+        size_mb = DOWNLOAD_BYTES.get(name, 0) / 1e6
+        st.info(f"**{name}** is not downloaded yet ({size_mb:,.0f} MB from the Hugging Face hub).")
+        if st.button(f"Download {name} ({size_mb:,.0f} MB)", key="download"):
+            bar = st.progress(0.0, text=f"Downloading {name}…")
+            try:
+                download_gpt2(name, lambda done, total: bar.progress(
+                    min(1.0, done / max(total, 1)), text=f"Downloading {name}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB"))
+            except WeightsError as err:
+                st.error(str(err))
+            finally:
+                bar.empty()
+        if not is_cached(name):
+            name = state.get("_active_model") or default_model()
+            if name == label:
+                return None
+            st.caption(f"Showing **{name}** meanwhile.")
+    try:
+        model = load_with_progress(name)
+    except (WeightsError, TokenizerError, ValueError, OSError) as err:
+        st.error(f"Could not load {name}: {err}")
+        fallback = state.get("_active_model")
+        if fallback and fallback != name:
+            st.caption(f"Still showing **{fallback}**.")
+            return load_with_progress(fallback)
+        return None
+    state["_active_model"] = name
+    return model
+
+
+def view() -> View:
+    """The current view for a page; shows a message and stops the page when there is none."""
+    state = st.session_state
+    name = state.get("_active_model") or state["model"]
+    model = load_with_progress(name) if name in model_choices() else None
+    if model is None:
+        st.info("No model is loaded: pick one in the sidebar.")
+        st.stop()
+    prompt = state.get("prompt", "")
+    if not prompt.strip():
+        st.info("The prompt is empty: type some text in the sidebar to see the model read it.")
+        st.stop()
+    try:
+        ids = model.tokenizer.encode(prompt, allow_special=bool(state.get("allow_special")))
+    except TokenizerError as err:
+        st.error(f"This prompt cannot be tokenized: {err}")
+        st.stop()
+    if not ids:
+        st.info("The prompt has no tokens: type some text in the sidebar.")
+        st.stop()
+    n_ctx = model.config.n_ctx
+    generated = tuple(i for i in generated_ids() if 0 <= i < model.config.vocab_size)
+    room = n_ctx - len(generated)
+    n_dropped = max(0, len(ids) - room)
+    prompt_ids = tuple(ids[n_dropped:])
+    if n_dropped:
+        st.warning(
+            f"The prompt has {len(ids):,} tokens but {name} reads at most {n_ctx:,}: the first "
+            f"{n_dropped:,} tokens are left out and every view shows the last {len(prompt_ids):,}."
+        )
+    tr = trace_store().get(name, model, prompt_ids + generated)
+    return View(
+        model_name=name, model=model, prompt_ids=prompt_ids, n_dropped=n_dropped, generated=generated,
+        trace=tr, layer=min(int(state.get("layer", 0)), model.config.n_layer - 1),
+        head=min(int(state.get("head", 0)), model.config.n_head - 1),
+    )
+
+
+def explain(text: str) -> None:
+    """A short learner's explanation above a view (collapsed, so experts skip it)."""
+    with st.expander("What am I looking at?", expanded=False):
+        st.markdown(text)
+
+
+def download_csv(frame, name: str, key: str) -> None:
+    """A CSV download button for a table or matrix (pandas DataFrame)."""
+    st.download_button(f"Download {name} as CSV", frame.to_csv(index=True).encode(), file_name=f"{name}.csv",
+                       mime="text/csv", key=key)
+
+
+CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def chart(fig, key: str, **kwargs):
+    """Draw a plotly figure; its modebar's camera button saves it as PNG (works offline)."""
+    return st.plotly_chart(fig, key=key, config=CHART_CONFIG, width="stretch", **kwargs)

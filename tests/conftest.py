@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny random models of both families, saved in HF format by transformers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_GPT2 = dict(n_embd=48, n_layer=3, n_head=3, vocab_size=50257, n_positions=128)
+TINY_LLAMA = dict(
+    hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
+    intermediate_size=96, vocab_size=50257, max_position_embeddings=160, tie_word_embeddings=True,
+    rope_theta=10000.0,
+)
+
+
+def save_tiny_gpt2(path: Path, seed: int = 0, **overrides) -> Path:
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**TINY_GPT2, **overrides}))
+    model.save_pretrained(path)
+    return path
+
+
+def save_tiny_llama(path: Path, seed: int = 0, **overrides) -> Path:
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**TINY_LLAMA, **overrides}))
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    return save_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_gpt2_dir):
+    import gptviz
+
+    return gptviz.load_model(str(tiny_gpt2_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_llama_dir):
+    import gptviz
+
+    return gptviz.load_model(str(tiny_llama_dir))
+
+
+@pytest.fixture()
+def app_env(tiny_gpt2_dir, tiny_llama_dir, monkeypatch):
+    """Environment for AppTest: the two tiny models in the picker, the GPT-2 one by default."""
+    monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.pathsep.join([str(tiny_gpt2_dir), str(tiny_llama_dir)]))
+    monkeypatch.setenv("GPTVIZ_DEFAULT_MODEL", "local: tiny-gpt2")
+    return {"gpt2": "local: tiny-gpt2", "llama": "local: tiny-llama"}

@@ -1,0 +1,101 @@
+"""gptviz against transformers (eager attention) on random models saved with save_pretrained."""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import gptviz
+
+TOL = 1e-5
+
+GPT2_CASES = [  # (config overrides, T): odd head counts, T not a power of two
+    (dict(n_embd=60, n_layer=3, n_head=5), 37),
+    (dict(n_embd=49, n_layer=2, n_head=7, n_positions=64), 63),
+    (dict(n_embd=32, n_layer=1, n_head=1, n_inner=80), 1),
+    (dict(n_embd=48, n_layer=4, n_head=3), 100),
+]
+LLAMA_CASES = [  # grouped-query (6 heads / 2 kv), multi-query (1 kv), plain (kv = heads)
+    (dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2), 29),
+    (dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=1, rope_theta=100000.0), 51),
+    (dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=3, rms_norm_eps=1e-6), 17),
+]
+
+
+def reference(path, family: str):
+    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.LlamaForCausalLM
+    return cls.from_pretrained(path, attn_implementation="eager").eval()
+
+
+def compare(ours, hf, ids: list[int]) -> None:
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), output_attentions=True, output_hidden_states=True)
+    tr = gptviz.trace(ours, ids)
+    assert (tr.logits - out.logits[0]).abs().max() <= TOL
+    n_layer = ours.config.n_layer
+    assert len(out.attentions) == n_layer
+    for layer in range(n_layer):
+        assert (tr.patterns(layer) - out.attentions[layer][0]).abs().max() <= TOL
+        for head in range(ours.config.n_head):
+            assert (tr.attention(layer, head) - out.attentions[layer][0, head]).abs().max() <= TOL
+    hidden = torch.stack([h[0] for h in out.hidden_states])  # (n_layer + 1, T, C), last one after the final norm
+    assert (tr.resid[:-1] - hidden[:-1]).abs().max() <= TOL
+    assert (tr.final_norm - hidden[-1]).abs().max() <= TOL
+    assert (tr.probs - torch.softmax(out.logits[0], -1)).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("overrides,T", GPT2_CASES)
+def test_gpt2_matches_transformers(tmp_path, overrides, T):
+    from conftest import save_tiny_gpt2
+
+    path = save_tiny_gpt2(tmp_path / "m", seed=T, **overrides)
+    ours = gptviz.load_model(str(path))
+    assert ours.config.family == "gpt2"
+    ids = torch.randint(0, ours.config.vocab_size, (T,), generator=torch.Generator().manual_seed(T)).tolist()
+    compare(ours, reference(path, "gpt2"), ids)
+
+
+@pytest.mark.parametrize("overrides,T", LLAMA_CASES)
+def test_llama_matches_transformers(tmp_path, overrides, T):
+    from conftest import save_tiny_llama
+
+    path = save_tiny_llama(tmp_path / "m", seed=T, **overrides)
+    ours = gptviz.load_model(str(path))
+    assert ours.config.family == "llama"
+    assert ours.config.n_kv_head == overrides["num_key_value_heads"]
+    ids = torch.randint(0, ours.config.vocab_size, (T,), generator=torch.Generator().manual_seed(T)).tolist()
+    compare(ours, reference(path, "llama"), ids)
+
+
+def test_llama_untied_head_matches_transformers(tmp_path):
+    from conftest import save_tiny_llama
+
+    path = save_tiny_llama(tmp_path / "m", seed=3, tie_word_embeddings=False)
+    ours = gptviz.load_model(str(path))
+    assert not ours.config.tie_embeddings
+    compare(ours, reference(path, "llama"), list(range(100, 140)))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_stages_add_up_to_the_residual_stream(family, tiny_gpt2, tiny_llama):
+    """The on-demand stages recompose the fused forward's residual stream."""
+    model = tiny_gpt2 if family == "gpt2" else tiny_llama
+    tr = gptviz.trace(model, "The cat sat on the mat because the cat was tired.")
+    T = tr.n_tokens
+    for layer in range(model.config.n_layer):
+        pattern = tr.patterns(layer)
+        assert torch.allclose(pattern.sum(-1), torch.ones(model.config.n_head, T), atol=1e-6)
+        assert pattern.triu(diagonal=1).abs().max() == 0
+        assert (tr.resid_pre(layer) + tr.attn_out(layer) - tr.resid_mid(layer)).abs().max() <= 1e-6
+        assert (tr.resid_mid(layer) + tr.mlp_out(layer) - tr.resid_post(layer)).abs().max() <= 1e-6
+        assert tr.mlp_hidden(layer).shape == (T, model.config.d_mlp)
+        head = model.config.n_head - 1
+        masked = tr.scores(layer, head, "masked")
+        assert torch.isinf(masked.triu(diagonal=1)[masked.triu(diagonal=1) != 0]).all()
+        assert torch.allclose(torch.softmax(masked, -1), tr.attention(layer, head), atol=1e-7)
+        scaled = tr.scores(layer, head, "scaled")
+        assert torch.allclose(scaled * model.config.d_head**0.5, tr.scores(layer, head, "raw"), atol=1e-5)
+    if family == "gpt2":
+        assert torch.equal(tr.resid[0], tr.embed + tr.pos_embed)
+    else:
+        assert tr.pos_embed is None and torch.equal(tr.resid[0], tr.embed)
