@@ -84,7 +84,9 @@ class Tokenizer:
                 if "regex" in str(e).lower()
                 else "remove unusual characters and try again"
             )
-            raise TokenizerError(f"{self.name} could not encode this text ({type(e).__name__}: {e}); {hint}") from e
+            raise TokenizerError(
+                f"{self.name} could not encode this text ({type(e).__name__}: {e}); {hint}"
+            ) from e
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; bytes that are not valid UTF-8 become U+FFFD."""
@@ -160,7 +162,9 @@ def _fix_surrogates(text: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _unicode_to_byte() -> dict[str, int]:
     """Inverse of GPT-2's ``bytes_to_unicode``: the printable stand-in character for each byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)
+    ]
     others = [b for b in range(256) if b not in printable]
     table = {chr(b): b for b in printable}
     table.update({chr(256 + k): b for k, b in enumerate(others)})
@@ -203,7 +207,9 @@ def _byte_level_bpe(
     for k, (left, right) in enumerate(merges):
         made = vocab.get(left + right)
         if made is None or left not in vocab or right not in vocab:
-            raise TokenizerError(f"{name}: merge {k} ({left!r}, {right!r}) uses a token missing from the vocabulary")
+            raise TokenizerError(
+                f"{name}: merge {k} ({left!r}, {right!r}) uses a token missing from the vocabulary"
+            )
         if made <= max(vocab[left], vocab[right], last):
             raise TokenizerError(
                 f"{name}: merge {k} ({left!r}, {right!r}) makes id {made}, not larger than its parts "
@@ -238,7 +244,8 @@ def load_gpt2_tokenizer(ranks_path: str | Path) -> Tokenizer:
         )
     # Same format as tiktoken.load.load_tiktoken_bpe (base64 token, rank), parsed here because
     # that loader keeps a copy of local files in the temp dir and may return it later.
-    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    lines = (line.split() for line in data.splitlines() if line)
+    ranks = {base64.b64decode(token): int(rank) for token, rank in lines}
     encoding = tiktoken.Encoding(
         name="gpt2", pat_str=R50K_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
     )
@@ -264,10 +271,14 @@ def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
 
     model, pre = field("tokenizer.ggml.model"), field("tokenizer.ggml.pre")
     if model != "gpt2":
-        raise TokenizerError(f"{path.name}: tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported")
+        raise TokenizerError(
+            f"{path.name}: tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported"
+        )
     patterns = {"smollm": SMOLLM_PATTERN, "gpt-2": R50K_PATTERN}
     if pre not in patterns:
-        raise TokenizerError(f"{path.name}: pre-tokenizer {pre!r} is not supported (supported: {sorted(patterns)})")
+        raise TokenizerError(
+            f"{path.name}: pre-tokenizer {pre!r} is not supported (supported: {sorted(patterns)})"
+        )
     tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
     merges = [tuple(m.split(" ")) for m in field("tokenizer.ggml.merges")]
     special = {t: i for i, (t, kind) in enumerate(zip(tokens, types)) if kind == gguf.TokenType.CONTROL}
@@ -295,7 +306,9 @@ def tokenizer_from_hf_dir(path: str | Path) -> Tokenizer:
     spec_path = path / "tokenizer.json"
     if not spec_path.is_file():
         if (path / "tokenizer.model").exists() or (path / "vocab.json").exists():
-            raise TokenizerError(f"{path} has tokenizer files but no tokenizer.json; save a fast tokenizer there")
+            raise TokenizerError(
+                f"{path} has tokenizer files but no tokenizer.json; save a fast tokenizer there"
+            )
         return gpt2_tokenizer()
 
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
