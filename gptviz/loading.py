@@ -70,8 +70,9 @@ def _weights_and_tokenizer(
     if path.suffix.lower() == ".gguf" and path.is_file():
         config, sd = load_gguf(path, progress=progress)
         return config, sd, tokenizer_from_gguf(path), path.name, path
+    missing = f" ({path} does not exist)" if path.suffix or len(path.parts) > 1 else ""
     raise ValueError(
-        f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, "
+        f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
         "a Hugging Face model directory, or a .gguf file."
     )
 

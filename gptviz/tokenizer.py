@@ -259,8 +259,20 @@ def gpt2_tokenizer() -> Tokenizer:
 
 
 def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
-    """The byte-level BPE tokenizer stored in a GGUF file (tensors are not read)."""
-    path = Path(path)
+    """The byte-level BPE tokenizer stored in a GGUF file (tensors are not read).
+
+    Built once per process and file version (reading the vocabulary takes seconds).
+    """
+    path = Path(path).resolve()
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise TokenizerError(f"cannot read {path}: {e}") from e
+    return _tokenizer_from_gguf(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer_from_gguf(path: Path, size: int, mtime_ns: int) -> Tokenizer:
     try:
         reader = gguf.GGUFReader(path)
     except (OSError, ValueError) as e:

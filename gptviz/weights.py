@@ -165,14 +165,13 @@ def _check_shapes(plan: list[Step], found: dict[str, Shape], source: Path, label
         key = wrong[0]
         more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
         raise WeightsError(
-            f"{source}: {label(key)} has shape {tuple(found[key])}, expected {expected[key]}{more}; {advice}."
+            f"{source}: {label(key)} has shape {tuple(found[key])}, but the config implies "
+            f"{expected[key]}{more}; {advice}."
         )
-    if missing:
-        names = ", ".join(label(k) for k in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise WeightsError(f"{source}: missing tensors {names}; {advice}.")
-    if unexpected:
-        names = ", ".join(label(k) for k in unexpected[:3]) + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else "")
-        raise WeightsError(f"{source}: unexpected tensors {names}; {advice}.")
+    for kind, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            names = ", ".join(label(k) for k in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise WeightsError(f"{source}: {kind} tensors {names}; {advice}.")
 
 
 def _convert(config: GPTConfig, plan: list[Step], hf: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -207,7 +206,7 @@ def _safetensors_files(directory: Path) -> list[Path]:
         try:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise WeightsError(f"{index} is not a valid shard index ({e!r}): delete it and re-download the model.") from e
+            raise WeightsError(f"{index} is not a valid shard index ({e!r}): re-download the model.") from e
         files = [directory / name for name in shards]
         for file in files:
             if not file.is_file():
