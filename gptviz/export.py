@@ -81,6 +81,23 @@ def trace_to_npz(trace: Trace, include_logits: bool = True) -> bytes:
     return buffer.getvalue()
 
 
+def top_tokens_per_position(logits: torch.Tensor, k: int, chunk: int = 512
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logits (T, vocab) -> the k largest at every position: ids, logits, softmax probabilities, each (T, k).
+
+    p = exp(logit − logsumexp(row)), computed a chunk of rows at a time, so a long trace's
+    (T, vocab) probabilities never exist in memory at once.
+    """
+    ids, values, probs = [], [], []
+    with torch.inference_mode():
+        for rows in logits.float().split(chunk):
+            top = torch.topk(rows, min(k, rows.shape[-1]), dim=-1)
+            ids.append(top.indices)
+            values.append(top.values)
+            probs.append((top.values - torch.logsumexp(rows, dim=-1, keepdim=True)).exp())
+    return torch.cat(ids), torch.cat(values), torch.cat(probs)
+
+
 def _rounded(x: torch.Tensor | np.ndarray, decimals: int = JSON_DECIMALS) -> list:
     return np.round(np.asarray(x, dtype=np.float64), decimals).tolist()
 
@@ -99,19 +116,16 @@ def trace_to_json(trace: Trace, max_tokens: int = JSON_PATTERN_MAX_TOKENS, top_k
     T = trace.n_tokens
     out = metadata(trace)
     notes = [f"Floats rounded to {JSON_DECIMALS} decimals; the .npz export has every tensor at full precision."]
+    top_ids, top_logits, top_probs = top_tokens_per_position(trace.logits, top_k)
     with torch.inference_mode():
-        logits = trace.logits.float()  # (T, vocab)
-        probs = torch.softmax(logits, dim=-1)
-        top = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1)  # (T, k)
-        top_probs = probs.gather(-1, top.indices)
-        resid_norms = torch.stack(trace.resid_stream).float().norm(dim=-1)  # (n_layer+1, T)
+        resid_norms = torch.stack([r.float().norm(dim=-1) for r in trace.resid_stream])  # (n_layer+1, T)
     tokenizer = trace.model.tokenizer
-    flat_ids = top.indices.flatten().tolist()
+    flat_ids = top_ids.flatten().tolist()
     names = dict(zip(flat_ids, tokenizer.token_strings(flat_ids)))
     out["top_next_tokens"] = [
         [{"id": i, "token": names[i], "probability": p, "logit": g}
          for i, p, g in zip(row_ids, row_p, row_g)]
-        for row_ids, row_p, row_g in zip(top.indices.tolist(), _rounded(top_probs), _rounded(top.values))
+        for row_ids, row_p, row_g in zip(top_ids.tolist(), _rounded(top_probs), _rounded(top_logits))
     ]
     out["resid_norms"] = _rounded(resid_norms)
     if T <= max_tokens:

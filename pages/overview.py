@@ -10,6 +10,9 @@ from gptviz.plots import pipeline
 from gptviz.plots.common import show_whitespace
 
 
+LOGITS_DEFAULT_MAX_BYTES = 256 * 2**20  # above this the .npz leaves the logits out unless asked
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def parameter_counts(model_name: str, _model) -> pd.DataFrame:
     return emb.parameter_counts(_model)
@@ -85,8 +88,10 @@ def prediction_section(v: ui.View) -> None:
 def export_section(v: ui.View) -> None:
     tr = v.trace
     st.subheader("Export the trace")
-    include_logits = st.checkbox("Include the logits in the .npz", value=True, key="export_logits",
-                                 help="The logits (T × vocab) are usually the largest array.")
+    logits_bytes = tr.n_tokens * v.model.config.vocab_size * 4
+    include_logits = st.checkbox("Include the logits in the .npz", value=logits_bytes <= LOGITS_DEFAULT_MAX_BYTES,
+                                 key="export_logits",
+                                 help=f"The logits (T × vocab) are usually the largest array: here {megabytes(logits_bytes)}.")
     contents = export.npz_contents(tr, include_logits)
     table = pd.DataFrame({"array": list(contents), "shape": [str(s) for s, _ in contents.values()],
                           "size": [megabytes(b) for _, b in contents.values()]})

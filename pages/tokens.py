@@ -12,45 +12,39 @@ from gptviz.plots.common import show_whitespace
 
 MAX_CHIPS = 2000
 CHIP_COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8", "#e0e7ff", "#fed7aa")
-CHIP_STYLE = ("display:inline-block;margin:2px 1px;padding:1px 4px;border-radius:4px;font-family:monospace;"
-              "white-space:pre;line-height:1.5;color:#111;")
+CHIP_CSS = (
+    "<style>.gv-chips{line-height:2.2}"
+    ".gv-chips span{display:inline-block;margin:2px 1px;padding:1px 4px;border-radius:4px;font-family:monospace;"
+    "white-space:pre;line-height:1.5;color:#111}"
+    + "".join(f".gv-chips .c{i}{{background:{c}}}" for i, c in enumerate(CHIP_COLOURS))
+    + ".gv-chips .gen{outline:2px solid #16a34a;font-weight:bold}"
+    ".gv-chips .part{border:1px dashed #dc2626}.gv-chips small{color:#555}</style>"
+)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def token_table(model_name: str, ids: tuple[int, ...], n_prompt: int, _model) -> pd.DataFrame:
-    table = emb.token_table(_model, ids, n_prompt)
-    partial = [not _valid_utf8(h) for h in table["bytes (hex)"]]
-    return table.assign(**{"whole UTF-8": [not p for p in partial]})
-
-
-def _valid_utf8(hex_bytes: str) -> bool:
-    try:
-        bytes.fromhex(hex_bytes).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return emb.token_table(_model, ids, n_prompt)
 
 
 def chips_html(table: pd.DataFrame, show_ids: bool, limit: int = MAX_CHIPS) -> str:
     """The first `limit` tokens as coloured chips; generated tokens outlined, partial UTF-8 dashed red."""
+    head = table.head(limit)
     parts = []
-    for row in table.head(limit).itertuples(index=False):
-        position, token, token_id, hex_bytes, whole, generated = (row[0], row[1], row[2], row[3], row[-1],
-                                                                  row[5] == "generated")
-        style = CHIP_STYLE + f"background:{CHIP_COLOURS[position % len(CHIP_COLOURS)]};"
-        if generated:
-            style += "outline:2px solid #16a34a;font-weight:bold;"
-        if not whole:
-            style += "border:1px dashed #dc2626;"
+    for position, token, token_id, hex_bytes, source, whole in zip(
+        head["position"], head["token"], head["id"], head["bytes (hex)"], head["source"], head["whole UTF-8"]
+    ):
+        generated = source == "generated"
+        classes = f"c{position % len(CHIP_COLOURS)}" + (" gen" if generated else "") + ("" if whole else " part")
         label = html.escape(show_whitespace(token))
         if show_ids:
-            label += f"<br><small style='color:#555'>{token_id}</small>"
+            label += f"<br><small>{token_id}</small>"
         title = html.escape(f"position {position} · id {token_id} · bytes {hex_bytes}"
                             + (" · generated" if generated else "") + ("" if whole else " · part of a character"))
-        parts.append(f"<span style=\"{style}\" title=\"{title}\">{label}</span>")
+        parts.append(f'<span class="{classes}" title="{title}">{label}</span>')
         if "\n" in token:
             parts.append("<br>")
-    return "<div style='line-height:2.2'>" + "".join(parts) + "</div>"
+    return CHIP_CSS + "<div class='gv-chips'>" + "".join(parts) + "</div>"
 
 
 def main() -> None:
@@ -91,8 +85,7 @@ def main() -> None:
 
     st.subheader("Table")
     shown = table.assign(token=table["token"].map(show_whitespace))
-    st.dataframe(shown, hide_index=True, width="stretch", height=min(600, 38 + 35 * T), key="tokens_table",
-                 column_config={"id": st.column_config.NumberColumn(format="plain")})
+    st.dataframe(shown, hide_index=True, width="stretch", height=min(600, 38 + 35 * T))
     ui.download_csv(table.set_index("position"), "tokens", key="tokens_csv")
 
 

@@ -22,7 +22,8 @@ from gptviz.trace import Trace
 
 
 def token_table(model: GPT, ids: Sequence[int], n_prompt: int | None = None) -> pd.DataFrame:
-    """One row per token: position, token (display text), id, bytes (hex), byte length, source.
+    """One row per token: position, token (display text), id, bytes (hex), byte length, source,
+    whole UTF-8 (False for a token holding only part of a character, e.g. half an emoji).
 
     ids: the token ids read by the model (prompt, then generated); the first n_prompt of them
     are the prompt (all of them when n_prompt is None).
@@ -41,8 +42,17 @@ def token_table(model: GPT, ids: Sequence[int], n_prompt: int | None = None) -> 
             "bytes (hex)": [b.hex(" ") for b in raw],
             "byte length": np.asarray([len(b) for b in raw], dtype=np.int64),
             "source": ["prompt"] * n_prompt + ["generated"] * (len(ids) - n_prompt),
+            "whole UTF-8": [_is_utf8(b) for b in raw],
         }
     )
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """What attention heads do, in numbers: per-head scores, pattern similarity, one query's sum.
 
-Every score is a mean over query rows of a per-row quantity, so it can be computed on a
-few rows of a pattern at a time. `head_stats` walks the layers one by one and the query
-rows in chunks, recomputing each chunk of patterns from the trace's q and k with the
-model's own maths (`attention_scores`, `attention_pattern`) and reducing it at once: at
+Every score is a mean over query rows of a per-row quantity, so it can be computed a few
+rows of a pattern at a time. `head_stats` walks the layers one by one and the query rows in
+chunks, recomputing each chunk of patterns from the trace's q and k with the model's maths
+(scores ÷ √hs, keys after the query masked to -inf, softmax) and reducing it at once: at
 SmolLM2's full context (T = 8192) one layer's patterns alone are 2.4 GB, so they are never
-held whole (and never memoised on the shared trace).
+held whole, and never memoised on the shared trace. For long prompts the rows are an even
+sample of query positions (`query_positions`).
 
-Shapes: nh heads, T tokens; a chunk of patterns is (nh, c, K): c query rows starting at
-query position `start`, keys 0..K-1 (K >= start + c; keys after a query get weight 0).
+Shapes: nh heads, T tokens; rows of patterns are (nh, r, K): r query positions
+(`positions`), keys 0..K-1 (keys after a query have weight 0).
 """
 from __future__ import annotations
 
@@ -20,112 +21,113 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptviz.model import attention_pattern, attention_scores
 from gptviz.trace import Trace
+from gptviz.trace import trace as run_trace
 
 LN2 = math.log(2.0)
 CHUNK_ELEMENTS = 2**23  # pattern entries computed at once (32 MB of float32)
+MAX_ROWS = 256  # query rows used for scores and tiles when the prompt is longer
+JS_ROWS = 128  # query rows compared for head similarity
+JS_NEAR, JS_FAR = 31, 32  # JS cells: key 0, the 31 keys nearest the query, 32 blocks of the rest
 
 
-# ---- patterns, a chunk of query rows at a time ---------------------------------------------
-def pattern_rows(trace: Trace, layer: int, start: int, stop: int, heads: Sequence[int] | None = None) -> Tensor:
-    """(nh, stop - start, stop) attention of queries start..stop-1 over keys 0..stop-1.
+# ---- patterns, some query rows at a time ----------------------------------------------------
+def query_positions(n_tokens: int, max_rows: int = MAX_ROWS) -> np.ndarray:
+    """All positions 0..T-1 when T <= max_rows, else max_rows positions evenly spaced (first and last kept)."""
+    if n_tokens < 1 or max_rows < 1:
+        raise ValueError(f"Need at least one token and one row, got T={n_tokens}, max_rows={max_rows}.")
+    if n_tokens <= max_rows:
+        return np.arange(n_tokens)
+    return np.unique(np.linspace(0, n_tokens - 1, max_rows).round().astype(np.int64))
 
-    The same maths as `trace.patterns(layer)[:, start:stop, :stop]`, without building (or
-    memoising) the whole (nh, T, T) tensor. `heads` picks query heads (default: all).
+
+def pattern_at(trace: Trace, layer: int, positions: Sequence[int], heads: Sequence[int] | None = None) -> Tensor:
+    """(n, r, T) attention of the queries at `positions` over all keys, for query heads `heads`
+    (default all nh): softmax(mask(q·kᵀ / √hs)) with keys after each query masked.
+
+    Equals `trace.patterns(layer)[heads][:, positions]` without building (or memoising) it.
     """
     T = trace.n_tokens
-    if not 0 <= start < stop <= T:
-        raise ValueError(f"Query rows {start}..{stop - 1} are not inside 0..{T - 1}.")
-    q = trace.q(layer)  # (nh, T, hs)
-    k = trace.k(layer)  # (n_kv, T, hs)
-    d_head = trace.model.config.d_head
+    pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+    if pos.ndim != 1 or (len(pos) and not (0 <= int(pos.min()) and int(pos.max()) < T)):
+        raise ValueError(f"Query positions must be a list of positions inside 0..{T - 1}.")
+    heads = list(range(trace.n_head)) if heads is None else [int(h) for h in heads]
+    for h in heads:
+        trace.kv_head(h)  # raises ValueError for a head that does not exist
     with torch.inference_mode():
-        if heads is None:
-            raw = attention_scores(q[:, start:stop], k[:, :stop])  # (nh, c, stop)
-        else:
-            qs = q[list(heads), start:stop]  # (n, c, hs)
-            ks = torch.stack([k[trace.kv_head(h), :stop] for h in heads])  # (n, stop, hs)
-            raw = qs @ ks.transpose(-1, -2)  # (n, c, stop)
-        return attention_pattern(raw, d_head)
+        q = trace.q(layer)[heads][:, pos]  # (n, r, hs)
+        k = trace.k(layer)[[trace.kv_head(h) for h in heads]]  # (n, T, hs)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (n, r, T)
+        future = torch.arange(T)[None, :] > pos[:, None]  # (r, T)
+        return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 
 
-def iter_pattern_chunks(
-    trace: Trace, layer: int, heads: Sequence[int] | None = None, max_elements: int = CHUNK_ELEMENTS
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (start, rows) over all query rows of one layer; rows (n, c, T) float32 numpy.
-
-    Keys after each chunk's last query are zero-padded so every chunk has T columns.
-    """
-    T = trace.n_tokens
+def iter_pattern_rows(
+    trace: Trace, layer: int, positions: Sequence[int], heads: Sequence[int] | None = None,
+    max_elements: int = CHUNK_ELEMENTS,
+) -> Iterator[tuple[np.ndarray, Tensor]]:
+    """Yield (positions chunk (c,), rows (n, c, T)) covering `positions` in order, a bounded chunk at a time."""
+    positions = np.asarray(positions, dtype=np.int64)
     n = trace.n_head if heads is None else len(heads)
-    step = max(1, max_elements // max(1, n * T))
-    for start in range(0, T, step):
-        stop = min(T, start + step)
-        rows = pattern_rows(trace, layer, start, stop, heads).numpy()  # (n, c, stop)
-        if stop < T:
-            rows = np.pad(rows, ((0, 0), (0, 0), (0, T - stop)))
-        yield start, rows
+    step = max(1, max_elements // max(1, n * trace.n_tokens))
+    for a in range(0, len(positions), step):
+        chunk = positions[a : a + step]
+        yield chunk, pattern_at(trace, layer, chunk, heads)
 
 
-# ---- per-row quantities (one value per head and query row; NaN where undefined) -------------
-def _check_rows(p: np.ndarray, start: int) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float32)
+# ---- per-row quantities (one value per head and query row; NaN where undefined) ---------------
+def _rows(p, positions) -> tuple[Tensor, Tensor]:
+    p = torch.as_tensor(p)
     if p.ndim != 3:
-        raise ValueError(f"Pattern rows must be (heads, queries, keys), got shape {p.shape}.")
-    if start < 0 or start + p.shape[1] > p.shape[2]:
-        raise ValueError(
-            f"Rows for queries {start}..{start + p.shape[1] - 1} need at least {start + p.shape[1]} key columns, "
-            f"got {p.shape[2]}."
-        )
-    return p
+        raise ValueError(f"Pattern rows must be (heads, queries, keys), got shape {tuple(p.shape)}.")
+    r, K = p.shape[1], p.shape[2]
+    pos = torch.arange(r) if positions is None else torch.as_tensor(np.asarray(positions, dtype=np.int64))
+    if pos.shape != (r,):
+        raise ValueError(f"positions has {tuple(pos.shape)} entries for {r} rows.")
+    if r and (int(pos.min()) < 0 or int(pos.max()) >= K):
+        raise ValueError(f"Query positions must lie inside the {K} key columns.")
+    return p, pos
 
 
-def entropy_rows(p: np.ndarray) -> np.ndarray:
-    """(..., c, K) attention rows -> (..., c) entropy in bits: -Σ_j p_j log2 p_j.
+def entropy_rows(p) -> np.ndarray:
+    """(..., K) attention rows -> (...) entropy in bits, -Σ_j p_j log2 p_j (0·log 0 = 0).
 
-    A row uniform over n keys has entropy log2(n); a row on one key has 0.
+    A row uniform over n keys has entropy log2(n); a row on a single key has 0.
     """
-    p = np.asarray(p, dtype=np.float64)
-    logs = np.log(np.where(p > 0, p, 1.0))
-    return -(p * logs).sum(axis=-1) / LN2
+    p = torch.as_tensor(p)
+    with torch.inference_mode():
+        return (torch.special.entr(p).sum(-1) / LN2).double().numpy()
 
 
-def previous_token_rows(p: np.ndarray, start: int = 0) -> np.ndarray:
-    """(nh, c, K) rows -> (nh, c): attention from query i to key i-1 (NaN for i = 0)."""
-    p = _check_rows(p, start)
-    nh, c, _ = p.shape
-    out = np.full((nh, c), np.nan)
-    i = np.arange(start, start + c)
-    ok = i >= 1
-    out[:, ok] = p[:, np.flatnonzero(ok), i[ok] - 1]
+def previous_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray:
+    """(nh, r, K) rows of queries `positions` (default 0..r-1) -> (nh, r): attention from
+    query i to key i-1 (NaN for i = 0)."""
+    p, pos = _rows(p, positions)
+    out = p[:, torch.arange(len(pos)), (pos - 1).clamp_min(0)].double().numpy()
+    out[:, pos.numpy() == 0] = np.nan
     return out
 
 
-def first_token_rows(p: np.ndarray, start: int = 0) -> np.ndarray:
-    """(nh, c, K) rows -> (nh, c): attention from query i to key 0 (NaN for i = 0, which has no choice)."""
-    p = _check_rows(p, start)
-    out = p[:, :, 0].astype(np.float64)
-    if start == 0 and p.shape[1]:
-        out[:, 0] = np.nan
+def first_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray:
+    """(nh, r, K) -> (nh, r): attention from query i to key 0 (NaN for i = 0, which has no choice)."""
+    p, pos = _rows(p, positions)
+    out = p[:, :, 0].double().numpy()
+    out[:, pos.numpy() == 0] = np.nan
     return out
 
 
-def duplicate_token_rows(p: np.ndarray, ids: Sequence[int], start: int = 0) -> np.ndarray:
-    """(nh, c, K) rows -> (nh, c): attention from query i to earlier keys j < i with ids[j] == ids[i].
-
-    NaN for a query whose token did not occur before.
-    """
-    p = _check_rows(p, start)
-    ids = np.asarray(ids)
-    nh, c, K = p.shape
-    if len(ids) < start + c:
-        raise ValueError(f"ids has {len(ids)} tokens; rows need at least {start + c}.")
-    i = np.arange(start, start + c)
-    keys = ids[:K] if len(ids) >= K else np.pad(ids, (0, K - len(ids)), constant_values=-1)
-    same = (keys[None, :] == ids[i][:, None]) & (np.arange(K)[None, :] < i[:, None])  # (c, K)
-    out = np.einsum("hck,ck->hc", p, same.astype(np.float32), dtype=np.float64)
-    out[:, ~same.any(axis=1)] = np.nan
+def duplicate_token_rows(p, ids: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
+    """(nh, r, K) -> (nh, r): total attention from query i to the earlier keys j < i that hold
+    the same token id (ids[j] == ids[i]); NaN for a query whose token did not occur before."""
+    p, pos = _rows(p, positions)
+    K = p.shape[2]
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    if len(ids) < K:
+        raise ValueError(f"ids has {len(ids)} tokens but the rows have {K} keys.")
+    same = (ids[None, :K] == ids[pos][:, None]) & (torch.arange(K)[None, :] < pos[:, None])  # (r, K)
+    with torch.inference_mode():
+        out = torch.einsum("hrk,rk->hr", p, same.to(p.dtype)).double().numpy()
+    out[:, ~same.any(dim=1).numpy()] = np.nan
     return out
 
 
@@ -135,48 +137,47 @@ def mean_over_rows(values: np.ndarray) -> np.ndarray:
     ok = ~np.isnan(values)
     count = ok.sum(axis=-1)
     total = np.where(ok, values, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-# ---- per-head scores of whole patterns (nh, T, T) ---------------------------------------------
-def entropy_scores(patterns: np.ndarray) -> np.ndarray:
+# ---- per-head scores of whole patterns (nh, T, T) ------------------------------------------------
+def entropy_scores(patterns) -> np.ndarray:
     """(nh, T, T) -> (nh,) mean entropy (bits) over all query rows; lower = more focused."""
-    return entropy_rows(_check_rows(patterns, 0)).mean(axis=-1)
+    return entropy_rows(_rows(patterns, None)[0]).mean(axis=-1)
 
 
-def previous_token_scores(patterns: np.ndarray) -> np.ndarray:
+def previous_token_scores(patterns) -> np.ndarray:
     """(nh, T, T) -> (nh,) mean attention from position i to i-1 over i >= 1 (NaN when T = 1)."""
     return mean_over_rows(previous_token_rows(patterns))
 
 
-def first_token_scores(patterns: np.ndarray) -> np.ndarray:
-    """(nh, T, T) -> (nh,) mean attention to position 0 ("attention sink") over queries i >= 1."""
+def first_token_scores(patterns) -> np.ndarray:
+    """(nh, T, T) -> (nh,) mean attention to position 0 (the "attention sink") over queries i >= 1."""
     return mean_over_rows(first_token_rows(patterns))
 
 
-def duplicate_token_scores(patterns: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+def duplicate_token_scores(patterns, ids: Sequence[int]) -> np.ndarray:
     """(nh, T, T) -> (nh,) mean attention to earlier copies of the query's own token, over the
     queries that have one (NaN if no token repeats)."""
     return mean_over_rows(duplicate_token_rows(patterns, ids))
 
 
-def induction_scores(patterns: np.ndarray, period: int) -> np.ndarray:
+def induction_scores(patterns, period: int) -> np.ndarray:
     """(nh, T, T) of a sequence whose last 2·period tokens are one block repeated -> (nh,).
 
     Mean attention from each query i in the second copy (the last `period` positions) to
     key i - period + 1: the token after the previous occurrence of the query's token.
-    An induction head predicts "what came next last time" and scores near 1.
+    An induction head ("what came next last time?") scores near 1.
     """
-    p = _check_rows(patterns, 0)
+    p = _rows(patterns, None)[0]
     T = p.shape[1]
     if period < 1 or 2 * period > T:
         raise ValueError(f"A repeat of period {period} needs at least {2 * period} tokens, got {T}.")
-    i = np.arange(T - period, T)
-    return p[:, i, i - period + 1].astype(np.float64).mean(axis=-1)
+    i = torch.arange(T - period, T)
+    return p[:, i, i - period + 1].double().mean(-1).numpy()
 
 
-# ---- downsampling ---------------------------------------------------------------------------
+# ---- downsampling ------------------------------------------------------------------------------
 def bin_edges(n_items: int, n_bins: int) -> np.ndarray:
     """(min(n_bins, n_items) + 1,) edges splitting range(n_items) into near-equal, non-empty blocks."""
     if n_items < 1 or n_bins < 1:
@@ -185,13 +186,7 @@ def bin_edges(n_items: int, n_bins: int) -> np.ndarray:
     return np.linspace(0, n_items, n_bins + 1).round().astype(np.int64)
 
 
-def block_sums(x: np.ndarray, row_edges: np.ndarray, col_edges: np.ndarray) -> np.ndarray:
-    """(..., R, C) -> (..., len(row_edges)-1, len(col_edges)-1) sums over blocks."""
-    x = np.add.reduceat(x, row_edges[:-1], axis=-2)
-    return np.add.reduceat(x, col_edges[:-1], axis=-1)
-
-
-def block_mean(pattern: np.ndarray, size: int) -> np.ndarray:
+def block_mean(pattern, size: int) -> np.ndarray:
     """(..., T, T) -> (..., n, n), n = min(size, T): the mean of each block of the pattern
     (future keys count as 0). Blocks split 0..T-1 into n near-equal runs."""
     pattern = np.asarray(pattern, dtype=np.float64)
@@ -199,38 +194,76 @@ def block_mean(pattern: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"A pattern must be square (..., T, T), got shape {pattern.shape}.")
     edges = bin_edges(pattern.shape[-1], size)
     widths = np.diff(edges).astype(np.float64)
-    return block_sums(pattern, edges, edges) / np.outer(widths, widths)
+    sums = np.add.reduceat(np.add.reduceat(pattern, edges[:-1], axis=-2), edges[:-1], axis=-1)
+    return sums / np.outer(widths, widths)
 
 
-def block_max(pattern: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Tq, Tk) -> ((nq, nk) block maxima, nq, nk <= size; (row_edges, col_edges)).
+def block_max(
+    matrix, size: int, *, row_edges: np.ndarray | None = None, col_edges: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R, C) -> ((nr, nc) block maxima, row edges, column edges); nr, nc <= size unless edges are given.
 
-    Max-pooling keeps a sharp single-key attention visible after downsampling.
+    NaN entries (e.g. masked future keys) are ignored; a block of only NaN stays NaN.
+    Max-pooling keeps a sharp one-key attention visible after downsampling.
     """
-    pattern = np.asarray(pattern)
-    if pattern.ndim != 2:
-        raise ValueError(f"block_max takes one (T_q, T_k) matrix, got shape {pattern.shape}.")
-    rows, cols = bin_edges(pattern.shape[0], size), bin_edges(pattern.shape[1], size)
-    pooled = np.maximum.reduceat(np.maximum.reduceat(pattern, rows[:-1], axis=0), cols[:-1], axis=1)
-    return pooled, (rows, cols)
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"block_max takes one (rows, cols) matrix, got shape {matrix.shape}.")
+    rows = bin_edges(matrix.shape[0], size) if row_edges is None else np.asarray(row_edges)
+    cols = bin_edges(matrix.shape[1], size) if col_edges is None else np.asarray(col_edges)
+    filled = np.where(np.isnan(matrix), -np.inf, matrix)
+    pooled = np.maximum.reduceat(np.maximum.reduceat(filled, rows[:-1], axis=0), cols[:-1], axis=1)
+    return np.where(np.isneginf(pooled), np.nan, pooled), rows, cols
 
 
-# ---- Jensen–Shannon divergence ----------------------------------------------------------------
-def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """JS divergence in bits between distributions along the last axis (broadcast): in [0, 1].
+def pooled_pattern(
+    trace: Trace, layer: int, head: int, size: int, max_elements: int = CHUNK_ELEMENTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """One head's (T, T) pattern max-pooled into (n, n) blocks, n = min(size, T); keys after
+    the query are NaN (a block wholly in the future stays NaN). Returns (pooled, edges (n+1,)).
 
-    JS(P, Q) = H(M) - (H(P) + H(Q)) / 2 with M = (P + Q) / 2; symmetric, 0 iff P = Q.
+    Computed a few row blocks at a time, so even T = 8192 never builds the whole pattern.
+    With T <= size it is the pattern itself (future keys NaN).
     """
-    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
-    m = (p + q) / 2
-    return np.clip(entropy_rows(m) - (entropy_rows(p) + entropy_rows(q)) / 2, 0.0, 1.0)
+    T = trace.n_tokens
+    edges = bin_edges(T, size)
+    n = len(edges) - 1
+    out = np.full((n, n), np.nan, dtype=np.float32)
+    bins_per_chunk = max(1, max_elements // max(1, T * int(np.diff(edges).max())))
+    for b0 in range(0, n, bins_per_chunk):
+        b1 = min(n, b0 + bins_per_chunk)
+        positions = np.arange(edges[b0], edges[b1])
+        rows = pattern_at(trace, layer, positions, [head])[0].numpy()  # (c, T)
+        rows = np.where(np.arange(T)[None, :] > positions[:, None], np.nan, rows)
+        out[b0:b1] = block_max(rows, T, row_edges=edges[b0 : b1 + 1] - edges[b0], col_edges=edges)[0]
+    return out, edges
 
 
-def js_divergence_matrix(dists: np.ndarray, block: int = 8) -> np.ndarray:
-    """(N, R, K) N heads' attention rows (R query rows, K keys or key blocks) -> (N, N).
+def pattern_window(trace: Trace, layer: int, head: int, start: int, stop: int, key_start: int = 0) -> np.ndarray:
+    """(stop - start, stop - key_start) one head's weights of queries start..stop-1 over keys
+    key_start..stop-1, at full resolution (keys after a query are 0)."""
+    T = trace.n_tokens
+    if not 0 <= key_start <= start < stop <= T:
+        raise ValueError(f"Window queries {start}..{stop - 1}, keys from {key_start}, must lie inside 0..{T - 1}.")
+    return pattern_at(trace, layer, np.arange(start, stop), [head])[0, :, key_start:stop].numpy()
 
-    Entry (a, b) is the mean over the R rows of JS(row of head a, row of head b) in bits.
-    Computed in blocks of `block` heads against all heads (memory ~ block·N·R·K floats).
+
+# ---- Jensen–Shannon divergence ------------------------------------------------------------------
+def js_divergence(p, q) -> np.ndarray:
+    """JS divergence in bits between distributions along the last axis (broadcast), in [0, 1].
+
+    JS(P, Q) = H(M) - (H(P) + H(Q)) / 2 with M = (P + Q) / 2: symmetric, 0 iff P = Q.
+    """
+    p, q = torch.as_tensor(np.asarray(p, dtype=np.float64)), torch.as_tensor(np.asarray(q, dtype=np.float64))
+    js = entropy_rows((p + q) / 2) - (entropy_rows(p) + entropy_rows(q)) / 2
+    return np.clip(js, 0.0, 1.0)
+
+
+def js_divergence_matrix(dists, block: int = 8) -> np.ndarray:
+    """(N, R, K) N heads' attention rows (the same R query rows; K keys or key cells) -> (N, N).
+
+    Entry (a, b) is the mean over the R rows of JS(row of head a, row of head b), in bits.
+    Blocks of `block` heads are compared with the heads after them (memory ~ block·N·R·K).
     """
     d = torch.as_tensor(np.asarray(dists, dtype=np.float32))
     if d.ndim != 3:
@@ -240,26 +273,53 @@ def js_divergence_matrix(dists: np.ndarray, block: int = 8) -> np.ndarray:
     if R == 0:
         return out
     with torch.inference_mode():
-        h = torch.special.entr(d).sum(-1) / LN2  # (N, R) entropy of each row
+        h = torch.special.entr(d).sum(-1)  # (N, R) entropy of each row, in nats
         for a in range(0, N, block):
-            m = (d[a : a + block, None] + d[None]) / 2  # (b, N, R, K)
-            hm = torch.special.entr(m).sum(-1) / LN2  # (b, N, R)
-            js = hm - (h[a : a + block, None] + h[None]) / 2
-            out[a : a + block] = js.clamp(0.0, 1.0).mean(-1).double().numpy()
-    out = (out + out.T) / 2
-    np.fill_diagonal(out, 0.0)
-    return out
+            b = min(N, a + block)
+            m = (d[a:b, None] + d[None, a:]) / 2  # (b - a, N - a, R, K)
+            js = torch.special.entr(m).sum(-1) - (h[a:b, None] + h[None, a:]) / 2  # (b - a, N - a, R)
+            out[a:b, a:] = (js / LN2).clamp(0.0, 1.0).mean(-1).double().numpy()
+    upper = np.triu(out, 1)
+    return upper + upper.T
 
 
-# ---- everything at once, one layer and chunk of rows at a time ---------------------------------
+def js_cells(n_keys: int, positions: Sequence[int], near: int = JS_NEAR, far: int = JS_FAR) -> np.ndarray:
+    """(r, n_keys) cell of each key for each query row, for comparing rows on 1 + near + far cells.
+
+    A query at i with at most 1 + near + far keys keeps every key as its own cell. Otherwise:
+    cell 0 = key 0 (the attention sink), cells 1..near = keys i, i-1, ..., i-near+1, and the
+    keys 1..i-near in `far` equal blocks. Keys after the query (weight 0) go to cell 0.
+    Summing attention into cells can only lower a JS divergence, never raise it.
+    """
+    n_cells = 1 + near + far
+    i = np.asarray(positions, dtype=np.int64)[:, None]  # (r, 1)
+    j = np.arange(n_keys)[None, :]  # (1, K)
+    span = np.maximum(i - near, 1)  # keys 1..i-near are the far ones
+    far_cell = 1 + near + np.minimum((j - 1) * far // span, far - 1)
+    cells = np.where(j > i - near, 1 + i - j, far_cell)
+    cells = np.where(j == 0, 0, cells)
+    cells = np.where(i + 1 <= n_cells, j, cells)
+    return np.where(j > i, 0, cells)
+
+
+def cell_sums(p: Tensor, cells: np.ndarray, n_cells: int) -> Tensor:
+    """(n, r, K) rows, (r, K) cell ids -> (n, r, n_cells) attention summed per cell."""
+    n, r, K = p.shape
+    index = torch.as_tensor(cells + n_cells * np.arange(r)[:, None]).reshape(-1)  # (r·K,)
+    out = torch.zeros(n, r * n_cells, dtype=p.dtype)
+    return out.index_add_(1, index, p.reshape(n, r * K)).reshape(n, r, n_cells)
+
+
+# ---- everything at once, one layer and chunk of rows at a time -----------------------------------
 @dataclass(frozen=True)
 class HeadStats:
-    """Per-head numbers for all layers (L layers, nh heads, N = L·nh).
+    """Per-head numbers for all layers (L layers, nh heads, N = L·nh heads, head index l·nh + h).
 
     tiles (L, nh, n, n): each pattern's block means (n = min(tile, T));
     entropy, previous_token, first_token, duplicate_token (L, nh) (NaN where undefined);
-    js_rows (N, R, K): each head's attention on R sampled query rows (js_positions (R,)),
-    keys summed into K blocks (js_key_edges (K+1,)), for `js_divergence_matrix`.
+    positions (r,): the query rows the means are over (all of them unless T > max_rows);
+    js_rows (N, R, 1 + near + far): each head's attention on the R query rows js_positions,
+    summed into cells (`js_cells`), for `js_divergence_matrix`.
     """
 
     tiles: np.ndarray
@@ -267,9 +327,9 @@ class HeadStats:
     previous_token: np.ndarray
     first_token: np.ndarray
     duplicate_token: np.ndarray
+    positions: np.ndarray
     js_rows: np.ndarray
     js_positions: np.ndarray
-    js_key_edges: np.ndarray
 
     @property
     def n_layer(self) -> int:
@@ -279,65 +339,73 @@ class HeadStats:
     def n_head(self) -> int:
         return self.tiles.shape[1]
 
-
-def sampled_rows(n_tokens: int, max_rows: int) -> np.ndarray:
-    """Up to max_rows query positions evenly spaced over 1..T-1 (position 0 has no choice)."""
-    if n_tokens < 2:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.linspace(1, n_tokens - 1, min(max_rows, n_tokens - 1)).round().astype(np.int64))
+    def scores(self) -> dict[str, np.ndarray]:
+        """The (L, nh) score maps by name."""
+        return {"previous token": self.previous_token, "first token": self.first_token,
+                "duplicate token": self.duplicate_token, "entropy (bits)": self.entropy}
 
 
 def head_stats(
-    trace: Trace, tile: int = 32, js_rows: int = 256, js_bins: int = 64, max_elements: int = CHUNK_ELEMENTS
+    trace: Trace, tile: int = 32, max_rows: int = MAX_ROWS, js_rows: int = JS_ROWS,
+    max_elements: int = CHUNK_ELEMENTS,
 ) -> HeadStats:
-    """Scores of every head of every layer, from one pass over the patterns (see module doc)."""
+    """Scores, overview tiles and similarity rows of every head, from one pass over the
+    patterns of the query rows `query_positions(T, max_rows)` (see the module doc)."""
     T, L, nh = trace.n_tokens, trace.n_layer, trace.n_head
+    if max_rows < 2 * tile:
+        raise ValueError(f"max_rows={max_rows} leaves some of the {tile} tile rows without a query row.")
     ids = np.asarray(trace.ids)
+    positions = query_positions(T, max_rows)
+    js_positions = positions[positions > 0]
+    js_positions = js_positions[np.unique(np.linspace(0, len(js_positions) - 1, min(js_rows, len(js_positions)))
+                                          .round().astype(np.int64))] if len(js_positions) else js_positions
+    n_cells = 1 + JS_NEAR + JS_FAR
     edges = bin_edges(T, tile)
     widths = np.diff(edges).astype(np.float64)
-    n = len(widths)
-    positions = sampled_rows(T, js_rows)
-    key_edges = bin_edges(T, js_bins)
-    tiles = np.zeros((L, nh, n, n))
-    per_row = {name: np.zeros((L, nh, T)) for name in ("entropy", "previous", "first", "duplicate")}
-    js = np.zeros((L, nh, len(positions), len(key_edges) - 1), dtype=np.float32)
+    row_bin = np.searchsorted(edges, positions, side="right") - 1  # (r,) tile row of each query row
+    rows_per_bin = np.bincount(row_bin, minlength=len(widths))
+    tiles = np.zeros((L, nh, len(widths), len(widths)))
+    per_row = {name: np.zeros((L, nh, len(positions))) for name in ("entropy", "previous", "first", "duplicate")}
+    js = np.zeros((L, nh, len(js_positions), n_cells), dtype=np.float32)
     for layer in range(L):
-        col_sums = np.zeros((nh, T, n))  # each query row's attention summed per key block
-        for start, p in iter_pattern_chunks(trace, layer, max_elements=max_elements):
-            c = p.shape[1]
-            rows = slice(start, start + c)
-            col_sums[:, rows] = np.add.reduceat(p, edges[:-1], axis=-1)
+        done = 0
+        for chunk, p in iter_pattern_rows(trace, layer, positions, max_elements=max_elements):
+            rows = slice(done, done + len(chunk))
+            done += len(chunk)
+            col_sums = np.add.reduceat(p.numpy(), edges[:-1], axis=-1) / widths  # (nh, c, n) block-column means
+            np.add.at(tiles[layer], (slice(None), row_bin[rows]), col_sums)
             per_row["entropy"][layer, :, rows] = entropy_rows(p)
-            per_row["previous"][layer, :, rows] = previous_token_rows(p, start)
-            per_row["first"][layer, :, rows] = first_token_rows(p, start)
-            per_row["duplicate"][layer, :, rows] = duplicate_token_rows(p, ids, start)
-            picked = positions[(positions >= start) & (positions < start + c)]
-            if len(picked):
-                js[layer, :, np.searchsorted(positions, picked)] = np.add.reduceat(
-                    p[:, picked - start], key_edges[:-1], axis=-1
-                ).transpose(1, 0, 2)
-        tiles[layer] = np.add.reduceat(col_sums, edges[:-1], axis=1) / np.outer(widths, widths)
+            per_row["previous"][layer, :, rows] = previous_token_rows(p, chunk)
+            per_row["first"][layer, :, rows] = first_token_rows(p, chunk)
+            per_row["duplicate"][layer, :, rows] = duplicate_token_rows(p, ids, chunk)
+            take = np.isin(chunk, js_positions)
+            if take.any():
+                at = np.searchsorted(js_positions, chunk[take])
+                js[layer][:, at] = cell_sums(p[:, take], js_cells(T, chunk[take]), n_cells).numpy()
+        tiles[layer] /= rows_per_bin[None, :, None]
     return HeadStats(
         tiles=tiles,
         entropy=per_row["entropy"].mean(axis=-1),
         previous_token=mean_over_rows(per_row["previous"]),
         first_token=mean_over_rows(per_row["first"]),
         duplicate_token=mean_over_rows(per_row["duplicate"]),
-        js_rows=js.reshape(L * nh, len(positions), -1),
-        js_positions=positions,
-        js_key_edges=key_edges,
+        positions=positions,
+        js_rows=js.reshape(L * nh, len(js_positions), n_cells),
+        js_positions=js_positions,
     )
 
 
 # ---- induction: a fresh trace of a repeated random sequence ------------------------------------
 def repeated_random_ids(tokenizer, vocab_size: int, period: int = 30, seed: int = 0) -> list[int]:
     """[first] + r + r: r is `period` random token ids from the middle 90% of the vocabulary
-    (clear of special and byte tokens), seeded; first is the BOS (or end-of-text) token."""
+    (clear of special and byte tokens), distinct, seeded; first is the BOS (or end-of-text) token."""
+    if period < 1:
+        raise ValueError(f"The repeated block needs at least one token, got period={period}.")
     n = min(tokenizer.n_vocab, vocab_size)
-    low, high = n // 20, n - n // 20
-    specials = {tokenizer.bos_id, tokenizer.eos_id} - {None}
-    rng = np.random.default_rng(seed)
-    block = [int(i) for i in rng.integers(low, high, size=period * 2) if int(i) not in specials][:period]
+    pool = np.setdiff1d(np.arange(n // 20, n - n // 20), [i for i in (tokenizer.bos_id, tokenizer.eos_id) if i is not None])
+    if len(pool) < period:
+        raise ValueError(f"A vocabulary of {n} tokens is too small for {period} distinct random tokens.")
+    block = [int(i) for i in np.random.default_rng(seed).choice(pool, size=period, replace=False)]
     first = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     if first is None:
         first = block[0]
@@ -348,9 +416,18 @@ def induction_head_scores(induction_trace: Trace, period: int) -> np.ndarray:
     """(L, nh) induction score of every head on a trace of [first] + r + r (len(r) = period)."""
     T = induction_trace.n_tokens
     return np.stack(
-        [induction_scores(pattern_rows(induction_trace, layer, 0, T).numpy(), period)
+        [induction_scores(pattern_at(induction_trace, layer, np.arange(T)), period)
          for layer in range(induction_trace.n_layer)]
     )
+
+
+def induction_experiment(model, period: int = 30, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Run the model on [first] + r + r (r: `period` random tokens, seeded) and score every
+    head: ((L, nh) induction scores, the ids). ValueError if 2·period + 1 exceeds the context."""
+    if 2 * period + 1 > model.config.n_ctx:
+        raise ValueError(f"2·{period} + 1 tokens do not fit the context of {model.config.n_ctx}: use a shorter period.")
+    ids = repeated_random_ids(model.tokenizer, model.config.vocab_size, period, seed)
+    return induction_head_scores(run_trace(model, ids), period), ids
 
 
 # ---- one query's attention, step by step -------------------------------------------------------
@@ -405,6 +482,17 @@ def query_breakdown(trace: Trace, layer: int, head: int, position: int, top: int
     )
 
 
+def context_vector(trace: Trace, layer: int, head: int, position: int) -> np.ndarray:
+    """(hs,) one head's context vector at one position, Σ_j a_j v_j, from the pattern row and
+    the values (the same numbers as trace.z(layer)[head, position], without building the
+    layer's (nh, T, T) patterns)."""
+    if not 0 <= position < trace.n_tokens:
+        raise ValueError(f"Position {position} is outside the prompt's 0..{trace.n_tokens - 1}.")
+    weights = pattern_at(trace, layer, [position], [head])[0, 0]  # (T,)
+    with torch.inference_mode():
+        return (weights @ trace.v(layer)[trace.kv_head(head)]).numpy()  # (hs,)
+
+
 def stage_window(trace: Trace, layer: int, head: int, start: int, stop: int) -> dict[str, np.ndarray]:
     """The four stages of one head on queries and keys start..stop-1: each (w, w) numpy.
 
@@ -421,5 +509,5 @@ def stage_window(trace: Trace, layer: int, head: int, start: int, stop: int) -> 
         scaled = raw / math.sqrt(q.shape[-1])
         future = torch.ones_like(scaled, dtype=torch.bool).triu(1)
         masked = scaled.masked_fill(future, float("-inf"))
-        pattern = pattern_rows(trace, layer, start, stop, [head])[0, :, start:stop]
+        pattern = pattern_at(trace, layer, np.arange(start, stop), [head])[0, :, start:stop]
     return {"raw": raw.numpy(), "scaled": scaled.numpy(), "masked": masked.numpy(), "softmax": pattern.numpy()}

@@ -64,20 +64,51 @@ def logit_lens_top(trace: Trace, start: int = 0, stop: int | None = None) -> tup
     return top_ids, top_probs
 
 
+def readout_at(trace: Trace, position: int) -> Tensor:
+    """(n_layer + 1, vocab) next-token probabilities at `position` read out at every layer."""
+    position = _position(trace, position)
+    resid = torch.stack([r[position] for r in trace.resid_stream])  # (n_layer + 1, C)
+    with torch.inference_mode():
+        return torch.softmax(lens_logits(trace, resid).float(), dim=-1)
+
+
+def _target(probs: Tensor, token_id: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 <= token_id < probs.shape[-1]:
+        raise ValueError(f"Token id {token_id} is outside the vocabulary of {probs.shape[-1]}.")
+    target = probs[:, token_id]  # (n_layer + 1,)
+    ranks = (probs > target[:, None]).sum(dim=-1) + 1
+    return target.numpy().astype(np.float32), ranks.numpy().astype(np.int64)
+
+
 def target_prob_by_layer(trace: Trace, token_id: int, position: int) -> tuple[np.ndarray, np.ndarray]:
     """Probability and 1-based rank of token_id at `position`, read out at every layer.
 
     Returns probs (n_layer + 1,) float32 and ranks (n_layer + 1,) int64 (rank 1 = top token).
     """
-    vocab = trace.model.config.vocab_size
-    if not 0 <= token_id < vocab:
-        raise ValueError(f"Token id {token_id} is outside the vocabulary of {vocab}.")
-    position = _position(trace, position)
-    resid = torch.stack([r[position] for r in trace.resid_stream])  # (n_layer + 1, C)
-    probs = torch.softmax(lens_logits(trace, resid).float(), dim=-1)  # (n_layer + 1, vocab)
-    target = probs[:, token_id]  # (n_layer + 1,)
-    ranks = (probs > target[:, None]).sum(dim=-1) + 1
-    return target.numpy().astype(np.float32), ranks.numpy().astype(np.int64)
+    return _target(readout_at(trace, position), token_id)
+
+
+def target_table(trace: Trace, token_id: int, position: int) -> pd.DataFrame:
+    """Layer by layer at `position`: the target token's probability and rank, and the top token
+    with its probability (so the two can be compared: where the target is rank 1 they agree)."""
+    probs = readout_at(trace, position)  # (n_layer + 1, vocab)
+    target, ranks = _target(probs, token_id)
+    top_p, top_i = probs.max(dim=-1)
+    return pd.DataFrame({
+        "layer": lens_row_names(len(target) - 1),
+        "target probability": target,
+        "target rank": ranks,
+        "top token": trace.model.tokenizer.token_strings(top_i.tolist()),
+        "top id": top_i.numpy(),
+        "top probability": top_p.numpy(),
+    })
+
+
+def top_token_strings(trace: Trace, top_ids: np.ndarray) -> np.ndarray:
+    """Display strings of an array of token ids, same shape (object dtype)."""
+    ids = np.asarray(top_ids)
+    strings = trace.model.tokenizer.token_strings(ids.ravel().tolist())
+    return np.asarray(strings, dtype=object).reshape(ids.shape)
 
 
 def lens_frame(trace: Trace, top_ids: np.ndarray, top_probs: np.ndarray, start: int = 0) -> pd.DataFrame:

@@ -56,7 +56,8 @@ def norms_figure(norms: np.ndarray, names: Sequence[str], tokens: Sequence[str])
             fig.add_trace(go.Scatter(x=positions, y=norms[:, j], name=name, mode="lines"))
         fig.update_xaxes(title="position")
     fig.update_layout(title="L2 norm of each token's vector", yaxis_title="‖x‖₂", height=380,
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.02, yanchor="bottom"))
+                      margin=dict(l=10, r=10, t=70, b=10),
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"))
     return fig
 
 

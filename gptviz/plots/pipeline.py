@@ -65,14 +65,14 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         ]
     else:
         stages.append(
-            Stage("rotary", "Position: rotary (RoPE)", f"turns q, k by position (θ = {config.rope_theta:g})",
+            Stage("rotary", "Position: rotary (RoPE)", f"rotates q, k (θ = {config.rope_theta:g})",
                   "No position vector is added: inside attention q and k are rotated by an angle that "
                   "grows with the position, so q·k depends on the tokens' distance", 4, side=True)
         )
     stages += [
         Stage("ln1", f"{norm} 1", f"{_shape(T, C)}", f"{norm}: {norm_formula}", 3),
         Stage("attn", f"Causal multi-head attention: {nh} heads × {hs}" + (f", {n_kv} kv heads" if n_kv != nh else ""),
-              f"q {_shape(nh, T, hs)}, k v {_shape(n_kv, T, hs)} → pattern {_shape(nh, T, T)} → {_shape(T, C)}",
+              f"q {_shape(nh, T, hs)}, k v {_shape(n_kv, T, hs)}<br>pattern {_shape(nh, T, T)} → out {_shape(T, C)}",
               f"softmax(mask(q·kᵀ / √{hs})) · v per head{kv}; heads concatenated, then W_O", 4),
         Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}", "x + attention(norm(x)): the residual stream after attention", 5,
               kind="add"),
@@ -91,9 +91,15 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
 
 
 MAIN_X, SIDE_X, LANE_X = 5.0, 11.1, 1.0
-BOX_W, SIDE_W, BOX_H = 6.4, 3.6, 0.72
+BOX_W, SIDE_W, BOX_H = 6.4, 3.6, 0.7
+TALL_H = 0.86  # boxes with two lines of shapes
+INK = "#1f2937"
 X_RANGE = (0.0, 13.0)
 BLOCK_ROWS = (3, 8)
+
+
+def _height(stage: Stage) -> float:
+    return TALL_H if "<br>" in stage.shape else BOX_H
 
 
 def pipeline_figure(config: GPTConfig, n_tokens: int) -> go.Figure:
@@ -119,7 +125,7 @@ def pipeline_figure(config: GPTConfig, n_tokens: int) -> go.Figure:
                        line=dict(color="#9aa", dash="dash"), fillcolor="rgba(120,160,200,0.07)"))
     notes.append(dict(x=8.62, y=(top + bottom) / 2, xref="x", yref="y", showarrow=False, textangle=-90,
                       text=f"<b>× {config.n_layer} transformer blocks</b> (layers 0–{config.n_layer - 1})",
-                      font=dict(size=12, color="#466")))
+                      font=dict(size=12, color="#365")))
     main = [s for s in stages if not s.side]
     for s in stages:
         x, w = (SIDE_X, SIDE_W) if s.side else (MAIN_X, BOX_W)
@@ -129,12 +135,13 @@ def pipeline_figure(config: GPTConfig, n_tokens: int) -> go.Figure:
             fill, border = "#eef6e8", "#6a9a4a"
         else:
             fill, border = "#e8f0fb", "#4a72b0"
-        shapes.append(dict(type="rect", x0=x - w / 2, x1=x + w / 2, y0=s.row - BOX_H / 2, y1=s.row + BOX_H / 2,
+        h = _height(s)
+        shapes.append(dict(type="rect", x0=x - w / 2, x1=x + w / 2, y0=s.row - h / 2, y1=s.row + h / 2,
                            line=dict(color=border), fillcolor=fill, layer="below"))
-        notes.append(dict(x=x, y=s.row, xref="x", yref="y", showarrow=False, font=dict(size=12),
+        notes.append(dict(x=x, y=s.row, xref="x", yref="y", showarrow=False, font=dict(size=12, color=INK),
                           text=f"<b>{s.title}</b><br><span style='font-family:monospace'>{s.shape}</span>"))
     for a, b in zip(main, main[1:]):
-        arrow(MAIN_X, a.row + BOX_H / 2, MAIN_X, b.row - BOX_H / 2)
+        arrow(MAIN_X, a.row + _height(a) / 2, MAIN_X, b.row - _height(b) / 2)
     for s in stages:
         if not s.side:
             continue
@@ -156,7 +163,7 @@ def pipeline_figure(config: GPTConfig, n_tokens: int) -> go.Figure:
         hovertext=[f"{s.title}<br>{s.detail}" for s in stages], hoverinfo="text", showlegend=False,
     ))
     fig.update_layout(
-        shapes=shapes, annotations=notes, height=760, margin=dict(l=10, r=10, t=40, b=10),
+        shapes=shapes, annotations=notes, height=840, margin=dict(l=10, r=10, t=40, b=10),
         title=f"{config.name or config.family} reading {n_tokens} token{'s' * (n_tokens != 1)}",
         plot_bgcolor="white", hovermode="closest",
     )

@@ -1,0 +1,326 @@
+"""Figures of one attention head: its pattern, its four stages, one query's weighted sum,
+bertviz-style lines, and the overview of every head. Arrays and token strings in, figures out."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gptviz.analysis.heads import QueryBreakdown, block_max
+from gptviz.plots.common import heatmap, show_whitespace, token_labels
+
+MAX_CELLS = 512  # a heatmap side longer than this is max-pooled
+MAX_LINES_TOKENS = 64
+STAGE_TITLES = {
+    "raw": "1. raw scores q·kᵀ",
+    "scaled": "2. scaled ÷ √d_head",
+    "masked": "3. causal mask (future = blank)",
+    "softmax": "4. softmax → weights",
+}
+
+
+def range_labels(edges: np.ndarray, tokens: Sequence[str], start: int = 0) -> list[str]:
+    """Axis labels for blocks [edges[b], edges[b+1]) of positions start + …: "i·tok" for a
+    one-token block, "a–b" (positions) for a longer one."""
+    labels = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        a, b = int(a), int(b)
+        labels.append(f"{start + a}·{show_whitespace(tokens[a])}" if b - a == 1 else f"{start + a}–{start + b - 1}")
+    return labels
+
+
+def future_mask(n_rows: int, n_cols: int, row_start: int = 0, col_start: int = 0) -> np.ndarray:
+    """(n_rows, n_cols) bool, True where key position col_start + j is after query row_start + i."""
+    return (col_start + np.arange(n_cols))[None, :] > (row_start + np.arange(n_rows))[:, None]
+
+
+def pattern_heatmap(
+    pattern: np.ndarray,
+    tokens: Sequence[str],
+    *,
+    query_start: int = 0,
+    key_start: int = 0,
+    edges: tuple[np.ndarray, np.ndarray] | None = None,
+    max_cells: int = MAX_CELLS,
+    title: str = "",
+) -> go.Figure:
+    """Attention weights as a heatmap, query tokens as rows, key tokens as columns; future keys blank.
+
+    pattern (R, C): query rows query_start.., key columns key_start.. of `tokens` (the whole
+    prompt's tokens). A side longer than max_cells is max-pooled into blocks. Or pass an
+    already pooled matrix with edges = (row_edges, col_edges) (positions from query_start /
+    key_start, e.g. from `analysis.heads.pooled_pattern`). Pooled hovers say "max weight"
+    and show position ranges.
+    """
+    pattern = np.asarray(pattern, dtype=np.float32)
+    if pattern.ndim != 2 or 0 in pattern.shape:
+        raise ValueError(f"pattern must be a non-empty (queries, keys) matrix, got shape {pattern.shape}.")
+    if edges is None:
+        R, C = pattern.shape
+        if query_start + R > len(tokens) or key_start + C > len(tokens):
+            raise ValueError(f"A ({R}, {C}) window at ({query_start}, {key_start}) does not fit {len(tokens)} tokens.")
+        z = np.where(future_mask(R, C, query_start, key_start), np.nan, pattern)
+        if R > max_cells or C > max_cells:
+            z, row_edges, col_edges = block_max(z, max_cells)
+            edges = (row_edges, col_edges)
+    else:
+        row_edges, col_edges = (np.asarray(e) for e in edges)
+        if pattern.shape != (len(row_edges) - 1, len(col_edges) - 1):
+            raise ValueError(f"A pooled pattern of shape {pattern.shape} needs {pattern.shape[0] + 1} row and "
+                             f"{pattern.shape[1] + 1} column edges, got {len(row_edges)} and {len(col_edges)}.")
+        if query_start + row_edges[-1] > len(tokens) or key_start + col_edges[-1] > len(tokens):
+            raise ValueError(f"The pooled blocks reach past the {len(tokens)} tokens.")
+        z = pattern
+    if edges is not None:
+        y = range_labels(edges[0], tokens[query_start:], query_start)
+        x = range_labels(edges[1], tokens[key_start:], key_start)
+        hover = "queries: %{y}<br>keys: %{x}<br>max weight: %{z:.3f}<extra></extra>"
+    else:
+        labels = token_labels(tokens)
+        y, x = labels[query_start : query_start + z.shape[0]], labels[key_start : key_start + z.shape[1]]
+        hover = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
+    fig = heatmap(z, x, y, title=title, x_title="key token (attended to)", y_title="query token (attending)",
+                  zmin=0.0, zmax=1.0, hovertemplate=hover)
+    fig.update_traces(colorbar_title="weight")
+    fig.update_layout(height=int(np.clip(200 + 14 * len(y), 320, 800)), plot_bgcolor="#f4f4f4")
+    if max(len(x), len(y)) > 48:
+        fig.update_xaxes(showticklabels=len(x) <= 128, tickfont_size=8)
+        fig.update_yaxes(showticklabels=len(y) <= 128, tickfont_size=8)
+    return fig
+
+
+def stages_figure(stages: Mapping[str, np.ndarray], tokens: Sequence[str], start: int = 0) -> go.Figure:
+    """Four (w, w) heatmaps side by side, raw → scaled → masked → softmax, each with its own
+    colour scale. stages: "raw", "scaled", "masked" (-inf above the diagonal, drawn blank),
+    "softmax"; the window holds positions start..start+w-1 of `tokens`."""
+    if set(stages) != set(STAGE_TITLES):
+        raise ValueError(f"stages needs exactly the keys {list(STAGE_TITLES)}, got {list(stages)}.")
+    shapes = {np.asarray(s).shape for s in stages.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or len(set(next(iter(shapes)))) != 1:
+        raise ValueError(f"Every stage must be the same square (w, w) matrix, got shapes {shapes}.")
+    w = next(iter(shapes))[0]
+    if start + w > len(tokens):
+        raise ValueError(f"A window of {w} tokens at {start} does not fit {len(tokens)} tokens.")
+    labels = token_labels(tokens)[start : start + w]
+    small = w > 24  # too many tokens for tick labels
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[STAGE_TITLES[k] for k in STAGE_TITLES],
+                        horizontal_spacing=0.035)
+    for i, name in enumerate(STAGE_TITLES, start=1):
+        z = np.asarray(stages[name], dtype=np.float32)
+        z = np.where(np.isfinite(z), z, np.nan)
+        finite = z[np.isfinite(z)]
+        if name == "softmax":
+            lo, hi, scale = 0.0, 1.0, "Blues"
+        else:
+            bound = float(np.abs(finite).max()) if finite.size else 1.0
+            lo, hi, scale = -bound, bound, "RdBu_r"
+        axis = "coloraxis" if i == 1 else f"coloraxis{i}"
+        fig.add_trace(go.Heatmap(
+            z=z, x=labels, y=labels, coloraxis=axis,
+            hovertemplate="query: %{y}<br>key: %{x}<br>value: %{z:.3f}<extra>" + name + "</extra>",
+        ), row=1, col=i)
+        fig.update_layout({axis: dict(
+            colorscale=scale, cmin=lo, cmax=hi,
+            colorbar=dict(orientation="h", x=(i - 0.5) / 4, xanchor="center", y=-0.02 if small else -0.3,
+                          yanchor="top", len=0.2, thickness=10),
+        )})
+    fig.update_xaxes(type="category", showticklabels=not small, tickfont_size=8)
+    fig.update_yaxes(type="category", autorange="reversed", showticklabels=False, tickfont_size=8)
+    fig.update_yaxes(showticklabels=not small, row=1, col=1)
+    fig.update_layout(height=420 if small else 480, margin=dict(l=10, r=10, t=40, b=40 if small else 110),
+                      plot_bgcolor="#f4f4f4")
+    return fig
+
+
+def _vector_rows(fig: go.Figure, z: np.ndarray, y: Sequence[str], row: int, coloraxis: str, name: str) -> None:
+    fig.add_trace(go.Heatmap(
+        z=np.asarray(z, dtype=np.float32), x=np.arange(z.shape[1]), y=list(y), coloraxis=coloraxis,
+        hovertemplate="%{y}<br>dim %{x}: %{z:.4f}<extra>" + name + "</extra>",
+    ), row=row, col=1)
+    fig.update_yaxes(type="category", autorange="reversed", row=row, col=1)
+
+
+def _shown_labels(b: QueryBreakdown, tokens: Sequence[str]) -> list[str]:
+    labels = token_labels(tokens)
+    return [labels[j] for j in b.shown]
+
+
+def query_vectors_figure(b: QueryBreakdown, tokens: Sequence[str]) -> go.Figure:
+    """The query vector q (hs,) on top of the keys it meets (n_shown, hs), one colour scale."""
+    labels = _shown_labels(b, tokens)
+    n = len(labels)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[1.0, max(1.0, n)])
+    _vector_rows(fig, b.q[None, :], [f"q @ {token_labels(tokens)[b.position]}"], 1, "coloraxis", "q")
+    _vector_rows(fig, b.keys, labels, 2, "coloraxis", "k")
+    bound = float(max(np.abs(b.q).max(), np.abs(b.keys).max(), 1e-9))
+    fig.update_layout(coloraxis=dict(colorscale="RdBu_r", cmin=-bound, cmax=bound), height=min(900, 200 + 16 * n),
+                      margin=dict(l=10, r=10, t=40, b=10), title="query q (top row) and the keys k it meets")
+    fig.update_xaxes(title_text="dimension of the head (0..d_head-1)", row=2, col=1)
+    return fig
+
+
+def weights_figure(b: QueryBreakdown, tokens: Sequence[str], max_labelled: int = 256) -> go.Figure:
+    """The attention weights of one query over keys 0..position, as bars (sum = 1)."""
+    n = len(b.weights)
+    if n <= max_labelled:
+        x = token_labels(tokens)[:n]
+        fig = go.Figure(go.Bar(x=x, y=b.weights.astype(np.float32),
+                               hovertemplate="key %{x}<br>weight %{y:.4f}<extra></extra>"))
+        fig.update_xaxes(type="category", tickangle=-60, showticklabels=n <= 96)
+    else:
+        fig = go.Figure(go.Bar(x=np.arange(n), y=b.weights.astype(np.float32),
+                               hovertemplate="key position %{x}<br>weight %{y:.4f}<extra></extra>"))
+        fig.update_xaxes(title_text="key position")
+    fig.update_layout(title=f"weights of query {token_labels(tokens)[b.position]} (softmax of its scores)",
+                      yaxis_title="weight", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def weighted_sum_figure(b: QueryBreakdown, tokens: Sequence[str]) -> go.Figure:
+    """Rows weight_j · v_j of the shown keys (+ one row for the rest, if any) above their sum z."""
+    labels = [f"{w:.3f} × v[{lab}]" for w, lab in zip(b.weights[b.shown], _shown_labels(b, tokens))]
+    rows = b.weighted
+    n_rest = len(b.weights) - len(b.shown)
+    if n_rest:
+        labels.append(f"the other {n_rest} keys (weight {b.weights.sum() - b.weights[b.shown].sum():.3f})")
+        rows = np.vstack([rows, b.rest[None, :]])
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        row_heights=[max(1.0, len(labels)), 1.0])
+    _vector_rows(fig, rows, labels, 1, "coloraxis", "weight·v")
+    _vector_rows(fig, b.z[None, :], [f"z @ {token_labels(tokens)[b.position]}"], 2, "coloraxis", "z")
+    bound = float(max(np.abs(rows).max(), np.abs(b.z).max(), 1e-9))
+    fig.update_layout(coloraxis=dict(colorscale="RdBu_r", cmin=-bound, cmax=bound),
+                      height=min(900, 220 + 16 * len(labels)), margin=dict(l=10, r=10, t=40, b=10),
+                      title="weighted values a_j·v_j (rows) and their sum z (bottom row)")
+    fig.update_xaxes(title_text="dimension of the head (0..d_head-1)", row=2, col=1)
+    return fig
+
+
+def lines_figure(
+    pattern: np.ndarray,
+    tokens: Sequence[str],
+    start: int = 0,
+    highlight: int | None = None,
+    n_buckets: int = 8,
+    min_weight: float = 0.01,
+) -> go.Figure:
+    """bertviz-style lines: queries on the left, keys on the right, a line per (query, key)
+    with weight >= min_weight, opacity and width growing with the weight.
+
+    pattern (w, w): queries and keys start..start+w-1 (w <= 64). Lines are grouped into
+    n_buckets weight buckets, one scatter trace each (segments separated by NaN); the
+    lines of query position `highlight` are drawn again on top in orange.
+    """
+    pattern = np.asarray(pattern, dtype=np.float32)
+    if pattern.ndim != 2 or pattern.shape[0] != pattern.shape[1]:
+        raise ValueError(f"pattern must be a square (w, w) window, got shape {pattern.shape}.")
+    w = pattern.shape[0]
+    if w > MAX_LINES_TOKENS:
+        raise ValueError(f"The lines view draws at most {MAX_LINES_TOKENS} tokens, got {w}: pick a window.")
+    if start + w > len(tokens):
+        raise ValueError(f"A window of {w} tokens at {start} does not fit {len(tokens)} tokens.")
+    labels = token_labels(tokens)[start : start + w]
+    q_idx, k_idx = np.nonzero((pattern >= min_weight) & ~future_mask(w, w))
+    weights = pattern[q_idx, k_idx]
+    bucket = np.minimum((weights * n_buckets).astype(int), n_buckets - 1)
+    fig = go.Figure()
+
+    def add_lines(sel: np.ndarray, level: int, color: str, name: str) -> None:
+        qs, ks = q_idx[sel], k_idx[sel]
+        x = np.tile(np.array([0.0, 1.0, np.nan]), len(qs))
+        y = np.column_stack([-qs, -ks, np.full(len(qs), np.nan)]).astype(np.float32).ravel()
+        level_weight = (level + 1) / n_buckets
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines", hoverinfo="skip", showlegend=False, name=name,
+            line=dict(color=color, width=0.5 + 3.5 * level_weight), opacity=0.15 + 0.85 * level_weight,
+        ))
+
+    for level in range(n_buckets):
+        sel = bucket == level
+        if sel.any():
+            add_lines(sel, level, "#1f77b4", f"weight ≥ {level / n_buckets:.2f}")
+    if highlight is not None and start <= highlight < start + w:
+        for level in range(n_buckets):
+            sel = (bucket == level) & (q_idx == highlight - start)
+            if sel.any():
+                add_lines(sel, level, "#ff7f0e", f"query {highlight}")
+    ys = -np.arange(w, dtype=np.float32)
+    for x, side, anchor in ((0.0, "query", "middle left"), (1.0, "key", "middle right")):
+        fig.add_trace(go.Scatter(
+            x=np.full(w, x), y=ys, mode="markers+text", text=labels, textposition=anchor,
+            marker=dict(size=5, color="#555"), showlegend=False, name=side,
+            hovertemplate=side + " %{text}<extra></extra>",
+        ))
+    fig.update_xaxes(visible=False, range=[-0.7, 1.7])
+    fig.update_yaxes(visible=False, range=[-w + 0.3, 0.7])
+    fig.update_layout(height=max(260, 22 * w + 60), margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                      title="queries (left) → keys (right); thicker, darker = more attention")
+    return fig
+
+
+def overview_figure(
+    tiles: np.ndarray, focus: tuple[int, int] | None = None, hover_values: np.ndarray | None = None,
+    value_name: str = "entropy (bits)",
+) -> go.Figure:
+    """Every head's pattern as one small tile: tiles (L, nh, n, n) block means -> one heatmap
+    with a column of tiles per layer (left to right) and a row per head (top to bottom), each
+    tile scaled to its own maximum, one blank pixel between tiles.
+
+    Coordinates are in layer (x) and head (y) units: a cell of layer l, head h lies within
+    0.5 of (l, h). A transparent marker at each tile centre makes heads clickable (plotly
+    selects points, not heatmap cells); `focus` (layer, head) gets a red frame.
+    hover_values (L, nh), if given, shows in the hover as value_name.
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)
+    if tiles.ndim != 4 or tiles.shape[2] != tiles.shape[3] or 0 in tiles.shape:
+        raise ValueError(f"tiles must be (layers, heads, n, n), got shape {tiles.shape}.")
+    L, nh, n, _ = tiles.shape
+    values = np.zeros((L, nh)) if hover_values is None else np.asarray(hover_values, dtype=np.float64)
+    if values.shape != (L, nh):
+        raise ValueError(f"hover_values must be ({L}, {nh}), got {values.shape}.")
+    peak = tiles.max(axis=(2, 3), keepdims=True)
+    scaled = tiles / np.where(peak > 0, peak, 1.0)
+    image = np.full((nh, n + 1, L, n + 1), np.nan, dtype=np.float32)  # (head, query, layer, key)
+    image[:, :n, :, :n] = scaled.transpose(1, 2, 0, 3)
+    image = image.reshape(nh * (n + 1), L * (n + 1))[:-1, :-1]
+    coords = lambda count: ((np.arange(count * (n + 1) - 1) - (n - 1) / 2) / (n + 1)).astype(np.float32)
+    fig = go.Figure(go.Heatmap(z=image, x=coords(L), y=coords(nh), colorscale="Blues", zmin=0, zmax=1,
+                               hoverinfo="skip", showscale=False))
+    layers, heads = np.meshgrid(np.arange(L), np.arange(nh), indexing="ij")
+    tile_px = float(np.clip(1000 / L, 24, 64))
+    fig.add_trace(go.Scatter(
+        x=layers.ravel().astype(np.float32), y=heads.ravel().astype(np.float32), mode="markers",
+        marker=dict(symbol="square", size=tile_px * 0.8, color="rgba(0,0,0,0)"),
+        customdata=np.stack([layers.ravel(), heads.ravel(), values.ravel()], axis=1),
+        hovertemplate=("L%{customdata[0]}H%{customdata[1]}" +
+                       ("" if hover_values is None else f"<br>{value_name}: %{{customdata[2]:.3f}}") +
+                       "<br>click to focus on this head<extra></extra>"),
+        selected=dict(marker=dict(color="rgba(255,127,14,0.35)")), unselected=dict(marker=dict(opacity=1)),
+        showlegend=False, name="heads",
+    ))
+    if focus is not None:
+        fig.add_trace(go.Scatter(
+            x=[focus[0]], y=[focus[1]], mode="markers", hoverinfo="skip", showlegend=False, name="focus",
+            marker=dict(symbol="square-open", size=tile_px * 1.05, color="red", line=dict(width=2)),
+        ))
+    fig.update_xaxes(tickvals=np.arange(L), ticktext=[f"L{l}" for l in range(L)], side="top", title_text="layer",
+                     range=[-0.55, L - 0.45], showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(tickvals=np.arange(nh), ticktext=[f"H{h}" for h in range(nh)], title_text="head",
+                     range=[nh - 0.45, -0.55], showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1,
+                     constrain="domain")
+    fig.update_layout(height=int(90 + tile_px * nh), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
+                      hovermode="closest", hoverdistance=int(tile_px), clickmode="event+select", dragmode=False)
+    return fig
+
+
+def overview_pick(point: Mapping, n_layer: int, n_head: int) -> tuple[int, int] | None:
+    """(layer, head) of a selected overview point (a dict with "x" and "y"), or None if outside."""
+    try:
+        layer, head = int(round(float(point["x"]))), int(round(float(point["y"])))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if 0 <= layer < n_layer and 0 <= head < n_head:
+        return layer, head
+    return None

@@ -1,0 +1,126 @@
+"""Attention at scale: how time and memory of self-attention grow with the context length."""
+from collections import OrderedDict
+
+import pandas as pd
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis import scaling
+from gptviz.plots import scale as plots
+
+RUN_KEY = "_scale_run"  # (model name, sizes, budget) of the last "Measure" press
+MAX_RUNS_KEPT = 16
+
+
+@st.cache_resource
+def measured_runs() -> OrderedDict:
+    """Measured tables by (model name, sizes, budget), shared by every session: a run takes up to
+    its budget. (Not st.cache_data: its element replay forbids updating the progress bar inside.)"""
+    return OrderedDict()
+
+
+def measure(run: tuple, model, progress) -> pd.DataFrame:
+    runs = measured_runs()
+    if run not in runs:
+        runs[run] = scaling.measure_scaling(model, list(run[1]), run[2], progress)
+        while len(runs) > MAX_RUNS_KEPT:
+            runs.popitem(last=False)
+    return runs[run]
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:,.0f} B"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+def main() -> None:
+    st.title("Attention at scale")
+    st.write("How do the time and memory of self-attention grow as the context gets longer?")
+    v = ui.view()
+    config = v.model.config
+    nh, hs, d, L = config.n_head, config.d_head, config.d_model, config.n_layer
+    sizes = scaling.context_sizes(config.n_ctx)
+    analytic = scaling.analytic_costs(config, sizes)
+    crossover = scaling.crossover_length(config)
+    per_token = scaling.rest_flops_per_token(config)
+    full = analytic.iloc[-1]
+
+    ui.explain(
+        f"In every layer each of the T tokens compares its query with the keys of all tokens: the scores "
+        f"q·kᵀ are an ({nh}, T, T) matrix ({nh} heads, q of shape ({nh}, T, {hs})), then softmax, then a "
+        f"weighted sum of the values. Both products cost 2·T²·{hs} multiply-adds per head, "
+        f"**4·T²·d = 4·T²·{d}** FLOPs per layer in all: **O(T²·d)**. The projections (q, k, v, output) and "
+        f"the MLP cost the same for every token, {per_token:,} FLOPs per token per layer here: **O(T·d²)**. "
+        f"So attention's share grows with T; they are equal at T = {per_token:,} / (4·{d}) ≈ "
+        f"**{crossover:,.0f}** tokens for {v.model_name}"
+        + (f" (its context is {config.n_ctx:,}, so within it attention never dominates by this count)."
+           if crossover > config.n_ctx else f", inside its context of {config.n_ctx:,}.")
+        + f"\n\nMemory: a pattern that is materialised holds {nh}·T²·4 bytes per layer: at T = {config.n_ctx:,} "
+        f"that is {fmt_bytes(full['pattern_bytes_layer'])} per layer and {fmt_bytes(full['pattern_bytes_model'])} "
+        f"for all {L} layers. Fused kernels (FlashAttention, PyTorch's `scaled_dot_product_attention`) never "
+        f"store the whole pattern: they compute it in tiles, so their memory grows like T, not T²."
+    )
+    st.subheader("Computed from the model's shapes")
+    left, right = st.columns(2)
+    with left:
+        ui.chart(plots.flops_figure(analytic, crossover), key="flops_chart")
+    with right:
+        ui.chart(plots.memory_figure(analytic), key="memory_computed_chart")
+    ui.download_csv(analytic.set_index("T"), "attention_costs_computed", key="analytic_csv")
+
+    st.subheader("Measured on this machine")
+    st.write(
+        f"For each T in {', '.join(f'{T:,}' for T in sizes)}: one layer's attention (random q, k, v of the "
+        f"model's shapes) through the fused kernel the model uses and through the eager path that builds the "
+        f"({nh}, T, T) pattern, the rest of one layer (the model's own norms, projections and MLP on a random "
+        f"input), and a whole forward pass of random tokens. Each time is the best of a few runs."
+    )
+    c1, c2 = st.columns([1, 3])
+    budget = c1.number_input("Time budget (seconds)", 1, 600, value=60, step=5, key="scale_budget")
+    c2.caption("Bigger T takes longer (the forward pass at the full context can take minutes on a laptop): the "
+               "run stops before a size that would not fit the budget.")
+    state = st.session_state
+    if st.button("Measure", key="measure", type="primary"):
+        state[RUN_KEY] = (v.model_name, tuple(sizes), float(budget))
+        measured_runs().pop(state[RUN_KEY], None)  # a press measures afresh; reruns show the stored run
+    run = state.get(RUN_KEY)
+    if run is None or run[0] != v.model_name:
+        st.info("Press **Measure** to time attention at each context length.")
+        return
+    bar = st.progress(0.0, text="Measuring…")
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=message)
+
+    frame = measure(run, v.model, progress)
+    bar.empty()
+    stopped = frame.attrs.get("stopped_before")
+    measured_to = int(frame["T"].iloc[-1])
+    if stopped is None:
+        st.success(f"Measured every size up to T = {measured_to:,} in {frame.attrs['elapsed_s']:.1f} s "
+                   f"({frame.attrs['threads']} CPU threads).")
+    else:
+        st.warning(f"Stopped at T = {measured_to:,}: the next size, T = {stopped:,}, would not fit the "
+                   f"{run[2]:.0f} s budget ({frame.attrs['elapsed_s']:.1f} s used). Raise the budget to go further.")
+    ui.chart(plots.time_figure(frame), key="time_chart")
+    ui.chart(plots.memory_figure(frame), key="memory_chart")
+    st.caption(
+        "Measured: the four times, and the growth of this process's resident memory while one layer's eager "
+        "pattern is held (Linux only; small patterns may reuse memory already freed and show nothing). "
+        "Computed: the pattern bytes nh·T²·4 per layer and for all layers, and the FLOPs."
+    )
+    beyond = frame[frame["attention_fused_s"] > frame["rest_of_layer_s"]]
+    if len(beyond):
+        st.markdown(f"Measured: attention takes longer than the rest of the layer from **T = "
+                    f"{int(beyond['T'].iloc[0]):,}** on (computed crossover by FLOPs: {crossover:,.0f}).")
+    else:
+        st.markdown(f"Measured: up to T = {measured_to:,} the rest of the layer takes longer than attention "
+                    f"(computed crossover by FLOPs: {crossover:,.0f}).")
+    st.dataframe(frame, hide_index=True, key="scale_table")
+    ui.download_csv(frame.set_index("T"), "attention_costs_measured", key="measured_csv")
+
+
+main()

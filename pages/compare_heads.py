@@ -1,0 +1,169 @@
+"""Compare heads: patterns of heads from different layers side by side, their similarity, their roles."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis import heads
+from gptviz.plots import heads as plots
+
+MAX_HEADS = 8
+PICK_KEY = "cmp_heads"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_head_stats(model_name: str, ids: tuple[int, ...], _trace) -> heads.HeadStats:
+    return heads.head_stats(_trace)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_similarity(model_name: str, ids: tuple[int, ...], _stats: heads.HeadStats) -> np.ndarray:
+    return heads.js_divergence_matrix(_stats.js_rows)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_pooled(model_name: str, ids: tuple[int, ...], layer: int, head: int, size: int, _trace):
+    return heads.pooled_pattern(_trace, layer, head, size)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_induction(model_name: str, period: int, seed: int, _model) -> tuple[np.ndarray, list[int]]:
+    return heads.induction_experiment(_model, period, seed)
+
+
+def default_heads(n_layer: int, n_head: int) -> list[str]:
+    """Four heads spread over the layers (and over the heads)."""
+    layers = np.unique(np.linspace(0, n_layer - 1, min(4, n_layer)).round().astype(int))
+    return [plots.head_label(int(l), (i * n_head) // len(layers)) for i, l in enumerate(layers)]
+
+
+def score_table(maps: dict[str, np.ndarray], n_layer: int, n_head: int) -> pd.DataFrame:
+    index = pd.MultiIndex.from_product([range(n_layer), range(n_head)], names=["layer", "head"])
+    return pd.DataFrame({name: values.reshape(-1) for name, values in maps.items()}, index=index)
+
+
+def compare_section(v, T: int) -> None:
+    tr = v.trace
+    L, nh = tr.n_layer, tr.n_head
+    options = plots.head_labels(L, nh)
+    state = st.session_state
+    remembered = state.get(PICK_KEY)
+    picked = [h for h in remembered or [] if h in options][:MAX_HEADS]
+    state[PICK_KEY] = picked if (picked or remembered == []) else default_heads(L, nh)
+    st.subheader("Heads side by side")
+    ui.explain(
+        f"Each panel is one head's ({T}, {T}) attention pattern (rows: query tokens, columns: the key tokens "
+        f"they attend to; future keys blank), all on the same colour scale 0..1 so the panels compare directly. "
+        f"Heads in early layers often look at the previous token or at themselves; later ones look further back."
+    )
+    chosen = st.multiselect(f"Heads to compare (up to {MAX_HEADS})", options, key=PICK_KEY,
+                            max_selections=MAX_HEADS, help="L3H2 = layer 3, head 2.")
+    if not chosen:
+        st.info("Pick at least one head to compare.")
+        return
+    pairs = [(int(lab[1:].split("H")[0]), int(lab.split("H")[1])) for lab in chosen]
+    pooled = [cached_pooled(v.model_name, v.ids, l, h, plots.MAX_COMPARE_CELLS, tr) for l, h in pairs]
+    edges = pooled[0][1]
+    if T > plots.MAX_COMPARE_CELLS:
+        st.caption(f"{T:,} tokens: each pattern is shown in {len(edges) - 1}×{len(edges) - 1} blocks of up to "
+                   f"{int(np.diff(edges).max())} tokens, each showing its largest weight (max-pooled).")
+        fig = plots.compare_patterns_figure([p for p, _ in pooled], chosen, tr.tokens, edges)
+    else:
+        fig = plots.compare_patterns_figure([np.nan_to_num(p) for p, _ in pooled], chosen, tr.tokens)
+    ui.chart(fig, key="cmp_patterns")
+    index = pd.MultiIndex.from_product([chosen, edges[:-1], edges[:-1]], names=["head", "query from", "key from"])
+    frame = pd.DataFrame({"weight": np.stack([p for p, _ in pooled]).reshape(-1)}, index=index)
+    ui.download_csv(frame, "compared_patterns", key="cmp_patterns_csv")
+
+
+def similarity_section(v, stats: heads.HeadStats) -> None:
+    L, nh = stats.n_layer, stats.n_head
+    N = L * nh
+    st.subheader(f"How similar are the heads? ({N} × {N})")
+    with st.spinner(f"Comparing {N} heads pairwise…"):
+        js = cached_similarity(v.model_name, v.ids, stats)
+    R, T = len(stats.js_positions), v.trace.n_tokens
+    cells = stats.js_rows.shape[-1]
+    ui.explain(
+        f"For two heads, each query row of their patterns is a probability distribution over the keys. The "
+        f"**Jensen–Shannon divergence** JS(P, Q) = H((P+Q)/2) − (H(P) + H(Q))/2 (H = entropy in bits) is 0 when "
+        f"the rows are equal and 1 bit when they share no key. Each cell is the mean JS over query rows: "
+        f"dark = heads that attend alike. Heads are ordered L0H0, L0H1, …, so blocks on the diagonal are layers."
+        f"\n\nComputed on {R} query rows"
+        + (f" evenly spaced over 1..{T - 1}" if R < T - 1 else " (every position after the first)")
+        + f". Rows with more than {cells} keys are compared on {cells} cells: the first token, the "
+        f"{heads.JS_NEAR} tokens nearest the query, and the rest in {heads.JS_FAR} blocks (grouping keys can only "
+        f"lower the divergence)."
+    )
+    if R == 0:
+        st.info("A one-token prompt has no choice to compare: every head puts all its weight on the token itself.")
+        return
+    ui.chart(plots.similarity_figure(js, L, nh), key="cmp_similarity")
+    labels = plots.head_labels(L, nh)
+    ui.download_csv(pd.DataFrame(js, index=pd.Index(labels, name="head"), columns=labels), "head_similarity_js",
+                    key="cmp_similarity_csv")
+
+
+def scores_section(v, stats: heads.HeadStats) -> None:
+    L, nh = stats.n_layer, stats.n_head
+    T = v.trace.n_tokens
+    st.subheader("What each head does: scores")
+    max_period = max(1, min(100, (v.model.config.n_ctx - 1) // 2))
+    c1, c2 = st.columns(2)
+    period = c1.slider("Induction: random tokens R", 1, max_period, value=min(30, max_period), key="cmp_period")
+    seed = c2.number_input("Induction: random seed", 0, 2**31 - 1, value=0, step=1, key="cmp_seed")
+    with st.spinner("Running the model on a repeated random sequence…"):
+        induction, ids = cached_induction(v.model_name, int(period), int(seed), v.model)
+    sampled = len(stats.positions) < T
+    over = (f"{len(stats.positions)} evenly spaced query positions" if sampled else "all query positions")
+    ui.explain(
+        f"Each map shows one number per head (rows: layers, columns: heads), averaged over {over} of your prompt:\n\n"
+        f"- **previous token**: mean of a_(i, i−1), the weight from each token to the one just before it (i ≥ 1).\n"
+        f"- **first token** (attention sink): mean of a_(i, 0), the weight on position 0, over queries i ≥ 1. "
+        f"Many heads park unneeded attention there.\n"
+        f"- **duplicate token**: mean over the tokens that occurred before of Σ a_(i, j) over the earlier "
+        f"positions j holding the same token; blank if no token of the prompt repeats.\n"
+        f"- **induction**: on a separate input, a first token then R = {period} random tokens repeated twice "
+        f"({2 * period + 1} tokens, seed {seed}): mean over each position i of the second copy of a_(i, i−R+1), "
+        f"the weight on the token that *followed* the previous occurrence of token i. Induction heads copy "
+        f"\"what came next last time\" and score near 1.\n"
+        f"- **entropy**: mean of −Σ_j a_(i, j) log₂ a_(i, j) in bits (0 = one token; lower = more focused)."
+    )
+    focus = (v.layer, v.head)
+    maps = {
+        "previous token": (stats.previous_token, "Blues", 0.0, 1.0),
+        "first token": (stats.first_token, "Blues", 0.0, 1.0),
+        "duplicate token": (stats.duplicate_token, "Blues", 0.0, 1.0),
+        "induction": (induction, "Blues", 0.0, 1.0),
+        "entropy (bits)": (stats.entropy, "Viridis_r", 0.0, None),
+    }
+    columns = st.columns(2)
+    for i, (name, (values, scale, lo, hi)) in enumerate(maps.items()):
+        with columns[i % 2]:
+            if np.isnan(values).all():
+                st.markdown(f"**{name}**")
+                st.info("No token of this prompt occurs twice, so no head has a duplicate-token score.")
+                continue
+            unit = "bits" if name.startswith("entropy") else "weight"
+            ui.chart(plots.layer_head_heatmap(values, name, unit, colorscale=scale, zmin=lo, zmax=hi, focus=focus),
+                     key=f"cmp_score_{i}")
+    table = score_table({name: values for name, (values, *_rest) in maps.items()}, L, nh)
+    tops = [f"{name} {plots.head_label(*table[name].idxmax())} ({table[name].max():.2f})"
+            for name in table.columns if name != "entropy (bits)" and table[name].notna().any()]
+    st.caption("Highest per score: " + ", ".join(tops))
+    ui.download_csv(table, "head_scores", key="cmp_scores_csv")
+
+
+def main() -> None:
+    st.title("Compare heads")
+    st.write("Do heads in different layers attend differently, which ones behave alike, and what role does each play?")
+    v = ui.view()
+    T = v.trace.n_tokens
+    compare_section(v, T)
+    with st.spinner(f"Computing the patterns of all {v.trace.n_layer * v.trace.n_head} heads…"):
+        stats = cached_head_stats(v.model_name, v.ids, v.trace)
+    similarity_section(v, stats)
+    scores_section(v, stats)
+
+
+main()

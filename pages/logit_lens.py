@@ -1,0 +1,115 @@
+"""Logit lens: every layer's residual stream read out as a next-token prediction."""
+import html
+
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis import lens
+from gptviz.plots import lens as plots
+from gptviz.plots.common import show_whitespace
+
+FULL_VIEW_MAX = 256  # longer sequences show a window of positions
+WIDTHS = [32, 64, 128, 256]
+
+
+def code(token: str) -> str:
+    """A token as markdown inline code, its whitespace made visible."""
+    return "`" + show_whitespace(token).replace("`", "ˋ") + "`"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def lens_top(model_name: str, ids: tuple[int, ...], start: int, stop: int, _trace):
+    """(top ids, top probs) of the lens over positions [start, stop), cached per model and tokens."""
+    return lens.logit_lens_top(_trace, start, stop)
+
+
+def follow_position(T: int) -> None:
+    """Clamp the shared "position" to the sequence; keep it on the last token if it was there."""
+    state = st.session_state
+    was_T = state.get("_position_T")
+    position = int(state.get("position", T - 1))
+    if was_T is not None and position == was_T - 1:
+        position = T - 1
+    state["position"] = min(max(position, 0), T - 1)
+    state["_position_T"] = T
+
+
+def choose_window(T: int) -> tuple[int, int]:
+    """All positions for short sequences; a selectable window of them for long ones."""
+    if T <= FULL_VIEW_MAX:
+        return 0, T
+    state = st.session_state
+    left, right = st.columns([1, 3])
+    width = left.selectbox("Window width", WIDTHS, index=2, key="lens_width")
+    state["lens_start"] = min(max(int(state.get("lens_start", T - width)), 0), T - width)
+    start = right.slider("First position shown", 0, T - width, step=1, key="lens_start")
+    st.caption(f"The sequence has {T:,} tokens: the heatmap shows positions {start:,}–{start + width - 1:,} "
+               f"(a window of {width}); move it with the slider.")
+    return start, start + width
+
+
+def main() -> None:
+    st.title("Logit lens")
+    st.write("What would the model predict if it stopped after layer l?")
+    v = ui.view()
+    tr, config, tok = v.trace, v.model.config, v.model.tokenizer
+    T, L, V = tr.n_tokens, config.n_layer, config.vocab_size
+    rows = lens.lens_row_names(L)
+
+    ui.explain(
+        f"The model only turns its residual stream into a prediction at the very end: "
+        f"logits = unembed(final_norm(resid)), a ({T}, {config.d_model}) stream times the "
+        f"({config.d_model}, {V:,}) output head. The **logit lens** applies that same read-out to the "
+        f"residual stream *entering* each of the {L} blocks (`resid_pre`, shape ({T}, {config.d_model})), "
+        f"so each row shows what the model 'would say' after that many layers. The last row is the "
+        f"model's real prediction. Each cell is the most likely next token at that layer and position, "
+        f"coloured by its probability softmax(logits)_top. Early layers usually predict something "
+        f"generic; the answer often appears in the later layers."
+    )
+    start, stop = choose_window(T)
+    with st.spinner("Reading out every layer…"):
+        top_ids, top_probs = lens_top(v.model_name, tuple(tr.ids), start, stop, tr)
+    top_tokens = lens.top_token_strings(tr, top_ids)
+    fig = plots.lens_heatmap(top_probs, top_tokens, plots.position_labels(tr.tokens[start:stop], start), rows,
+                             title="Top next token at each layer")
+    ui.chart(fig, key="lens_chart")
+    if stop - start > plots.TEXT_CELLS_MAX_COLS:
+        st.caption(f"With more than {plots.TEXT_CELLS_MAX_COLS} positions the tokens are in the hover text only.")
+    ui.download_csv(lens.lens_frame(tr, top_ids, top_probs, start), "logit_lens_top", key="lens_csv")
+
+    st.subheader("One token, layer by layer")
+    follow_position(T)
+    left, right = st.columns(2)
+    position = left.number_input("Position", 0, T - 1, step=1, key="position",
+                                 help="The prediction for the token after this one.")
+    default_id = int(lens.top_next_tokens(tr, T - 1, 1)["id"].iloc[0])
+    default_token = tok.token_strings([default_id])[0]
+    target_text = right.text_input(
+        "Target token", key="lens_target", placeholder=default_token,
+        help="A word or piece of text; words inside a sentence usually start with a space (' Paris'). "
+             "Empty: the model's top prediction at the last position.",
+    )
+    token_id = default_id
+    if target_text:
+        try:
+            token_id, n_pieces = lens.first_token(tr, target_text)
+        except ValueError as err:
+            st.warning(f"{err} Showing the default target instead.")
+        else:
+            if n_pieces > 1:
+                st.info(f"{target_text!r} is {n_pieces} tokens for this tokenizer: following its first token, "
+                        f"{tok.token_strings([token_id])[0]!r} (id {token_id}).")
+    token = tok.token_strings([token_id])[0]
+    table = lens.target_table(tr, token_id, position)
+    st.markdown(
+        f"Target {code(token)} (id {token_id}) after token {position} "
+        f"{code(tr.tokens[position])}: final probability "
+        f"{table['target probability'].iloc[-1]:.4g}, rank {int(table['target rank'].iloc[-1]):,} of {V:,}."
+    )
+    ui.chart(plots.target_by_layer_figure(table["target probability"].to_numpy(), table["target rank"].to_numpy(),
+                                          rows, token), key="target_chart")
+    st.dataframe(table, hide_index=True, key="target_table")
+    ui.download_csv(table, f"logit_lens_target_pos{position}", key="target_csv")
+
+
+main()

@@ -1,0 +1,125 @@
+"""End to end in a real headless Chromium: start the app, type a prompt, see the attention
+heatmap, sample a token and see it appended; screenshot every page on the way.
+
+Screenshots go to $GPTVIZ_SCREENSHOTS (README's come from `GPTVIZ_SCREENSHOTS=docs/screenshots`).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox"
+PAGES = ["overview", "tokens", "embeddings", "attention", "next_token", "compare_heads", "logit_lens",
+         "attention_at_scale"]
+PAGE_TITLES = {"overview": "Overview", "tokens": "Tokens", "embeddings": "Embeddings", "attention": "Attention",
+               "next_token": "Next token", "compare_heads": "Compare heads", "logit_lens": "Logit lens",
+               "attention_at_scale": "Attention at scale"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The app on the offline default model, served on loopback for this module."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("app") / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the app did not start; see {log.name}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 2000})
+        yield tab
+        browser.close()
+
+
+def settle(page: Page, timeout_ms: int = 90_000) -> None:
+    """Wait until the script run finished (Streamlit's running indicator gone) and no spinner shows."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+        "!document.querySelector('[data-testid=\"stSpinner\"]')",
+        timeout=timeout_ms,
+    )
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+
+def open_page(page: Page, name: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(PAGE_TITLES[name], exact=True).click()
+    page.wait_for_url(f"**/{name}**")
+    settle(page)
+
+
+def shoot(page: Page, name: str, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(directory / f"{name}.png"))
+
+
+def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
+    shots = Path(os.environ.get("GPTVIZ_SCREENSHOTS", tmp_path))
+    page.goto(app_url, wait_until="networkidle")
+    settle(page, timeout_ms=180_000)  # the first start may convert the GGUF
+
+    prompt = page.locator('[data-testid="stTextArea"] textarea').first
+    prompt.fill(PROMPT)
+    prompt.press("Control+Enter")
+    settle(page)
+
+    open_page(page, "attention")
+    heatmap = page.locator(".js-plotly-plot").first
+    expect(heatmap).to_be_visible()
+    expect(page.locator(".js-plotly-plot text", has_text="brown").first).to_be_attached()
+    shoot(page, "attention", shots)
+
+    open_page(page, "next_token")
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar).not_to_contain_text("generated token")
+    page.get_by_role("button", name="Sample next token").click()
+    settle(page)
+    expect(sidebar).to_contain_text("+ 1 generated token")
+    shoot(page, "next_token", shots)
+
+    open_page(page, "tokens")
+    expect(page.locator("body")).to_contain_text("generated")
+    for name in PAGES:
+        if name not in ("attention", "next_token"):
+            open_page(page, name)
+            shoot(page, name, shots)
+    assert sorted(p.stem for p in shots.glob("*.png")) == sorted(PAGES)
