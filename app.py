@@ -1,8 +1,6 @@
 """gptviz: look inside a GPT while it reads your prompt. Entry point: routes to the pages."""
 import streamlit as st
 
-from gptviz import ui
-
 st.set_page_config(page_title="gptviz", page_icon="🔎", layout="wide")
 
 PAGES = [
@@ -16,6 +14,4 @@ PAGES = [
     st.Page("pages/attention_at_scale.py", title="Attention at scale", icon="📈"),
 ]
 
-page = st.navigation(PAGES)
-ui.sidebar()
-page.run()
+st.navigation(PAGES).run()  # each page draws the shared sidebar through ui.view()

@@ -69,15 +69,17 @@ def metadata(trace: Trace) -> dict:
     }
 
 
-def trace_to_npz(trace: Trace, include_logits: bool = True) -> bytes:
-    """The trace's tensors as a compressed .npz file (bytes): npz_arrays plus "metadata".
+def trace_to_npz(trace: Trace, include_logits: bool = True, compressed: bool = True) -> bytes:
+    """The trace's tensors as an .npz file (bytes): npz_arrays plus "metadata".
 
+    compressed: np.savez_compressed (zip deflate), else np.savez: float activations shrink
+    only ~10% and deflating hundreds of MB takes a minute, so big exports skip it.
     Read it back with ``np.load(io.BytesIO(data))``; ``json.loads(str(f["metadata"]))``
     gives the config and tokens.
     """
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, metadata=np.asarray(json.dumps(metadata(trace))),
-                        **npz_arrays(trace, include_logits))
+    save = np.savez_compressed if compressed else np.savez
+    save(buffer, metadata=np.asarray(json.dumps(metadata(trace))), **npz_arrays(trace, include_logits))
     return buffer.getvalue()
 
 

@@ -36,6 +36,10 @@ URL_KEYS = {
     "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int,
 }
 SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+# Widget values kept when their page is left: each page draws the sidebar itself, and
+# Streamlit forgets a widget's value when its page is not drawn unless it is re-set.
+PERSISTENT_KEYS = ("model", "prompt", "allow_special", "layer", "head", "seed", "temperature", "top_k",
+                   "top_p", "position")
 
 
 def local_model_dirs() -> dict[str, str]:
@@ -164,7 +168,7 @@ def restore_state() -> None:
         state.setdefault("gen", "")
         for key, value in SAMPLING_DEFAULTS.items():
             state.setdefault(key, value)
-    for key in ("seed", "temperature", "top_k", "top_p", "position"):
+    for key in PERSISTENT_KEYS:
         if key in state:
             state[key] = state[key]
     if state["model"] not in model_choices():
@@ -222,7 +226,7 @@ class View:
 
 
 def sidebar() -> None:
-    """Draw the shared sidebar (model, prompt, layer, head) on every page."""
+    """Draw the shared sidebar (model, prompt, layer, head); `view()` calls it on every page."""
     restore_state()
     state = st.session_state
     with st.sidebar:
@@ -239,7 +243,7 @@ def sidebar() -> None:
             st.number_input("Head", 0, model.config.n_head - 1, step=1, key="head")
         n_gen = len(generated_ids())
         if n_gen:
-            st.caption(f"+ {n_gen} generated token{'s' * (n_gen != 1)} (Next token page)")
+            st.caption(f"{n_gen} generated token{'s' * (n_gen != 1)} appended to the prompt (Next token page)")
             st.button("Clear generated tokens", key="clear_gen", on_click=_forget_generated)
     save_url()
 
@@ -281,7 +285,9 @@ def active_model() -> GPT | None:
 
 
 def view() -> View:
-    """The current view for a page; shows a message and stops the page when there is none."""
+    """Draw the shared sidebar, then return the current view for the page; shows a message
+    and stops the page when there is none. Call it once per page run."""
+    sidebar()
     state = st.session_state
     name = state.get("_active_model") or state["model"]
     model = load_with_progress(name) if name in model_choices() else None

@@ -8,8 +8,9 @@ from gptviz.analysis import lens
 from gptviz.plots import lens as plots
 from gptviz.plots.common import show_whitespace
 
-FULL_VIEW_MAX = 256  # longer sequences show a window of positions
+FULL_VIEW_MAX = 128  # longer sequences show a window of positions (each costs n_layer + 1 read-outs)
 WIDTHS = [32, 64, 128, 256]
+DEFAULT_WIDTH = 64
 
 
 def code(token: str) -> str:
@@ -40,7 +41,8 @@ def choose_window(T: int) -> tuple[int, int]:
         return 0, T
     state = st.session_state
     left, right = st.columns([1, 3])
-    width = left.selectbox("Window width", WIDTHS, index=2, key="lens_width")
+    width = left.selectbox("Window width", WIDTHS, index=WIDTHS.index(DEFAULT_WIDTH), key="lens_width",
+                           help="Wider windows take longer: every position is read out at every layer.")
     state["lens_start"] = min(max(int(state.get("lens_start", T - width)), 0), T - width)
     start = right.slider("First position shown", 0, T - width, step=1, key="lens_start")
     st.caption(f"The sequence has {T:,} tokens: the heatmap shows positions {start:,}–{start + width - 1:,} "

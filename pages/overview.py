@@ -11,6 +11,7 @@ from gptviz.plots.common import show_whitespace
 
 
 LOGITS_DEFAULT_MAX_BYTES = 256 * 2**20  # above this the .npz leaves the logits out unless asked
+COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (deflate is slow, gains ~10%)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -106,11 +107,12 @@ def export_section(v: ui.View) -> None:
         f"({'included' if with_patterns else f'left out: T = {tr.n_tokens}'}). The files are built when you click."
     )
     st.dataframe(table, hide_index=True, width="content")
-    st.caption(f".npz: about {megabytes(raw)} before compression "
-               "(random-looking floats compress little).")
+    compressed = raw <= COMPRESS_MAX_BYTES
+    st.caption(f".npz: about {megabytes(raw)}" + (" before compression (floats compress little)." if compressed else
+               ", stored uncompressed (compressing this much would take long and save ~10%)."))
     stem = f"gptviz-{v.model_name.replace(' ', '').replace(':', '-')}-{tr.n_tokens}tok"
     left, right = st.columns(2)
-    left.download_button("Download .npz (all tensors)", data=lambda: export.trace_to_npz(tr, include_logits),
+    left.download_button("Download .npz (all tensors)", data=lambda: export.trace_to_npz(tr, include_logits, compressed),
                          file_name=f"{stem}.npz", mime="application/octet-stream", key="export_npz",
                          on_click="ignore")
     right.download_button("Download .json (readable summary)", data=lambda: export.trace_to_json(tr),

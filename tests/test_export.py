@@ -55,8 +55,13 @@ def test_npz_pos_embed_only_for_gpt2(tiny_gpt2, tiny_llama):
     assert "pos_embed" not in load_npz(export.trace_to_npz(gptviz.trace(tiny_llama, "a b")))
 
 
-def test_npz_without_logits_and_contents_match(model):
+def test_npz_without_logits_or_compression_and_contents_match(model):
     tr = gptviz.trace(model, PROMPT)
+    compressed = export.trace_to_npz(tr, include_logits=True)
+    plain = export.trace_to_npz(tr, include_logits=True, compressed=False)
+    assert len(plain) > len(compressed)
+    for name, array in load_npz(plain).items():
+        np.testing.assert_array_equal(array, load_npz(compressed)[name], err_msg=name)
     for include in (True, False):
         arrays = load_npz(export.trace_to_npz(tr, include_logits=include))
         contents = export.npz_contents(tr, include_logits=include)

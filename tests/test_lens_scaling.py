@@ -63,10 +63,12 @@ def test_lens_window_and_chunks_match_the_full_lens(tr, monkeypatch):
     ids, probs = lens.logit_lens_top(tr, 3, 9)
     np.testing.assert_array_equal(ids, full_ids[:, 3:9])
     np.testing.assert_allclose(probs, full_probs[:, 3:9], rtol=1e-5)
-    monkeypatch.setattr(lens, "LENS_CHUNK", 4)  # several chunks per layer, one of them partial
-    chunked_ids, chunked_probs = lens.logit_lens_top(tr)
-    np.testing.assert_array_equal(chunked_ids, full_ids)
-    np.testing.assert_allclose(chunked_probs, full_probs, rtol=1e-5)
+    # 5: several chunks per layer, the last one partial; 13 and 25: two layers read out together
+    for chunk, (start, stop) in [(5, (0, None)), (13, (3, 9)), (25, (0, None))]:
+        monkeypatch.setattr(lens, "LENS_CHUNK", chunk)
+        chunked_ids, chunked_probs = lens.logit_lens_top(tr, start, stop)
+        np.testing.assert_array_equal(chunked_ids, full_ids[:, start:stop])
+        np.testing.assert_allclose(chunked_probs, full_probs[:, start:stop], rtol=1e-5)
     with pytest.raises(ValueError, match="not inside"):
         lens.logit_lens_top(tr, 5, 5)
     with pytest.raises(ValueError, match="not inside"):

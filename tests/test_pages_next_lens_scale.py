@@ -152,7 +152,7 @@ def test_generated_token_reaches_the_sidebar_and_other_pages(navigation_app):
     at.button(key="greedy_next").click()
     rerun(at)
     generated = int(at.session_state["gen"])
-    assert any("+ 1 generated token" in c.value for c in at.sidebar.caption)
+    assert any("1 generated token appended" in c.value for c in at.sidebar.caption)
     steps = frame_with(at, "filtered probability")
     assert steps["id"].tolist() == [generated] and steps["rank"].tolist() == [1]
     assert any("generated token(s), highlighted" in c.value for c in at.caption)
@@ -200,9 +200,9 @@ def test_logit_lens_widgets_change_the_view(navigation_app):
 def test_logit_lens_window_for_long_sequences(navigation_app, long_gpt2_dir, monkeypatch):
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.pathsep.join([os.environ["GPTVIZ_MODEL_DIRS"], str(long_gpt2_dir)]))
     at = open_page("logit_lens", "local: tiny-gpt2-long", prompt=("one two three four five " * 60).strip())  # 300 tokens
-    assert any("a window of 128" in c.value for c in at.caption)
+    assert any("a window of 64" in c.value for c in at.caption)
     x = json.loads(specs(at)[0])["data"][0]["x"]
-    assert len(x) == 128 and x[-1].startswith("299·")
+    assert len(x) == 64 and x[-1].startswith("299·")
     at.slider(key="lens_start").set_value(0)
     rerun(at)
     assert json.loads(specs(at)[0])["data"][0]["x"][0].startswith("0·")

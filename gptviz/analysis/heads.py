@@ -57,9 +57,9 @@ def pattern_at(trace: Trace, layer: int, positions: Sequence[int], heads: Sequen
     with torch.inference_mode():
         q = trace.q(layer)[heads][:, pos]  # (n, r, hs)
         k = trace.k(layer)[[trace.kv_head(h) for h in heads]]  # (n, T, hs)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (n, r, T)
+        scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-1, -2)  # (n, r, T) q·kᵀ / √hs
         future = torch.arange(T)[None, :] > pos[:, None]  # (r, T)
-        return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        return torch.softmax(scores.masked_fill_(future, float("-inf")), dim=-1)
 
 
 def iter_pattern_rows(
@@ -116,18 +116,32 @@ def first_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray:
     return out
 
 
-def duplicate_token_rows(p, ids: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
-    """(nh, r, K) -> (nh, r): total attention from query i to the earlier keys j < i that hold
-    the same token id (ids[j] == ids[i]); NaN for a query whose token did not occur before."""
-    p, pos = _rows(p, positions)
-    K = p.shape[2]
+def duplicate_pairs(ids: Sequence[int], positions: Sequence[int], n_keys: int) -> tuple[Tensor, Tensor, np.ndarray]:
+    """For query rows at `positions`: (row, key) index pairs of the earlier keys j < i with
+    ids[j] == ids[i], and (r,) bool "has an earlier copy"."""
     ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    if len(ids) < K:
-        raise ValueError(f"ids has {len(ids)} tokens but the rows have {K} keys.")
-    same = (ids[None, :K] == ids[pos][:, None]) & (torch.arange(K)[None, :] < pos[:, None])  # (r, K)
+    pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+    if len(ids) < n_keys:
+        raise ValueError(f"ids has {len(ids)} tokens but the rows have {n_keys} keys.")
+    same = (ids[None, :n_keys] == ids[pos][:, None]) & (torch.arange(n_keys)[None, :] < pos[:, None])  # (r, K)
+    rows, keys = torch.nonzero(same, as_tuple=True)
+    return rows, keys, same.any(dim=1).numpy()
+
+
+def duplicate_token_rows(
+    p, ids: Sequence[int], positions: Sequence[int] | None = None,
+    pairs: tuple[Tensor, Tensor, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(nh, r, K) -> (nh, r): total attention from query i to the earlier keys j < i that hold
+    the same token id (ids[j] == ids[i]); NaN for a query whose token did not occur before.
+    `pairs` = duplicate_pairs(ids, positions, K), if already computed."""
+    p, pos = _rows(p, positions)
+    rows, keys, has = duplicate_pairs(ids, pos, p.shape[2]) if pairs is None else pairs
     with torch.inference_mode():
-        out = torch.einsum("hrk,rk->hr", p, same.to(p.dtype)).double().numpy()
-    out[:, ~same.any(dim=1).numpy()] = np.nan
+        out = torch.zeros(p.shape[0], len(pos), dtype=torch.float64)
+        out.index_add_(1, rows, p[:, rows, keys].double())
+    out = out.numpy()
+    out[:, ~has] = np.nan
     return out
 
 
@@ -367,6 +381,7 @@ def head_stats(
     tiles = np.zeros((L, nh, len(widths), len(widths)))
     per_row = {name: np.zeros((L, nh, len(positions))) for name in ("entropy", "previous", "first", "duplicate")}
     js = np.zeros((L, nh, len(js_positions), n_cells), dtype=np.float32)
+    pairs: dict[int, tuple] = {}  # duplicate-token pairs of each chunk of rows (the same in every layer)
     for layer in range(L):
         done = 0
         for chunk, p in iter_pattern_rows(trace, layer, positions, max_elements=max_elements):
@@ -377,7 +392,9 @@ def head_stats(
             per_row["entropy"][layer, :, rows] = entropy_rows(p)
             per_row["previous"][layer, :, rows] = previous_token_rows(p, chunk)
             per_row["first"][layer, :, rows] = first_token_rows(p, chunk)
-            per_row["duplicate"][layer, :, rows] = duplicate_token_rows(p, ids, chunk)
+            if done not in pairs:
+                pairs[done] = duplicate_pairs(ids, chunk, T)
+            per_row["duplicate"][layer, :, rows] = duplicate_token_rows(p, ids, chunk, pairs[done])
             take = np.isin(chunk, js_positions)
             if take.any():
                 at = np.searchsorted(js_positions, chunk[take])

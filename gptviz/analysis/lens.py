@@ -22,7 +22,7 @@ from torch import Tensor
 from gptviz.sampling import SamplingSettings, choose, make_generator, next_token_distribution, token_rank
 from gptviz.trace import Trace
 
-LENS_CHUNK = 256  # positions read out at once: a (chunk, vocab) float32 block stays ~50 MB
+LENS_CHUNK = 512  # cells read out at once: a (chunk, vocab) float32 block, ~100 MB for SmolLM2
 
 
 # ---- the logit lens -------------------------------------------------------------------------
@@ -43,25 +43,29 @@ def logit_lens_top(trace: Trace, start: int = 0, stop: int | None = None) -> tup
 
     Returns top_ids (n_layer + 1, W) int64 and top_probs (n_layer + 1, W) float32, W = stop - start.
     Row l < n_layer reads the residual stream entering block l; the last row reads the final
-    residual stream (the model's own prediction). Computed one layer and LENS_CHUNK positions
-    at a time, keeping only the top-1 of each cell: never an (n_layer, T, vocab) tensor.
+    residual stream (the model's own prediction). Read out LENS_CHUNK (layer, position) cells at
+    a time, several layers together when the window is short (one pass over the output head
+    serves them all), keeping only the top-1 of each cell: never an (n_layer, T, vocab) tensor.
     """
     T = trace.n_tokens
     stop = T if stop is None else stop
     if not 0 <= start < stop <= T:
         raise ValueError(f"Positions [{start}, {stop}) are not inside the sequence of {T} tokens.")
-    rows = len(trace.resid_stream)
-    top_ids = np.zeros((rows, stop - start), dtype=np.int64)
-    top_probs = np.zeros((rows, stop - start), dtype=np.float32)
-    for row, resid in enumerate(trace.resid_stream):
-        for lo in range(start, stop, LENS_CHUNK):
-            hi = min(lo + LENS_CHUNK, stop)
-            logits = lens_logits(trace, resid[lo:hi]).float()  # (chunk, vocab)
+    width, rows = stop - start, len(trace.resid_stream)
+    top_ids = np.zeros(rows * width, dtype=np.int64)  # flat (row, position)
+    top_probs = np.zeros(rows * width, dtype=np.float32)
+    layers_together = max(1, LENS_CHUNK // width)
+    for first in range(0, rows, layers_together):
+        group = trace.resid_stream[first : first + layers_together]
+        x = torch.cat([resid[start:stop] for resid in group])  # (len(group) * W, C)
+        offset = first * width
+        for lo in range(0, x.shape[0], LENS_CHUNK):
+            logits = lens_logits(trace, x[lo : lo + LENS_CHUNK]).float()  # (chunk, vocab)
             best, ids = logits.max(dim=-1)  # (chunk,)
             probs = torch.exp(best - torch.logsumexp(logits, dim=-1))  # softmax value of the top token
-            top_ids[row, lo - start : hi - start] = ids.numpy()
-            top_probs[row, lo - start : hi - start] = probs.numpy()
-    return top_ids, top_probs
+            top_ids[offset + lo : offset + lo + len(ids)] = ids.numpy()
+            top_probs[offset + lo : offset + lo + len(ids)] = probs.numpy()
+    return top_ids.reshape(rows, width), top_probs.reshape(rows, width)
 
 
 def readout_at(trace: Trace, position: int) -> Tensor:
