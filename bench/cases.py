@@ -14,7 +14,6 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -23,6 +22,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import gptviz  # noqa: E402
+from bench.timing import Case  # noqa: E402
 from gptviz.model import GPT  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -120,14 +120,6 @@ def fresh_copy(tr: gptviz.Trace) -> gptviz.Trace:
 def all_patterns(tr: gptviz.Trace) -> list[torch.Tensor]:
     """Every layer's (nh, T, T) attention patterns (memoised on the trace)."""
     return [tr.patterns(layer) for layer in range(tr.n_layer)]
-
-
-@dataclass
-class Case:
-    """run(state) is timed; setup() (untimed) makes its state, e.g. a fresh KV cache."""
-
-    run: Callable
-    setup: Callable = lambda: None
 
 
 def forward_case(name: str, ids: torch.Tensor, gv: GPT | None = None, hf=None, hf_eager=None) -> Case:

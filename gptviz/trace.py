@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gptviz.model import GPT, ForwardRecord, KVCache, LayerKV, attention_pattern, attention_scores
 
 SCORE_STAGES = ("raw", "scaled", "masked")
+MEMO_PATTERNS_MAX_T = 256
 
 
 def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: bool = False) -> list[int]:
@@ -175,24 +177,33 @@ class Trace:
             return attention_pattern(raw, self.model.config.d_head)[0]
 
     def patterns(self, layer: int) -> Tensor:
-        """(nh, T, T) every head's attention pattern in one layer (hook_pattern)."""
-        layer = self._layer(layer)
-        return self._memoized(
-            ("patterns", layer),
-            lambda: attention_pattern(attention_scores(self.qs[layer], self.ks[layer]), self.model.config.d_head),
-        )
+        """(nh, T, T) every head's attention pattern in one layer (hook_pattern).
 
-    def z(self, layer: int) -> Tensor:
-        """(nh, T, hs) context vectors: each head's pattern-weighted sum of values (hook_z)."""
+        Kept on the trace for short prompts only (T <= MEMO_PATTERNS_MAX_T); longer ones are
+        recomputed on each call, so a cached trace never grows by n_layer · nh · T² floats.
+        """
         layer = self._layer(layer)
-        rep = self.model.config.n_rep
 
         def compute() -> Tensor:
-            v = self.vs[layer].repeat_interleave(rep, dim=0) if rep > 1 else self.vs[layer]
-            return self.patterns(layer) @ v
+            return attention_pattern(attention_scores(self.qs[layer], self.ks[layer]), self.model.config.d_head)
 
+        if self.n_tokens <= MEMO_PATTERNS_MAX_T:
+            return self._memoized(("patterns", layer), compute)
         with torch.inference_mode():
             return compute()
+
+    def z(self, layer: int) -> Tensor:
+        """(nh, T, hs) context vectors: each head's pattern-weighted sum of values (hook_z).
+
+        Computed by the same fused kernel the forward pass ran, on the same q, k, v.
+        """
+        layer = self._layer(layer)
+        with torch.inference_mode():
+            z = F.scaled_dot_product_attention(
+                self.qs[layer][None], self.ks[layer][None], self.vs[layer][None], is_causal=True,
+                enable_gqa=self.model.config.n_rep > 1,
+            )
+        return z[0]
 
     def attn_out(self, layer: int) -> Tensor:
         """(T, C) attention output: heads' context vectors concatenated, through out_proj."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 import gptviz
 from gptviz.model import GPT
@@ -284,9 +285,19 @@ def active_model() -> GPT | None:
     return model
 
 
+def leave_pages_folder_mode() -> None:
+    """Streamlit runs a page file on its own, without app.py's st.navigation, when the first
+    request of a process opens a page URL directly (the pages/ folder looks like an old-style
+    multipage app). Switch that mode off for the process and run again, through app.py."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def view() -> View:
     """Draw the shared sidebar, then return the current view for the page; shows a message
     and stops the page when there is none. Call it once per page run."""
+    leave_pages_folder_mode()
     sidebar()
     state = st.session_state
     name = state.get("_active_model") or state["model"]

@@ -13,8 +13,11 @@ MAX_WINDOW_ROWS = 256  # queries in the full-resolution window of a long prompt
 MAX_WINDOW_KEYS = 1024  # keys in that window
 STAGE_SIZES = (8, 16, 32, 48, 64)
 OVERVIEW_KEY = "attn_overview"
+BOOST_GAMMA = 0.3
 
 
+# Defined identically on the Attention and Compare heads pages: same source and module name, so
+# Streamlit keeps one cache for both and the numbers are computed once per prompt.
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_head_stats(model_name: str, ids: tuple[int, ...], _trace) -> heads.HeadStats:
     return heads.head_stats(_trace)
@@ -71,9 +74,13 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
         f"blank (the causal mask). The pattern is ({T}, {T}) for this prompt of {T} tokens; this head's q and k "
         f"are ({T}, {tr.model.config.d_head}) each."
     )
+    boost = st.toggle("Boost faint weights (colour ∝ weight^0.3)", key="attn_boost",
+                      help="Over a long prompt most weights are small; this makes them visible. "
+                           "The colour bar and the hover still show the real weights.")
+    gamma = BOOST_GAMMA if boost else 1.0
     if T <= plots.MAX_CELLS:
         pattern = heads.pattern_window(tr, layer, head, 0, T)
-        ui.chart(plots.pattern_heatmap(pattern, tr.tokens), key="attn_pattern")
+        ui.chart(plots.pattern_heatmap(pattern, tr.tokens, gamma=gamma), key="attn_pattern")
         ui.download_csv(matrix_frame(pattern, labels, labels), f"attention_L{layer}H{head}", key="attn_pattern_csv")
         return
     pooled, edges = cached_pooled(v.model_name, v.ids, layer, head, plots.MAX_CELLS, tr)
@@ -85,7 +92,7 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     )
     window = st.toggle("Show a window at full resolution", key="attn_window")
     if not window:
-        ui.chart(plots.pattern_heatmap(pooled, tr.tokens, edges=(edges, edges),
+        ui.chart(plots.pattern_heatmap(pooled, tr.tokens, edges=(edges, edges), gamma=gamma,
                                        title="whole pattern, max-pooled"), key="attn_pattern")
         rows = plots.range_labels(edges, tr.tokens)
         ui.download_csv(matrix_frame(pooled, rows, rows), f"attention_L{layer}H{head}_pooled", key="attn_pattern_csv")
@@ -100,7 +107,7 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     pattern = heads.pattern_window(tr, layer, head, start, end, key_start)
     note = f"keys {key_start}–{end - 1}" + (f" (keys before {key_start} are not drawn)" if key_start else "")
     st.caption(f"Queries {start}–{end - 1}, {note}, one cell per token.")
-    ui.chart(plots.pattern_heatmap(pattern, tr.tokens, query_start=start, key_start=key_start,
+    ui.chart(plots.pattern_heatmap(pattern, tr.tokens, query_start=start, key_start=key_start, gamma=gamma,
                                    title=f"queries {start}–{end - 1}"), key="attn_pattern")
     ui.download_csv(matrix_frame(pattern, labels[start:end], labels[key_start:end]),
                     f"attention_L{layer}H{head}_{start}_{end}", key="attn_pattern_csv")
@@ -117,7 +124,8 @@ def stages_section(v, T: int, labels: list[str]) -> None:
         f"2. scaled: divided by √{hs} = {hs ** 0.5:.2f}, so the softmax is not too peaked when d_head is large;\n"
         f"3. masked: scores of future keys (j > i) become -∞ (blank), so they get weight 0;\n"
         f"4. softmax along each row: e^s / Σ e^s, weights in 0..1 that sum to 1 over keys 0..i.\n\n"
-        f"Each panel has its own colour scale. The window shows queries and keys in the same range; the softmax "
+        f"Each panel has its own colour scale and shows a (w, w) window of the ({T}, {T}) matrices, w ≤ "
+        f"{STAGE_SIZES[-1]}. The window shows queries and keys in the same range; the softmax "
         f"runs over all keys 0..i, so if the window does not start at 0 its rows sum to less than 1."
     )
     c1, c2 = st.columns(2)
@@ -171,15 +179,23 @@ def query_section(v, T: int, labels: list[str]) -> None:
               help="The weighted sum rebuilt here against the context vector of the model's forward pass.")
     frame = pd.DataFrame({"key": labels[: pos + 1], "raw score": b.raw, "scaled score": b.scaled, "weight": b.weights})
     ui.download_csv(frame.set_index("key"), f"attention_query_{pos}_L{layer}H{head}", key="attn_query_csv")
+    shown = [labels[j] for j in b.shown]
+    vectors = np.vstack([b.q[None], b.keys, b.values, b.weighted, b.rest[None], b.z[None]])
+    index = ([f"q[{labels[pos]}]"] + [f"k[{lab}]" for lab in shown] + [f"v[{lab}]" for lab in shown]
+             + [f"a·v[{lab}]" for lab in shown] + ["a·v of the other keys", "z"])
+    ui.download_csv(pd.DataFrame(vectors, index=pd.Index(index, name="vector")), f"attention_query_{pos}_vectors",
+                    key="attn_vectors_csv")
 
 
-def lines_section(v, T: int) -> None:
+def lines_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
     st.subheader("Who looks at whom (lines)")
     ui.explain(
         "The same weights drawn as lines, as in bertviz: each token on the left (as a query) is joined to the "
         "tokens on the right (as keys) it attends to; thicker, darker lines carry more weight (weights under "
-        "0.01 are not drawn). The lines of the query picked above are orange."
+        "0.01 are not drawn). The lines of the query picked above are orange. It draws a "
+        f"({min(plots.MAX_LINES_TOKENS, T)}, {min(plots.MAX_LINES_TOKENS, T)}) block of the ({T}, {T}) pattern: "
+        f"at most {plots.MAX_LINES_TOKENS} tokens, so the lines stay readable."
     )
     size = min(plots.MAX_LINES_TOKENS, T)
     if T > size:
@@ -192,6 +208,9 @@ def lines_section(v, T: int) -> None:
     pattern = heads.pattern_window(tr, layer, head, start, start + size, start)
     ui.chart(plots.lines_figure(pattern, tr.tokens, start, highlight=st.session_state.get("position")),
              key="attn_lines")
+    window = labels[start : start + size]
+    ui.download_csv(matrix_frame(pattern, window, window), f"attention_lines_L{layer}H{head}_{start}",
+                    key="attn_lines_csv")
 
 
 def overview_section(v, T: int) -> None:
@@ -207,7 +226,8 @@ def overview_section(v, T: int) -> None:
         f"the ({T}, {T}) pattern shrunk to {n}×{n} by averaging blocks of it, scaled to its own maximum. "
         f"Diagonal lines = attending to itself or the previous tokens; a dark left column = attending to the "
         f"first token (an \"attention sink\"). **Click a tile** (or use the boxes) to focus on that head."
-        + (f" For this long prompt the tiles average {len(stats.positions)} evenly spaced query rows." if sampled else "")
+        + (f" For this long prompt the tiles average {len(stats.positions)} evenly spaced query rows."
+           if sampled else "")
     )
     fig = plots.overview_figure(stats.tiles, (v.layer, v.head), stats.entropy, "mean entropy (bits)")
     ui.chart(fig, key=OVERVIEW_KEY, on_select=lambda: on_overview_select(L, nh), selection_mode="points")
@@ -244,7 +264,7 @@ def main() -> None:
     pattern_section(v, T, labels)
     stages_section(v, T, labels)
     query_section(v, T, labels)
-    lines_section(v, T)
+    lines_section(v, T, labels)
     overview_section(v, T)
 
 

@@ -29,9 +29,10 @@ def measure(run: tuple, model, progress) -> pd.DataFrame:
 
 
 def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:,.0f} B"
+    """Bytes in binary units: 9,216 B, 2.2 MB, 2.3 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:,.0f} B" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     return f"{n:,.1f} TB"
 
@@ -51,9 +52,10 @@ def main() -> None:
     ui.explain(
         f"In every layer each of the T tokens compares its query with the keys of all tokens: the scores "
         f"q·kᵀ are an ({nh}, T, T) matrix ({nh} heads, q of shape ({nh}, T, {hs})), then softmax, then a "
-        f"weighted sum of the values. Both products cost 2·T²·{hs} multiply-adds per head, "
-        f"**4·T²·d = 4·T²·{d}** FLOPs per layer in all: **O(T²·d)**. The projections (q, k, v, output) and "
-        f"the MLP cost the same for every token, {per_token:,} FLOPs per token per layer here: **O(T·d²)**. "
+        f"weighted sum of the values. Each of the two products is T²·{hs} multiply-adds (2·T²·{hs} FLOPs) per "
+        f"head, so with {nh} heads **4·T²·d = 4·T²·{d}** FLOPs per layer: **O(T²·d)**. The projections "
+        f"(q, k, v, output) and the MLP cost the same for every token, {per_token:,} FLOPs per token per layer "
+        f"here: **O(T·d²)**. "
         f"So attention's share grows with T; they are equal at T = {per_token:,} / (4·{d}) ≈ "
         f"**{crossover:,.0f}** tokens for {v.model_name}"
         + (f" (its context is {config.n_ctx:,}, so within it attention never dominates by this count)."
@@ -76,7 +78,9 @@ def main() -> None:
         f"For each T in {', '.join(f'{T:,}' for T in sizes)}: one layer's attention (random q, k, v of the "
         f"model's shapes) through the fused kernel the model uses and through the eager path that builds the "
         f"({nh}, T, T) pattern, the rest of one layer (the model's own norms, projections and MLP on a random "
-        f"input), and a whole forward pass of random tokens. Each time is the best of a few runs."
+        f"input), and a whole forward pass of random tokens. Each time is the best of a few runs. The eager path "
+        f"is skipped where one layer's pattern would exceed {fmt_bytes(scaling.MAX_EAGER_BYTES)} (it holds about "
+        f"four such tensors at once)."
     )
     c1, c2 = st.columns([1, 3])
     budget = c1.number_input("Time budget (seconds)", 1, 600, value=60, step=5, key="scale_budget")
@@ -108,9 +112,11 @@ def main() -> None:
     ui.chart(plots.time_figure(frame), key="time_chart")
     ui.chart(plots.memory_figure(frame), key="memory_chart")
     st.caption(
-        "Measured: the four times, and the growth of this process's resident memory while one layer's eager "
-        "pattern is held (Linux only; small patterns may reuse memory already freed and show nothing). "
-        "Computed: the pattern bytes nh·T²·4 per layer and for all layers, and the FLOPs."
+        "Measured: the four times (best of a few runs; other programs on this machine add noise), and the peak "
+        "memory PyTorch held during one layer's attention (torch.profiler; it counts tensors of other threads "
+        "running at the same moment too). Computed: the pattern bytes nh·T²·4 per layer and for all layers, and "
+        "the FLOPs. The eager path keeps several (nh, T, T) tensors alive at once (scores, scaled, masked, "
+        "softmax); the fused kernel works in tiles and holds little more than its output."
     )
     beyond = frame[frame["attention_fused_s"] > frame["rest_of_layer_s"]]
     if len(beyond):

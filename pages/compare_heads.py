@@ -11,6 +11,8 @@ MAX_HEADS = 8
 PICK_KEY = "cmp_heads"
 
 
+# Defined identically on the Attention and Compare heads pages: same source and module name, so
+# Streamlit keeps one cache for both and the numbers are computed once per prompt.
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_head_stats(model_name: str, ids: tuple[int, ...], _trace) -> heads.HeadStats:
     return heads.head_stats(_trace)
@@ -61,15 +63,16 @@ def compare_section(v, T: int) -> None:
     if not chosen:
         st.info("Pick at least one head to compare.")
         return
+    gamma = 0.3 if st.toggle("Boost faint weights (colour ∝ weight^0.3)", key="cmp_boost") else 1.0
     pairs = [(int(lab[1:].split("H")[0]), int(lab.split("H")[1])) for lab in chosen]
     pooled = [cached_pooled(v.model_name, v.ids, l, h, plots.MAX_COMPARE_CELLS, tr) for l, h in pairs]
     edges = pooled[0][1]
     if T > plots.MAX_COMPARE_CELLS:
         st.caption(f"{T:,} tokens: each pattern is shown in {len(edges) - 1}×{len(edges) - 1} blocks of up to "
                    f"{int(np.diff(edges).max())} tokens, each showing its largest weight (max-pooled).")
-        fig = plots.compare_patterns_figure([p for p, _ in pooled], chosen, tr.tokens, edges)
+        fig = plots.compare_patterns_figure([p for p, _ in pooled], chosen, tr.tokens, edges, gamma=gamma)
     else:
-        fig = plots.compare_patterns_figure([np.nan_to_num(p) for p, _ in pooled], chosen, tr.tokens)
+        fig = plots.compare_patterns_figure([np.nan_to_num(p) for p, _ in pooled], chosen, tr.tokens, gamma=gamma)
     ui.chart(fig, key="cmp_patterns")
     index = pd.MultiIndex.from_product([chosen, edges[:-1], edges[:-1]], names=["head", "query from", "key from"])
     frame = pd.DataFrame({"weight": np.stack([p for p, _ in pooled]).reshape(-1)}, index=index)
@@ -88,7 +91,7 @@ def similarity_section(v, stats: heads.HeadStats) -> None:
         f"For two heads, each query row of their patterns is a probability distribution over the keys. The "
         f"**Jensen–Shannon divergence** JS(P, Q) = H((P+Q)/2) − (H(P) + H(Q))/2 (H = entropy in bits) is 0 when "
         f"the rows are equal and 1 bit when they share no key. Each cell is the mean JS over query rows: "
-        f"dark = heads that attend alike. Heads are ordered L0H0, L0H1, …, so blocks on the diagonal are layers."
+        f"bright = heads that attend alike. Heads are ordered L0H0, L0H1, …, so blocks on the diagonal are layers."
         f"\n\nComputed on {R} query rows"
         + (f" evenly spaced over 1..{T - 1}" if R < T - 1 else " (every position after the first)")
         + f". Rows with more than {cells} keys are compared on {cells} cells: the first token, the "

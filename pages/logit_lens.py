@@ -1,6 +1,4 @@
 """Logit lens: every layer's residual stream read out as a next-token prediction."""
-import html
-
 import streamlit as st
 
 from gptviz import ui
@@ -67,6 +65,8 @@ def main() -> None:
         f"model's real prediction. Each cell is the most likely next token at that layer and position, "
         f"coloured by its probability softmax(logits)_top. Early layers usually predict something "
         f"generic; the answer often appears in the later layers."
+        + (" The output head is the token embedding itself (tied), so row 0, the bare embedding, mostly "
+           "'predicts' the token it already is." if config.tie_embeddings else "")
     )
     start, stop = choose_window(T)
     with st.spinner("Reading out every layer…"):
@@ -110,7 +110,9 @@ def main() -> None:
     )
     ui.chart(plots.target_by_layer_figure(table["target probability"].to_numpy(), table["target rank"].to_numpy(),
                                           rows, token), key="target_chart")
-    st.dataframe(table, hide_index=True, key="target_table")
+    probability = st.column_config.NumberColumn(format="%.4g")
+    st.dataframe(table.assign(**{"top token": table["top token"].map(show_whitespace)}), hide_index=True,
+                 key="target_table", column_config={"target probability": probability, "top probability": probability})
     ui.download_csv(table, f"logit_lens_target_pos{position}", key="target_csv")
 
 

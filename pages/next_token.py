@@ -81,7 +81,7 @@ def main() -> None:
         f"token of its vocabulary: `final_norm` (shape ({T}, {config.d_model})) times the output head "
         f"(shape ({config.d_model}, {V})) gives logits of shape ({T}, {V}). **softmax** turns a row into "
         f"probabilities: p_i = exp(z_i) / Σ_j exp(z_j), summing to 1 over all {V:,} tokens.\n\n"
-        f"Position p's row is the model's guess for the token **after** token p. Below p < {T - 1}, the "
+        f"Position p's row is the model's guess for the token **after** token p. For p < {T - 1} the "
         f"token that really came next is marked in red: the model read the whole text at once, but each "
         f"position only saw the tokens up to itself (causal mask)."
     )
@@ -96,15 +96,19 @@ def main() -> None:
             f"{code(actual['token'])}, p = {actual['probability']:.4g}, rank {actual['rank']:,} "
             f"of {V:,}):"
         )
-    ui.chart(plots.top_tokens_figure(top["token"].tolist(), top["probability"].to_numpy(), top["logit"].to_numpy(),
-                                     top["actual next"].to_numpy(), title=f"Top {len(top)} next tokens after position {position}"),
-             key="top_chart")
+    fig = plots.top_tokens_figure(top["token"].tolist(), top["probability"].to_numpy(), top["logit"].to_numpy(),
+                                  top["actual next"].to_numpy(),
+                                  title=f"Top {len(top)} next tokens after position {position}")
+    ui.chart(fig, key="top_chart")
     with st.expander("Top tokens as a table"):
-        st.dataframe(top, hide_index=True, key="top_table")
+        st.dataframe(top.assign(token=top["token"].map(show_whitespace)), hide_index=True, key="top_table")
         ui.download_csv(top, f"next_tokens_pos{position}", key="top_csv")
 
     # ---- temperature, top-k, top-p -------------------------------------------------------------
     st.subheader("Temperature, top-k, top-p")
+    if position != T - 1:
+        st.caption(f"Shown for position {position}, as above; generating (below) always continues after the "
+                   f"last token, position {T - 1}.")
     clamp_sampling_state(V)
     c1, c2, c3, c4 = st.columns(4)
     c1.slider("Temperature (0 = greedy)", 0.0, 5.0, step=0.05, key="temperature")
@@ -136,7 +140,7 @@ def main() -> None:
                                     table["kept"].to_numpy(), settings.temperature, log_scale=log_scale)
     ui.chart(fig, key="dist_chart")
     with st.expander("Distributions as a table"):
-        st.dataframe(table, hide_index=True, key="dist_table")
+        st.dataframe(table.assign(token=table["token"].map(show_whitespace)), hide_index=True, key="dist_table")
         ui.download_csv(table, f"sampling_pos{position}", key="dist_csv")
 
     # ---- one token at a time ---------------------------------------------------------------------
@@ -173,7 +177,7 @@ def main() -> None:
         settings_used, labels = step_settings(v.generated)
         steps = lens.steps_table(tr, n_prompt, settings_used)
         steps["chosen with"] = labels
-        st.dataframe(steps, hide_index=True, key="steps_table")
+        st.dataframe(steps.assign(token=steps["token"].map(show_whitespace)), hide_index=True, key="steps_table")
         ui.download_csv(steps, "generated_steps", key="steps_csv")
         prompt_text = tok.decode(list(v.prompt_ids))
         if len(prompt_text) > SHOWN_PROMPT_CHARS:

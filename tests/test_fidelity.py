@@ -86,6 +86,8 @@ def test_stages_add_up_to_the_residual_stream(family, tiny_gpt2, tiny_llama):
         pattern = tr.patterns(layer)
         assert torch.allclose(pattern.sum(-1), torch.ones(model.config.n_head, T), atol=1e-6)
         assert pattern.triu(diagonal=1).abs().max() == 0
+        v = tr.v(layer).repeat_interleave(model.config.n_rep, dim=0)  # (nh, T, hs)
+        assert (pattern @ v - tr.z(layer)).abs().max() <= 1e-6  # the shown pattern is the one the kernel used
         assert (tr.resid_pre(layer) + tr.attn_out(layer) - tr.resid_mid(layer)).abs().max() <= 1e-6
         assert (tr.resid_mid(layer) + tr.mlp_out(layer) - tr.resid_post(layer)).abs().max() <= 1e-6
         assert tr.mlp_hidden(layer).shape == (T, model.config.d_mlp)

@@ -253,7 +253,26 @@ def test_measure_scaling_stops_at_the_budget(tiny_gpt2):
 
 def test_eager_path_skipped_when_too_big(tiny_gpt2):
     row = scaling.measure_size(tiny_gpt2, 32, torch.Generator().manual_seed(0), max_eager_bytes=100)
-    assert np.isnan(row["attention_eager_s"]) and row["attention_fused_s"] > 0
+    assert np.isnan(row["attention_eager_s"]) and np.isnan(row["peak_bytes_eager"])
+    assert row["attention_fused_s"] > 0 and row["peak_bytes_fused"] > 0
+
+
+def test_peak_memory_of_attention(tiny_llama):
+    nh, T = tiny_llama.config.n_head, 160
+    row = scaling.measure_size(tiny_llama, T, torch.Generator().manual_seed(0))
+    pattern = nh * T * T * 4
+    # eager: the raw scores, the scaled and the masked ones and the softmax are each (nh, T, T)
+    assert 2 * pattern <= row["peak_bytes_eager"] <= 6 * pattern
+    assert row["peak_bytes_fused"] < pattern  # tiles: never the whole pattern
+    assert scaling.peak_allocated(lambda: torch.zeros(1000, 250)) == 1000 * 250 * 4
+
+
+def test_estimate_cost():
+    assert scaling.estimate_cost([], [], 16) == 0.0
+    assert scaling.estimate_cost([16], [1.0], 32) == pytest.approx(4.0)  # quadratic until seen
+    assert scaling.estimate_cost([16, 32], [1.0, 2.0], 64) == pytest.approx(4.0)  # linear so far
+    assert scaling.estimate_cost([16, 32], [1.0, 1.0], 64) == pytest.approx(2.0)  # at least linear
+    assert scaling.estimate_cost([16, 32], [1.0, 8.0], 64) == pytest.approx(32.0)  # at most quadratic
 
 
 # ---- figures ---------------------------------------------------------------------------------------
@@ -287,6 +306,8 @@ def test_target_figure():
     assert len(fig.data) == 2
     assert list(fig.data[0].y) == pytest.approx([0.1, 0.5, 0.9]) and list(fig.data[1].y) == [30, 2, 1]
     assert "␣Paris" in fig.layout.title.text
+    assert fig.data[1].yaxis == "y2" and fig.layout.yaxis2.type == "log"
+    assert list(fig.layout.yaxis2.tickvals) == [1, 10, 100]  # up to rank 30
     with pytest.raises(ValueError):
         lens_plots.target_by_layer_figure(np.zeros(3), np.zeros(2), ["a", "b", "c"], "x")
 
@@ -312,7 +333,7 @@ def test_sampling_figures(tr):
 def test_scale_figures():
     frame = scaling.analytic_costs(GPTConfig("gpt2", 100, 64, 48, 3, 3, 3, 192, 1e-5), [16, 32, 64])
     for column, value in (("attention_fused_s", 1.0), ("attention_eager_s", 2.0), ("rest_of_layer_s", 3.0),
-                          ("forward_s", 4.0), ("measured_rss_bytes", 0.0)):
+                          ("forward_s", 4.0), ("peak_bytes_fused", 10.0), ("peak_bytes_eager", 100.0)):
         frame[column] = value * frame["T"] / 16
     fig = scale_plots.time_figure(frame)
     assert len(fig.data) == 6 and fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
@@ -320,9 +341,12 @@ def test_scale_figures():
     assert ref_t2.y[-1] == pytest.approx(frame["attention_fused_s"].iloc[-1])
     assert ref_t2.y[0] / ref_t2.y[-1] == pytest.approx((16 / 64) ** 2)
     assert ref_t.y[0] / ref_t.y[-1] == pytest.approx(16 / 64)
+    assert list(fig.layout.xaxis.tickvals) == [16, 32, 64] and fig.layout.yaxis.dtick == 1
     memory = scale_plots.memory_figure(frame)
-    assert len(memory.data) == 2  # measured growth all 0: nothing to draw on a log axis
+    assert [trace.name.endswith("(measured)") for trace in memory.data] == [False, False, True, True]
     assert list(memory.data[0].y) == frame["pattern_bytes_layer"].tolist()
+    assert list(memory.data[2].y) == frame["peak_bytes_eager"].tolist()
+    assert len(scale_plots.memory_figure(frame.drop(columns=["peak_bytes_fused", "peak_bytes_eager"])).data) == 2
     flops = scale_plots.flops_figure(frame, crossover=40.0)
     assert len(flops.data) == 3 and list(flops.data[2].x) == [40.0, 40.0]
     with pytest.raises(ValueError, match="columns"):
@@ -330,22 +354,6 @@ def test_scale_figures():
 
 
 # ---- the Next token page's sampling, in AppTest ------------------------------------------------------
-@pytest.fixture()
-def navigation_app(app_env, monkeypatch):
-    """AppTest runs pages/<x>.py on its own (no app.py, no sidebar) when the app folder has a
-    pages/ directory; st.navigation apps must not use that mode."""
-    import streamlit.testing.v1.app_test as app_test
-    from streamlit.runtime.pages_manager import PagesManager
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
-    return app_env
-
-
 def open_next_token(**state) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
@@ -370,7 +378,7 @@ def click(at: AppTest, key: str) -> AppTest:
     return at
 
 
-def test_same_seed_gives_the_same_tokens(navigation_app):
+def test_same_seed_gives_the_same_tokens(app_env):
     runs = []
     for _ in range(2):
         at = open_next_token(seed=7, temperature=1.3)
@@ -385,7 +393,7 @@ def test_same_seed_gives_the_same_tokens(navigation_app):
     assert other.session_state["gen"] != runs[0]
 
 
-def test_back_one_step(navigation_app):
+def test_back_one_step(app_env):
     at = open_next_token()
     click(at, "back_step")
     assert at.session_state["gen"] == ""
@@ -401,7 +409,7 @@ def test_back_one_step(navigation_app):
     assert at.session_state["gen"] == ""
 
 
-def test_temperature_zero_samples_the_greedy_token(navigation_app, tiny_gpt2):
+def test_temperature_zero_samples_the_greedy_token(app_env, tiny_gpt2):
     at = open_next_token(temperature=0.0, seed=5)
     click(at, "sample_next")
     greedy = int(torch.argmax(gptviz.trace(tiny_gpt2, at.session_state["prompt"]).logits[-1]))
@@ -410,7 +418,7 @@ def test_temperature_zero_samples_the_greedy_token(navigation_app, tiny_gpt2):
     assert steps["rank"].tolist() == [1] and steps["filtered probability"].iloc[0] == pytest.approx(1.0)
 
 
-def test_top_k_one_keeps_exactly_one(navigation_app):
+def test_top_k_one_keeps_exactly_one(app_env):
     at = open_next_token()
     at.number_input(key="top_k").set_value(1)
     at.run()

@@ -18,22 +18,6 @@ PROMPTS = ["Hi", "", "  \n", "ünïcödé 🤗🤗 ok\n\n\tend", LONG]
 TITLES = {"next_token": "Next token", "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale"}
 
 
-@pytest.fixture()
-def navigation_app(app_env, monkeypatch):
-    """AppTest runs pages/<x>.py on its own (no app.py, no sidebar) when the app folder has a
-    pages/ directory; st.navigation apps must not use that mode."""
-    import streamlit.testing.v1.app_test as app_test
-    from streamlit.runtime.pages_manager import PagesManager
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
-    return app_env
-
-
 @pytest.fixture(scope="module")
 def long_gpt2_dir(tmp_path_factory) -> Path:
     """A tiny GPT-2 with a 600-token context, to reach the logit lens's window mode."""
@@ -76,8 +60,8 @@ def metric(at: AppTest, label_start: str) -> str:
 
 @pytest.mark.parametrize("stem", list(TITLES))
 @pytest.mark.parametrize("which", ["gpt2", "llama"])
-def test_page_handles_many_prompts(navigation_app, stem, which):
-    at = open_page(stem, navigation_app[which])
+def test_page_handles_many_prompts(app_env, stem, which):
+    at = open_page(stem, app_env[which])
     for prompt in PROMPTS:
         at.text_area(key="prompt").set_value(prompt)
         rerun(at)
@@ -91,7 +75,7 @@ def test_page_handles_many_prompts(navigation_app, stem, which):
             assert any("left out" in w.value for w in at.warning)
 
 
-def test_position_is_clamped_when_the_prompt_shrinks(navigation_app):
+def test_position_is_clamped_when_the_prompt_shrinks(app_env):
     at = open_page("next_token", prompt=LONG)
     at.number_input(key="position").set_value(60)
     rerun(at)
@@ -103,7 +87,7 @@ def test_position_is_clamped_when_the_prompt_shrinks(navigation_app):
     assert at.number_input(key="position").value <= 1
 
 
-def test_next_token_widgets_change_the_view(navigation_app):
+def test_next_token_widgets_change_the_view(app_env):
     at = open_page("next_token")
     top, dist = specs(at)
     last = at.number_input(key="position").value
@@ -135,7 +119,7 @@ def test_next_token_widgets_change_the_view(navigation_app):
     assert json.loads(specs(at)[1])["layout"]["yaxis"]["type"] == "log"
 
 
-def test_seed_changes_the_sampled_token(navigation_app):
+def test_seed_changes_the_sampled_token(app_env):
     tokens = []
     for seed in (1, 2):
         at = open_page("next_token")
@@ -147,7 +131,7 @@ def test_seed_changes_the_sampled_token(navigation_app):
     assert tokens[0] != tokens[1]
 
 
-def test_generated_token_reaches_the_sidebar_and_other_pages(navigation_app):
+def test_generated_token_reaches_the_sidebar_and_other_pages(app_env):
     at = open_page("next_token")
     at.button(key="greedy_next").click()
     rerun(at)
@@ -166,14 +150,14 @@ def test_generated_token_reaches_the_sidebar_and_other_pages(navigation_app):
     assert len(heatmap["data"][0]["x"]) == len(tokens)  # the lens covers prompt + generated
 
 
-def test_context_full_disables_sampling(navigation_app):
+def test_context_full_disables_sampling(app_env):
     at = open_page("next_token", prompt=LONG)
     assert at.button(key="sample_next").disabled and at.button(key="greedy_next").disabled
     assert any("context is full" in w.value for w in at.warning)
 
 
-def test_logit_lens_widgets_change_the_view(navigation_app):
-    at = open_page("logit_lens", navigation_app["llama"])
+def test_logit_lens_widgets_change_the_view(app_env):
+    at = open_page("logit_lens", app_env["llama"])
     heatmap = json.loads(specs(at)[0])
     assert heatmap["data"][0]["texttemplate"] == "%{text}"  # short prompt: tokens in the cells
     assert len(heatmap["data"][0]["y"]) == 3  # 2 layers + the final stream
@@ -197,9 +181,10 @@ def test_logit_lens_widgets_change_the_view(navigation_app):
     assert not frame_with(at, "target rank")["target probability"].equals(target["target probability"])
 
 
-def test_logit_lens_window_for_long_sequences(navigation_app, long_gpt2_dir, monkeypatch):
+def test_logit_lens_window_for_long_sequences(app_env, long_gpt2_dir, monkeypatch):
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.pathsep.join([os.environ["GPTVIZ_MODEL_DIRS"], str(long_gpt2_dir)]))
-    at = open_page("logit_lens", "local: tiny-gpt2-long", prompt=("one two three four five " * 60).strip())  # 300 tokens
+    prompt = ("one two three four five " * 60).strip()  # 300 tokens
+    at = open_page("logit_lens", "local: tiny-gpt2-long", prompt=prompt)
     assert any("a window of 64" in c.value for c in at.caption)
     x = json.loads(specs(at)[0])["data"][0]["x"]
     assert len(x) == 64 and x[-1].startswith("299·")
@@ -212,7 +197,7 @@ def test_logit_lens_window_for_long_sequences(navigation_app, long_gpt2_dir, mon
     assert frame_with(at, "target rank")["target rank"].iloc[-1] == 1
 
 
-def test_attention_at_scale_measures_within_a_tiny_budget(navigation_app):
+def test_attention_at_scale_measures_within_a_tiny_budget(app_env):
     at = open_page("attention_at_scale")
     computed = specs(at)
     assert len(computed) == 2 and any("Press **Measure**" in i.value for i in at.info)
@@ -230,7 +215,7 @@ def test_attention_at_scale_measures_within_a_tiny_budget(navigation_app):
 
     rerun(at)  # cached: the same table again without pressing
     assert frame_with(at, "attention_fused_s").equals(table)
-    at.selectbox(key="model").set_value(navigation_app["llama"])
+    at.selectbox(key="model").set_value(app_env["llama"])
     rerun(at)
     assert any("Press **Measure**" in i.value for i in at.info)
     assert specs(at) != computed  # the llama's shapes give other numbers

@@ -111,7 +111,7 @@ def previous_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray
 def first_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray:
     """(nh, r, K) -> (nh, r): attention from query i to key 0 (NaN for i = 0, which has no choice)."""
     p, pos = _rows(p, positions)
-    out = p[:, :, 0].double().numpy()
+    out = p[:, :, 0].double().numpy().copy()  # a copy: never write into the caller's pattern
     out[:, pos.numpy() == 0] = np.nan
     return out
 
@@ -419,7 +419,8 @@ def repeated_random_ids(tokenizer, vocab_size: int, period: int = 30, seed: int 
     if period < 1:
         raise ValueError(f"The repeated block needs at least one token, got period={period}.")
     n = min(tokenizer.n_vocab, vocab_size)
-    pool = np.setdiff1d(np.arange(n // 20, n - n // 20), [i for i in (tokenizer.bos_id, tokenizer.eos_id) if i is not None])
+    specials = [i for i in (tokenizer.bos_id, tokenizer.eos_id) if i is not None]
+    pool = np.setdiff1d(np.arange(n // 20, n - n // 20), specials)
     if len(pool) < period:
         raise ValueError(f"A vocabulary of {n} tokens is too small for {period} distinct random tokens.")
     block = [int(i) for i in np.random.default_rng(seed).choice(pool, size=period, replace=False)]

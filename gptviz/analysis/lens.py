@@ -181,7 +181,9 @@ class FilterSummary:
     entropy_after: float  # nats, the distribution sampled from
 
 
-def sampling_table(trace: Trace, position: int, settings: SamplingSettings, n: int) -> tuple[pd.DataFrame, FilterSummary]:
+def sampling_table(
+    trace: Trace, position: int, settings: SamplingSettings, n: int
+) -> tuple[pd.DataFrame, FilterSummary]:
     """Over the full vocabulary at `position`: the original softmax (T = 1), after temperature,
     after the top-k / top-p filter and renormalising, for the n tokens most likely at T = 1
     (temperature keeps the order, and the filters keep a top slice of it)."""

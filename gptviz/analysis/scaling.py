@@ -1,7 +1,8 @@
 """How the cost of self-attention grows with the context length T, for a loaded model.
 
 Per layer, attention compares every token with every earlier one: q·kᵀ and pattern·v are
-each 2·T²·d multiply-adds (d = n_head · d_head), and the pattern is an (nh, T, T) matrix.
+each T²·d multiply-adds, 2·T²·d FLOPs (d = n_head · d_head), and the pattern is an (nh, T, T)
+matrix.
 The projections and the MLP cost a fixed amount per token, O(T·d²). So attention's share
 grows with T, and past some length it dominates.
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Callable
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from gptviz.config import GPTConfig
 from gptviz.model import GPT, attention_pattern, attention_scores, rotary_cos_sin
@@ -28,7 +29,7 @@ from gptviz.model import GPT, attention_pattern, attention_scores, rotary_cos_si
 log = logging.getLogger(__name__)
 
 FLOAT_BYTES = 4  # the patterns are float32
-MAX_EAGER_BYTES = 1 << 30  # skip the eager path when one layer's (nh, T, T) pattern is bigger
+MAX_EAGER_BYTES = 256 << 20  # skip the eager path when one layer's (nh, T, T) pattern is bigger (it holds ~4)
 Progress = Callable[[int, int, str], None]  # (sizes done, sizes in all, message)
 
 
@@ -77,16 +78,19 @@ def analytic_costs(config: GPTConfig, sizes: list[int]) -> pd.DataFrame:
     })
 
 
-def resident_bytes() -> int | None:
-    """The process's resident memory now (Linux /proc/self/statm), or None elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+def peak_allocated(fn: Callable[[], object]) -> int:
+    """Peak bytes PyTorch allocates on the CPU while fn runs (torch.profiler with profile_memory:
+    each op's allocations and frees, replayed in time order). Counts every thread's tensors."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
 
 
-def best_time(fn: Callable[[], object], min_total: float = 0.05, max_repeats: int = 5) -> float:
+def best_time(fn: Callable[[], object], min_total: float = 0.2, max_repeats: int = 10) -> float:
     """Seconds of one call of fn: the fastest of up to max_repeats calls (stops after min_total s)."""
     times: list[float] = []
     while len(times) < max_repeats and sum(times) < min_total:
@@ -98,7 +102,8 @@ def best_time(fn: Callable[[], object], min_total: float = 0.05, max_repeats: in
 
 @torch.inference_mode()
 def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes: int = MAX_EAGER_BYTES) -> dict:
-    """Time one layer's parts and one forward pass at context length T (random inputs, batch 1)."""
+    """Time one layer's parts and one forward pass at context length T (random inputs, batch 1),
+    and the peak memory PyTorch allocates for one layer's attention, fused and eager."""
     config = model.config
     nh, n_kv, hs, C = config.n_head, config.n_kv_head, config.d_head, config.d_model
     block = model.blocks[0]
@@ -122,19 +127,25 @@ def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes
         h = x + block.attn.out_proj(y)
         return h + block.mlp(block.norm2(h))
 
-    pattern_bytes = nh * T * T * FLOAT_BYTES
     row = {"T": T, "attention_fused_s": best_time(fused), "attention_eager_s": math.nan,
-           "rest_of_layer_s": best_time(rest), "measured_rss_bytes": math.nan}
-    if pattern_bytes <= max_eager_bytes:
-        before = resident_bytes()
-        pattern = attention_pattern(attention_scores(q[0], k[0]), hs)  # held while RSS is read
-        after = resident_bytes()
-        if before is not None and after is not None:
-            row["measured_rss_bytes"] = float(max(0, after - before))
-        del pattern
+           "rest_of_layer_s": best_time(rest), "peak_bytes_fused": float(peak_allocated(fused)),
+           "peak_bytes_eager": math.nan}
+    if nh * T * T * FLOAT_BYTES <= max_eager_bytes:
         row["attention_eager_s"] = best_time(eager)
+        row["peak_bytes_eager"] = float(peak_allocated(eager))
     row["forward_s"] = best_time(lambda: model(idx), max_repeats=3)
     return row
+
+
+def estimate_cost(sizes: list[int], costs: list[float], T: int) -> float:
+    """Seconds the next size T should take: the last cost scaled by (T / T_last)^p, p the growth
+    seen between the last two sizes, kept within [1, 2] (linear to quadratic); p = 2 at first."""
+    if not sizes:
+        return 0.0
+    power = 2.0
+    if len(sizes) > 1 and costs[-2] > 0 and sizes[-1] > sizes[-2]:
+        power = min(2.0, max(1.0, math.log(costs[-1] / costs[-2]) / math.log(sizes[-1] / sizes[-2])))
+    return costs[-1] * (T / sizes[-1]) ** power
 
 
 def measure_scaling(
@@ -147,27 +158,26 @@ def measure_scaling(
     """Measure attention's cost at each context length in `sizes` (ascending), within budget_s.
 
     The first size always runs; a later one runs only if the time so far plus an estimate of
-    its cost (the last size's cost scaled by (T / T_last)²) fits the budget. Returns one row
-    per measured size, the columns of `analytic_costs` plus, measured, in seconds:
+    its cost (estimate_cost) fits the budget. Returns one row per measured size, the columns
+    of `analytic_costs` plus, measured, in seconds:
     attention_fused_s (scores + softmax + weighted sum, one layer, all heads, the model's fused
     kernel), attention_eager_s (the same with the (nh, T, T) pattern materialised; NaN when
     that is over MAX_EAGER_BYTES), rest_of_layer_s (norms, projections, MLP of one layer),
-    forward_s (the whole model), and measured_rss_bytes (growth of the process's resident
-    memory while one layer's pattern is held; NaN without /proc; small patterns may reuse
-    freed memory and show 0). df.attrs: budget_s, elapsed_s, stopped_before (first T not
-    measured, or None), threads.
+    forward_s (the whole model); and, measured in bytes, peak_bytes_fused and peak_bytes_eager
+    (the most memory PyTorch held at once during one layer's attention, see peak_allocated).
+    df.attrs: budget_s, elapsed_s, stopped_before (first T not measured, or None), threads.
     """
     if not sizes or any(T < 1 or T > model.config.n_ctx for T in sizes):
         raise ValueError(f"Context sizes must be between 1 and n_ctx={model.config.n_ctx}, got {sizes}.")
     sizes = sorted(set(int(T) for T in sizes))
     generator = torch.Generator().manual_seed(seed)
     rows: list[dict] = []
+    costs: list[float] = []
     start = time.perf_counter()
     stopped_before = None
-    last_T, last_cost = None, 0.0
     for i, T in enumerate(sizes):
         elapsed = time.perf_counter() - start
-        estimate = last_cost * (T / last_T) ** 2 if last_T else 0.0
+        estimate = estimate_cost([row["T"] for row in rows], costs, T)
         if rows and elapsed + estimate > budget_s:
             stopped_before = T
             log.info("Scaling run stopped before T=%d (%.1f s used, next ~%.1f s)", T, elapsed, estimate)
@@ -176,7 +186,7 @@ def measure_scaling(
             progress(i, len(sizes), f"Measuring T = {T:,}…")
         size_start = time.perf_counter()
         rows.append(measure_size(model, T, generator))
-        last_T, last_cost = T, time.perf_counter() - size_start
+        costs.append(time.perf_counter() - size_start)
     if progress is not None:
         progress(len(rows), len(sizes), "Done" if stopped_before is None else f"Stopped before T = {stopped_before:,}")
     measured = pd.DataFrame(rows)

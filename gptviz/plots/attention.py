@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from gptviz.analysis.heads import QueryBreakdown, block_max
@@ -14,11 +15,20 @@ from gptviz.plots.common import heatmap, show_whitespace, token_labels
 MAX_CELLS = 512  # a heatmap side longer than this is max-pooled
 MAX_LINES_TOKENS = 64
 STAGE_TITLES = {
-    "raw": "1. raw scores q·kᵀ",
-    "scaled": "2. scaled ÷ √d_head",
-    "masked": "3. causal mask (future = blank)",
-    "softmax": "4. softmax → weights",
+    "raw": "1. q·kᵀ",
+    "scaled": "2. ÷ √d_head",
+    "masked": "3. mask the future",
+    "softmax": "4. softmax",
 }
+
+
+def weight_colorscale(gamma: float = 1.0) -> list:
+    """Blues with colour position = weight ** gamma: gamma < 1 makes faint weights visible
+    while the colour bar and hovers keep the real weights."""
+    if not 0 < gamma <= 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}.")
+    stops = np.linspace(0.0, 1.0, 21)
+    return [[float(t), c] for t, c in zip(stops, sample_colorscale("Blues", list(stops ** gamma)))]
 
 
 def range_labels(edges: np.ndarray, tokens: Sequence[str], start: int = 0) -> list[str]:
@@ -45,8 +55,10 @@ def pattern_heatmap(
     edges: tuple[np.ndarray, np.ndarray] | None = None,
     max_cells: int = MAX_CELLS,
     title: str = "",
+    gamma: float = 1.0,
 ) -> go.Figure:
     """Attention weights as a heatmap, query tokens as rows, key tokens as columns; future keys blank.
+    gamma < 1 stretches the colours of small weights (see `weight_colorscale`).
 
     pattern (R, C): query rows query_start.., key columns key_start.. of `tokens` (the whole
     prompt's tokens). A side longer than max_cells is max-pooled into blocks. Or pass an
@@ -83,7 +95,7 @@ def pattern_heatmap(
         hover = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
     fig = heatmap(z, x, y, title=title, x_title="key token (attended to)", y_title="query token (attending)",
                   zmin=0.0, zmax=1.0, hovertemplate=hover)
-    fig.update_traces(colorbar_title="weight")
+    fig.update_traces(colorbar_title="weight", colorscale=weight_colorscale(gamma))
     fig.update_layout(height=int(np.clip(200 + 14 * len(y), 320, 800)), plot_bgcolor="#f4f4f4")
     if max(len(x), len(y)) > 48:
         fig.update_xaxes(showticklabels=len(x) <= 128, tickfont_size=8)

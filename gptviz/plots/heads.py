@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gptviz.plots.attention import future_mask, range_labels
+from gptviz.plots.attention import future_mask, range_labels, weight_colorscale
 from gptviz.plots.common import token_labels
 
 MAX_COMPARE_CELLS = 128  # each compared pattern is max-pooled to at most this many cells a side
@@ -60,8 +60,10 @@ def compare_patterns_figure(
     edges: np.ndarray | None = None,
     *,
     cols: int = 4,
+    gamma: float = 1.0,
 ) -> go.Figure:
     """Several heads' patterns side by side on one shared colour scale (0..1); future keys blank.
+    gamma < 1 stretches the colours of small weights (`weight_colorscale`).
 
     patterns: (T, T) each, or each already max-pooled to (n, n) with the shared block
     `edges` (n+1,) (from `analysis.heads.pooled_pattern`); hovers then show position ranges.
@@ -93,7 +95,7 @@ def compare_patterns_figure(
     fig.update_xaxes(type="category", showticklabels=n <= 24, tickfont_size=8)
     fig.update_yaxes(type="category", autorange="reversed", showticklabels=False, tickfont_size=8)
     fig.update_yaxes(showticklabels=n <= 24, col=1)
-    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0.0, cmax=1.0, colorbar_title="weight"),
+    fig.update_layout(coloraxis=dict(colorscale=weight_colorscale(gamma), cmin=0.0, cmax=1.0, colorbar_title="weight"),
                       height=60 + rows * 300, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="#f4f4f4")
     return fig
 
@@ -115,6 +117,6 @@ def similarity_figure(js: np.ndarray, n_layer: int, n_head: int, title: str = ""
     fig.update_xaxes(type="category", tickvals=ticks, ticktext=[t[:-2] for t in ticks], tickfont_size=9,
                      title_text="head (grouped by layer)")
     fig.update_yaxes(type="category", tickvals=ticks, ticktext=[t[:-2] for t in ticks], tickfont_size=9,
-                     autorange="reversed", scaleanchor="x")
+                     autorange="reversed")
     fig.update_layout(title=title, height=min(900, max(420, 160 + 3 * N)), margin=dict(l=10, r=10, t=40, b=10))
     return fig

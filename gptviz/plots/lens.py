@@ -5,6 +5,7 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from gptviz.plots.common import heatmap, show_whitespace
 
@@ -48,26 +49,29 @@ def lens_heatmap(
 
 
 def target_by_layer_figure(probs: np.ndarray, ranks: np.ndarray, row_names: Sequence[str], token: str) -> go.Figure:
-    """probs (rows,) and ranks (rows,) of one token read out at each layer (row_names): the
-    probability as a line (left axis), the rank on a log axis where 1 is at the top (right)."""
+    """probs (rows,) and ranks (rows,) of one token read out at each layer (row_names), stacked:
+    the probability on top (0..1), the rank below on a log axis with rank 1 at the top."""
     probs = np.asarray(probs, dtype=np.float32)
     ranks = np.asarray(ranks, dtype=np.int64)
     if probs.ndim != 1 or probs.shape != ranks.shape or probs.shape[0] != len(row_names):
         raise ValueError(f"probs {probs.shape}, ranks {ranks.shape} and {len(row_names)} row names must match.")
     label = show_whitespace(token)
-    fig = go.Figure()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.55, 0.45])
     fig.add_trace(go.Scatter(
         x=list(row_names), y=probs, mode="lines+markers", name=f"p({label})", customdata=ranks,
-        hovertemplate="%{x}<br>p = %{y:.4f}<br>rank %{customdata}<extra></extra>",
-    ))
+        hovertemplate="%{x}<br>p = %{y:.4g}<br>rank %{customdata:,}<extra></extra>",
+    ), row=1, col=1)
     fig.add_trace(go.Scatter(
-        x=list(row_names), y=ranks, mode="lines+markers", name="rank", yaxis="y2",
-        line=dict(dash="dot"), hovertemplate="%{x}<br>rank %{y}<extra></extra>",
-    ))
-    fig.update_layout(
-        title=f"“{label}” layer by layer", xaxis=dict(type="category", title="residual stream read out"),
-        yaxis=dict(title="probability", range=[0, 1.02]),
-        yaxis2=dict(title="rank (1 = top)", type="log", autorange="reversed", overlaying="y", side="right"),
-        legend=dict(orientation="h", y=1.12), margin=dict(l=10, r=10, t=60, b=10),
-    )
+        x=list(row_names), y=ranks, mode="lines+markers", name="rank",
+        hovertemplate="%{x}<br>rank %{y:,}<extra></extra>",
+    ), row=2, col=1)
+    top_rank = max(10, int(ranks.max(initial=1)))
+    ticks = [10**k for k in range(int(np.ceil(np.log10(top_rank))) + 1)]
+    fig.update_yaxes(title_text="probability", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="rank (1 = top)", type="log", autorange="reversed", tickvals=ticks,
+                     ticktext=[f"{t:,}" for t in ticks], row=2, col=1)
+    fig.update_xaxes(type="category", row=1, col=1)
+    fig.update_xaxes(type="category", title_text="residual stream read out", row=2, col=1)
+    fig.update_layout(title=f"“{label}” layer by layer", showlegend=False, height=520,
+                      margin=dict(l=10, r=10, t=50, b=10))
     return fig

@@ -63,8 +63,7 @@ def distribution_figure(tokens: Sequence[str], original: np.ndarray, tempered: n
         fig.add_trace(go.Bar(x=labels, y=values, name=name, marker_color=colour,
                              hovertemplate="%{x}<br>" + name + ": %{y:.4f}<extra></extra>"))
     fig.update_layout(barmode="group", yaxis_title="probability", legend=dict(orientation="h", y=1.12),
-                      margin=dict(l=10, r=10, t=60, b=10), height=440,
-                      title="Top tokens before and after temperature and filtering")
+                      margin=dict(l=10, r=10, t=40, b=10), height=440)
     if log_scale:
         fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(type="category", tickangle=-45)

@@ -27,9 +27,14 @@ def _reference(T: np.ndarray, anchor_T: float, anchor_y: float, power: int, name
 
 
 def _log_log(fig: go.Figure, y_title: str, title: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis=dict(type="log", title="context length T (tokens)"),
-                      yaxis=dict(type="log", title=y_title), legend=dict(orientation="h", y=-0.2),
-                      margin=dict(l=10, r=10, t=40, b=10), height=480)
+    """Log axes; x ticks at the powers of two drawn, y ticks at powers of ten."""
+    xs = sorted({float(x) for trace in fig.data if trace.x is not None for x in trace.x})
+    shown = [x for x in xs if x > 0 and float(x).is_integer() and (int(x) & (int(x) - 1)) == 0] or xs
+    fig.update_layout(title=title, legend=dict(orientation="h", y=-0.2), margin=dict(l=10, r=10, t=40, b=10),
+                      height=480)
+    fig.update_xaxes(type="log", title="context length T (tokens)", tickvals=shown,
+                     ticktext=[f"{int(x):,}" for x in shown])
+    fig.update_yaxes(type="log", title=y_title, dtick=1)
     return fig
 
 
@@ -45,26 +50,26 @@ def time_figure(frame: pd.DataFrame) -> go.Figure:
     last = len(T) - 1
     fig.add_trace(_reference(T, T[last], float(frame["rest_of_layer_s"].iloc[last]), 1, "∝ T (reference)"))
     fig.add_trace(_reference(T, T[last], float(frame["attention_fused_s"].iloc[last]), 2, "∝ T² (reference)"))
+    fig.update_yaxes(exponentformat="SI", ticksuffix="s")
     return _log_log(fig, "seconds (best of a few runs)", "Time against context length (measured)")
 
 
 def memory_figure(frame: pd.DataFrame) -> go.Figure:
-    """Bytes of the (nh, T, T) float32 patterns against T: one layer and all layers (computed),
-    and the measured growth of resident memory while one layer's pattern is held (if any)."""
+    """Bytes against T: the (nh, T, T) float32 patterns of one layer and of all layers (computed),
+    and, if measured, the peak memory PyTorch held during one layer's attention, eager and fused."""
     T = _check(frame, ["pattern_bytes_layer", "pattern_bytes_model"])
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=T, y=frame["pattern_bytes_layer"].to_numpy(dtype=np.float64), mode="lines+markers",
                              name="one layer's pattern, nh·T²·4 bytes (computed)"))
     fig.add_trace(go.Scatter(x=T, y=frame["pattern_bytes_model"].to_numpy(dtype=np.float64), mode="lines+markers",
                              name="all layers' patterns (computed)"))
-    if "measured_rss_bytes" in frame.columns:
-        measured = frame["measured_rss_bytes"].to_numpy(dtype=np.float64)
-        measured = np.where(measured > 0, measured, np.nan)  # 0 (memory reused) cannot go on a log axis
-        if np.isfinite(measured).any():
-            fig.add_trace(go.Scatter(x=T, y=measured, mode="markers", marker=dict(size=10, symbol="x"),
-                                     name="resident memory growth holding one pattern (measured)"))
+    for column, name, symbol in (("peak_bytes_eager", "peak during eager attention, one layer (measured)", "x"),
+                                 ("peak_bytes_fused", "peak during fused attention, one layer (measured)", "circle")):
+        if column in frame.columns:
+            fig.add_trace(go.Scatter(x=T, y=frame[column].to_numpy(dtype=np.float64), mode="markers+lines",
+                                     marker=dict(size=9, symbol=symbol), line=dict(dash="dot"), name=name))
     fig.update_yaxes(tickformat=".2s", ticksuffix="B")
-    return _log_log(fig, "bytes", "Memory of the attention patterns")
+    return _log_log(fig, "bytes", "Memory of attention")
 
 
 def flops_figure(frame: pd.DataFrame, crossover: float | None = None) -> go.Figure:

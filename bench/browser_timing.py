@@ -1,0 +1,204 @@
+"""What a person waits for in the app, measured in a real headless Chromium (playwright).
+
+Starts `streamlit run app.py` on port 8650 and measures, from the browser's side:
+- cold start: process spawned -> the default page fully rendered on the default model
+  (the model is loaded on this first view);
+- prompt edit (warm): a new 64-token prompt committed on the Attention page -> the run
+  finished and the attention heatmap repainted (its heatmap image changed);
+- page switch with the trace cached: Attention -> Tokens, and Tokens -> Attention.
+
+"Rendered" means: Streamlit's script state is notRunning, no stale element, no spinner, the
+page's title is there, every plotly chart has drawn its SVG; then two animation frames.
+
+    .venv/bin/python bench/browser_timing.py [--repeats 3] [--port 8650] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+PROMPT_TOKENS = 64
+SOURCE_TEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+    "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. Locally "
+    "nicknamed the Iron Lady, it was constructed as the centrepiece of the 1889 World's Fair, and to crown the "
+    "centennial anniversary of the French Revolution. Although initially criticised by some of France's leading "
+    "artists and intellectuals for its design, it has since become a global cultural icon of France and one of "
+    "the most recognisable structures in the world. The tower received 5,889,000 visitors in 2022. The Eiffel "
+    "Tower is the most visited monument with an entrance fee in the world. It was the tallest man-made structure "
+    "in the world until the Chrysler Building in New York City was finished in 1930."
+)
+
+RENDERED_JS = """(title) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (document.querySelector('[data-stale="true"], [data-testid="stSpinner"], [data-testid="stStatusWidget"]'))
+    return false;
+  const h1 = document.querySelector('h1');
+  if (title && !(h1 && h1.textContent.includes(title))) return false;
+  return [...document.querySelectorAll('.js-plotly-plot')].every(p => p._fullLayout && p.querySelector('.main-svg'));
+}"""
+
+HEATMAP_JS = """() => {
+  const plot = document.querySelector('.st-key-attn_pattern .js-plotly-plot') ||
+               document.querySelector('.js-plotly-plot');
+  if (!plot || !plot._fullLayout) return null;
+  const image = plot.querySelector('g.hm image');
+  const rows = plot.data && plot.data[0] && plot.data[0].y ? plot.data[0].y.length : -1;
+  return rows + ':' + (image ? image.getAttribute('href').length + ':' + image.getAttribute('href').slice(-64) : '');
+}"""
+
+TWO_FRAMES_JS = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+
+
+def prompts(n: int, length: int = PROMPT_TOKENS) -> list[str]:
+    """n different prompts of `length` tokens for the app's default model (windows of one text)."""
+    import gptviz
+    from gptviz.loading import SMOLLM2
+    from gptviz.tokenizer import gpt2_tokenizer, smollm2_gguf_path, tokenizer_from_gguf
+
+    name = os.environ.get("GPTVIZ_DEFAULT_MODEL") or gptviz.default_model_name()
+    tokenizer = tokenizer_from_gguf(smollm2_gguf_path()) if name == SMOLLM2 else gpt2_tokenizer()
+    ids = tokenizer.encode(SOURCE_TEXT * 2)
+    out = []
+    for start in range(0, 16 * n, 16):
+        window = ids[start : start + length]
+        text = tokenizer.decode(window)
+        while len(tokenizer.encode(text)) > length:  # decoding then encoding may merge differently
+            window = window[:-1]
+            text = tokenizer.decode(window)
+        out.append(text)
+    return out
+
+
+def wait_rendered(page, title: str | None = None, timeout_ms: int = 300_000) -> None:
+    page.wait_for_function(RENDERED_JS, arg=title, timeout=timeout_ms, polling="raf")
+    page.evaluate(TWO_FRAMES_JS)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the app did not start (see its log)")
+            time.sleep(0.05)
+
+
+def open_nav(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+
+
+def measure(port: int, repeats: int, log_path: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    url = f"http://127.0.0.1:{port}"
+    texts = prompts(repeats + 1)
+    results: dict[str, list[float]] = {"cold start: server healthy": [], "cold start: first view rendered": [],
+                                       "prompt edit -> heatmap repainted": [], "switch Attention -> Tokens": [],
+                                       "switch Tokens -> Attention (cached)": []}
+    with sync_playwright() as p, open(log_path, "w") as log:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_healthy(url, proc)
+            results["cold start: server healthy"].append(time.perf_counter() - t0)
+            page.goto(url)
+            wait_rendered(page)
+            results["cold start: first view rendered"].append(time.perf_counter() - t0)
+
+            page.goto(f"{url}/attention")
+            wait_rendered(page, "Attention")
+            prompt = page.locator('[data-testid="stSidebar"] [data-testid="stTextArea"] textarea').first
+            prompt.fill(texts[0])  # a first 64-token prompt: warms the code paths of this length
+            prompt.press("Control+Enter")
+            page.wait_for_function(f"() => ({HEATMAP_JS})()?.startsWith('{PROMPT_TOKENS}:')", timeout=300_000)
+            wait_rendered(page, "Attention")
+            for text in texts[1:]:
+                before = page.evaluate(f"({HEATMAP_JS})()")
+                prompt.fill(text)
+                t1 = time.perf_counter()
+                prompt.press("Control+Enter")
+                page.wait_for_function(f"(b) => ({HEATMAP_JS})() !== b && ({RENDERED_JS})('Attention')", arg=before,
+                                       timeout=300_000, polling="raf")
+                page.evaluate(TWO_FRAMES_JS)
+                results["prompt edit -> heatmap repainted"].append(time.perf_counter() - t1)
+
+                t2 = time.perf_counter()
+                open_nav(page, "Tokens")
+                page.wait_for_url("**/tokens**")
+                wait_rendered(page, "Tokens")
+                t3 = time.perf_counter()
+                open_nav(page, "Attention")
+                page.wait_for_url("**/attention**")
+                wait_rendered(page, "Attention")
+                t4 = time.perf_counter()
+                results["switch Attention -> Tokens"].append(t3 - t2)
+                results["switch Tokens -> Attention (cached)"].append(t4 - t3)
+            errors = page.locator('[data-testid="stException"]').count()
+        finally:
+            browser.close()
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return {"runs": results, "median_s": {k: statistics.median(v) for k, v in results.items() if v},
+            "exceptions_on_page": errors, "prompt_tokens": PROMPT_TOKENS}
+
+
+def table(result: dict) -> str:
+    lines = ["| what | median s | runs |", "|---|---:|---:|"]
+    for name, runs in result["runs"].items():
+        if runs:
+            lines.append(f"| {name} | {statistics.median(runs):.2f} | {', '.join(f'{r:.2f}' for r in runs)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8650)
+    parser.add_argument("--repeats", type=int, default=3, help="prompt edits and page switches measured")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    missing = [p for p in ("pages/attention.py", "pages/tokens.py") if not (REPO / p).exists()]
+    if missing:
+        sys.exit(f"n/a: {', '.join(missing)} not written yet")
+    log_path = Path(tempfile.gettempdir()) / f"gptviz-browser-timing-{args.port}.log"
+    result = measure(args.port, args.repeats, log_path)
+    print(f"# App timings in headless Chromium ({result['prompt_tokens']}-token prompts, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})\n")
+    print(table(result))
+    if result["exceptions_on_page"]:
+        print(f"\nWARNING: {result['exceptions_on_page']} exception(s) shown on the page; app log: {log_path}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
