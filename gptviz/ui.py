@@ -288,10 +288,9 @@ def active_model() -> GPT | None:
 def leave_pages_folder_mode() -> None:
     """Streamlit runs a page file on its own, without app.py's st.navigation, when the first
     request of a process opens a page URL directly (the pages/ folder looks like an old-style
-    multipage app). Switch that mode off for the process and run again, through app.py."""
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    multipage app). The page still works (it draws the sidebar itself); switch that mode off
+    so every later run goes through app.py's navigation."""
+    PagesManager.uses_pages_directory = False
 
 
 def view() -> View:

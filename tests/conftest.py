@@ -59,7 +59,19 @@ def tiny_llama(tiny_llama_dir):
 
 @pytest.fixture()
 def app_env(tiny_gpt2_dir, tiny_llama_dir, monkeypatch):
-    """Environment for AppTest: the two tiny models in the picker, the GPT-2 one by default."""
+    """Environment for AppTest: the two tiny models in the picker, the GPT-2 one by default,
+    and every run routed through app.py's st.navigation, as in the served app (AppTest would
+    otherwise run page files on their own, because the pages/ folder looks like an old-style
+    multipage app)."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.pages_manager import PagesManager
+
+    class NavigationPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.pathsep.join([str(tiny_gpt2_dir), str(tiny_llama_dir)]))
     monkeypatch.setenv("GPTVIZ_DEFAULT_MODEL", "local: tiny-gpt2")
     return {"gpt2": "local: tiny-gpt2", "llama": "local: tiny-llama"}
