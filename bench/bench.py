@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -77,11 +78,18 @@ MEMORY_ROWS = {
     "tl_cache": "TransformerLens run_with_cache",
 }
 FIXED_MMAP_THRESHOLD = 1 << 20  # MALLOC_MMAP_THRESHOLD_ for the "fixed threshold" memory column
+FIXED_THRESHOLD_CASES = ("hf_sdpa", "gv_forward", "gv_trace", "hf_eager_attn")
 
-DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 11, 64: 9, 256: 5, 1024: 3}, gen_context=256, gen_repeats=9,
-               memory_T=1024, memory_repeats=2, render_T=1024, render_repeats=3)
+DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 9, 64: 7, 256: 4, 1024: 3}, gen_context=256, gen_repeats=9,
+               memory_T=1024, memory_repeats=1, render_T=1024, render_repeats=3)
 QUICK = dict(Ts=(16, 64), repeats={16: 3, 64: 2}, gen_context=32, gen_repeats=3,
              memory_T=256, memory_repeats=1, render_T=64, render_repeats=1)
+
+
+def warmup(T: int) -> int:
+    """Warm-up calls per case: none at T >= 1024 (smaller T ran just before, and per-round
+    ratios keep a slow first round fair), one below."""
+    return 0 if T >= 1024 else 1
 
 
 # ---- sections ----------------------------------------------------------------------------------
@@ -92,7 +100,7 @@ def forward_section(subject: Subject, Ts, repeats: dict[int, int]) -> dict[int, 
         ids = cases.random_ids(subject.gv.config.vocab_size, T)
         named = {name: cases.forward_case(name, ids, gv=subject.gv, hf=subject.hf, hf_eager=subject.hf_eager)
                  for name in TIMED_FORWARD}
-        timings = time_cases(named, repeats.get(T, 3))
+        timings = time_cases(named, repeats.get(T, 3), warmup=warmup(T))
         timings["gv_trace_patterns"] = combine(timings, ("gv_trace", "gv_patterns"))
         results[T] = summarise(timings, BASELINE)
         log.info("%s T=%d: %s", subject.name, T,
@@ -167,21 +175,19 @@ def render_section(subject: Subject, T: int, repeats: int) -> dict:
             "build": lambda stats: attention_plots.overview_figure(stats.tiles, (0, 0), stats.entropy, "entropy"),
         }
     results = {}
-    for name, step in steps.items():
-        data_s, build_s, json_s = [], [], []
+    for name, step in steps.items():  # the data once (it is cached in the app), the figure `repeats` times
+        t0 = time.perf_counter()
+        data = step["data"]()
+        data_s = time.perf_counter() - t0
+        build_s, json_s = [], []
         for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            data = step["data"]()
             t1 = time.perf_counter()
             fig = step["build"](data)
             t2 = time.perf_counter()
             text = fig.to_json()
-            t3 = time.perf_counter()
-            data_s.append(t1 - t0)
+            json_s.append(time.perf_counter() - t2)
             build_s.append(t2 - t1)
-            json_s.append(t3 - t2)
-        results[name] = {"T": T, "data_ms": statistics.median(data_s) * 1e3,
-                         "build_ms": statistics.median(build_s) * 1e3,
+        results[name] = {"T": T, "data_ms": data_s * 1e3, "build_ms": statistics.median(build_s) * 1e3,
                          "json_ms": statistics.median(json_s) * 1e3, "json_kb": len(text) / 1024}
     if not results:
         return {"error": "n/a (no pattern_heatmap / overview_figure builders)"}
@@ -198,34 +204,54 @@ def run_child(cmd: list[str], env: dict | None = None, timeout: float = 600) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def memory_section(subject: Subject, T: int, repeats: int, threads: int, with_peers: bool,
-                   memory_cases: tuple[str, ...] = tuple(MEMORY_ROWS)) -> dict:
-    """{case: {extra_mb (median), runs: [...], fixed_extra_mb}}: one fresh process per run.
+def memory_command(subject: Subject, case: str, T: int, threads: int) -> list[str]:
+    if case == "tl_cache":
+        return [str(PEERS_PYTHON), "-m", "bench.peer_tl", "memory", "--source", subject.source, "--T", str(T),
+                "--threads", str(threads)]
+    return [sys.executable, "-m", "bench.rss_case", "--source", subject.source, "--case", case, "--T", str(T),
+            "--threads", str(threads)]
 
-    fixed_extra_mb: the same case with glibc's mmap threshold fixed at 1 MiB (no heap
-    reuse of freed tensors), i.e. what the kept tensors themselves cost.
+
+def memory_section(subject: Subject, T: int, repeats: int, threads: int, with_peers: bool,
+                   workers: int = 2) -> dict:
+    """{case: {extra_mb (median over runs), min_mb, max_mb, fixed_extra_mb}}, one fresh process per run.
+
+    fixed_extra_mb: one more run with glibc's mmap threshold fixed at 1 MiB, so freed tensors
+    go back to the system instead of staying in the heap: what the kept tensors themselves
+    cost. Peak RSS is per process, so `workers` children run at once.
     """
-    results = {}
-    for case in memory_cases:
-        if case == "tl_cache":
-            if not (with_peers and subject.is_gpt2 and PEERS_PYTHON.exists()):
-                continue
-            cmd = [str(PEERS_PYTHON), "-m", "bench.peer_tl", "memory", "--source", subject.source, "--T", str(T),
-                   "--threads", str(threads)]
-        else:
-            cmd = [sys.executable, "-m", "bench.rss_case", "--source", subject.source, "--case", case,
-                   "--T", str(T), "--threads", str(threads)]
+    wanted = [c for c in MEMORY_ROWS if c != "tl_cache" or (with_peers and subject.is_gpt2 and PEERS_PYTHON.exists())]
+    fixed_env = {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    jobs = [(case, None) for case in wanted for _ in range(repeats)]
+    jobs += [(case, fixed_env) for case in wanted if case in FIXED_THRESHOLD_CASES]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [(case, env, pool.submit(run_child, memory_command(subject, case, T, threads), env))
+                   for case, env in jobs]
+    runs: dict[str, list[dict]] = {case: [] for case in wanted}
+    fixed: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    for case, env, future in futures:
         try:
-            runs = [run_child(cmd) for _ in range(repeats)]
-            fixed = run_child(cmd, env={"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)})
+            result = future.result()
         except (RuntimeError, subprocess.TimeoutExpired) as err:
-            results[case] = {"error": str(err)}
+            errors[case] = str(err)
             continue
-        extras = [r["extra_mb"] for r in runs]
-        results[case] = {"T": T, "extra_mb": statistics.median(extras), "min_mb": min(extras),
-                         "max_mb": max(extras), "base_mb": statistics.median(r["base_mb"] for r in runs),
-                         "fixed_extra_mb": fixed["extra_mb"], "hwm_reset": all(r["hwm_reset"] for r in runs)}
-        log.info("memory %s %s: %.0f MB", subject.name, case, results[case]["extra_mb"])
+        if env is None:
+            runs[case].append(result)
+        else:
+            fixed[case] = result
+    results = {}
+    for case in wanted:
+        if case in errors or not runs[case]:
+            results[case] = {"error": errors.get(case, "no run")}
+            continue
+        extras = [r["extra_mb"] for r in runs[case]]
+        results[case] = {"T": T, "extra_mb": statistics.median(extras), "runs": len(extras), "min_mb": min(extras),
+                         "max_mb": max(extras),
+                         "base_mb": statistics.median(r["base_mb"] for r in runs[case]),
+                         "fixed_extra_mb": fixed[case]["extra_mb"] if case in fixed else None,
+                         "hwm_reset": all(r["hwm_reset"] for r in runs[case])}
+    log.info("memory %s: %s", subject.name, {c: round(r.get("extra_mb", -1)) for c, r in results.items()})
     return results
 
 
@@ -287,7 +313,7 @@ def generation_table(result: dict) -> str:
 def memory_table(result: dict) -> str:
     memory = result["memory"]
     eager = memory.get("hf_eager_attn", {}).get("extra_mb")
-    lines = ["| case | extra peak RSS MB (median) | range | × transformers eager+attentions | "
+    lines = ["| case | extra peak RSS MB | runs | × transformers eager+attentions | "
              "with a fixed 1 MiB mmap threshold |", "|---|---:|---:|---:|---:|"]
     for case, label in MEMORY_ROWS.items():
         m = memory.get(case)
@@ -297,8 +323,9 @@ def memory_table(result: dict) -> str:
             lines.append(f"| {label} | {m['error']} | | | |")
             continue
         vs = f"{m['extra_mb'] / eager:.2f}×" if eager else "n/a"
-        lines.append(f"| {label} | {m['extra_mb']:,.0f} | {m['min_mb']:,.0f}–{m['max_mb']:,.0f} | {vs} | "
-                     f"{m['fixed_extra_mb']:,.0f} |")
+        spread = f"{m['runs']} ({m['min_mb']:,.0f}–{m['max_mb']:,.0f})" if m["runs"] > 1 else "1"
+        fixed = "" if m["fixed_extra_mb"] is None else f"{m['fixed_extra_mb']:,.0f}"
+        lines.append(f"| {label} | {m['extra_mb']:,.0f} | {spread} | {vs} | {fixed} |")
     return "\n".join(lines)
 
 
@@ -405,7 +432,7 @@ def bench_subject(subject: Subject, plan: dict, sections: set[str], threads: int
         result["generation"] = generation_section(subject, plan["gen_context"], plan["gen_repeats"])
     if "render" in sections:
         result["render"] = render_section(subject, plan["render_T"], plan["render_repeats"])
-    if "memory" in sections and subject.is_gpt2:
+    if "memory" in sections and subject.name in plan.get("memory_models", (cases.GPT2_SMALL,)):
         result["memory"] = memory_section(subject, plan["memory_T"], plan["memory_repeats"], threads,
                                           with_peers="peers" in sections)
     return result
@@ -437,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads for every case (default 1: the steadiest ratios on a shared 2-core box)")
     parser.add_argument("--models", default=",".join(cases.SUBJECTS), help="comma-separated: " + ", ".join(cases.SUBJECTS))
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
+    parser.add_argument("--memory-models", default=cases.GPT2_SMALL,
+                        help="comma-separated models whose peak RSS is measured (default: the target's GPT-2 shape)")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -444,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     if bad := sections - set(SECTIONS):
         parser.error(f"unknown sections {sorted(bad)}: use {', '.join(SECTIONS)}")
     torch.set_num_threads(args.threads)
-    plan = QUICK if args.quick else DEFAULT
+    plan = {**(QUICK if args.quick else DEFAULT), "memory_models": tuple(args.memory_models.split(","))}
     meta = metadata(args.threads)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gptviz-bench-") as workdir:

@@ -19,11 +19,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
 import gptviz  # noqa: E402
 from bench.timing import Case  # noqa: E402
 from gptviz.model import GPT  # noqa: E402
+
+# transformers is imported where it is used, so that a gptviz-only memory child skips its import.
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ FORWARD_CASES = {
 
 
 def quiet_transformers() -> None:
+    import transformers
+
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
@@ -51,6 +54,8 @@ def quiet_transformers() -> None:
 def save_gpt2_small(directory: Path, seed: int = 0, **overrides) -> Path:
     """A GPT-2-small-shaped model (12 layers, 12 heads, 768 dims) with random weights,
     saved in Hugging Face format; overrides change the GPT2Config (tests use a tiny one)."""
+    import transformers
+
     quiet_transformers()
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**overrides))
@@ -58,8 +63,10 @@ def save_gpt2_small(directory: Path, seed: int = 0, **overrides) -> Path:
     return Path(directory)
 
 
-def load_hf(source: str, attn: str = "sdpa") -> transformers.PreTrainedModel:
+def load_hf(source: str, attn: str = "sdpa"):
     """transformers' model of a subject: an HF directory, or "smollm2-135m" (the shipped GGUF)."""
+    import transformers
+
     quiet_transformers()
     if source == SMOLLM2:
         from gptviz.tokenizer import smollm2_gguf_path
@@ -75,7 +82,7 @@ def load_hf(source: str, attn: str = "sdpa") -> transformers.PreTrainedModel:
     return model.eval().requires_grad_(False)
 
 
-def eager_copy(model: transformers.PreTrainedModel) -> transformers.PreTrainedModel:
+def eager_copy(model):
     """The same weights with transformers' eager attention (needed for output_attentions)."""
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
@@ -89,8 +96,8 @@ class Subject:
     name: str
     source: str  # an HF directory, or "smollm2-135m"
     gv: GPT
-    hf: transformers.PreTrainedModel
-    hf_eager: transformers.PreTrainedModel
+    hf: object  # transformers.PreTrainedModel
+    hf_eager: object
 
     @property
     def n_heads_total(self) -> int:

@@ -23,6 +23,19 @@ class Case:
     setup: Callable = lambda: None
 
 
+FLUSH_BYTES = 64 * 2**20  # more than any last-level cache here: every timed run starts with cold CPU caches
+_flush_buffer: list[torch.Tensor] = []
+
+
+def flush_cpu_caches() -> None:
+    """Write and read a buffer larger than the CPU caches, so a case's setup (e.g. copying a KV
+    cache) does not leave its data hot for the timed run."""
+    if not _flush_buffer:
+        _flush_buffer.append(torch.empty(FLUSH_BYTES // 4))
+    _flush_buffer[0].fill_(1.0)
+    _flush_buffer[0].sum()
+
+
 @dataclass
 class Timing:
     """Seconds per round of one case: wall clock and this process's CPU time."""
@@ -33,7 +46,7 @@ class Timing:
 
 def time_cases(named: dict[str, Case], repeats: int, warmup: int = 1) -> dict[str, Timing]:
     """Run every case `warmup` times, then `repeats` rounds of all cases in a rotated order.
-    Only Case.run is timed; its result is dropped outside the timed region."""
+    Only Case.run is timed, on cold CPU caches; its result is dropped outside the timed region."""
     names = list(named)
     timings = {name: Timing() for name in names}
     with torch.inference_mode():
@@ -45,6 +58,7 @@ def time_cases(named: dict[str, Case], repeats: int, warmup: int = 1) -> dict[st
                 case = named[name]
                 state = case.setup()
                 gc.collect()
+                flush_cpu_caches()
                 c0, w0 = time.process_time(), time.perf_counter()
                 out = case.run(state)
                 w1, c1 = time.perf_counter(), time.process_time()

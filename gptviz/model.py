@@ -145,8 +145,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, self.d_head).transpose(1, 2)  # (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.d_head).transpose(1, 2)  # (B, n_kv, T, hs)
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if rotary is not None:  # q and k become new tensors; a copy of v lets the fused output go
+            q, k, v = apply_rotary(q, *rotary), apply_rotary(k, *rotary), v.contiguous()
         return q, k, v
 
     def forward(
@@ -194,8 +194,8 @@ def attention_pattern(raw_scores: Tensor, d_head: int) -> Tensor:
     """
     t_query, t_key = raw_scores.shape[-2:]
     scaled = raw_scores / math.sqrt(d_head)
-    masked = scaled.masked_fill(~causal_mask(t_query, t_key), float("-inf"))
-    return torch.softmax(masked, dim=-1)
+    scaled.masked_fill_(~causal_mask(t_query, t_key), float("-inf"))  # in place: scaled is ours, one T×T copy fewer
+    return torch.softmax(scaled, dim=-1)
 
 
 class MLP(nn.Module):

@@ -323,7 +323,18 @@ def tokenizer_from_hf_dir(path: str | Path) -> Tokenizer:
             )
         return gpt2_tokenizer()
 
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    spec = _read_json(spec_path)
+    try:
+        return _tokenizer_from_spec(path, spec_path, spec)
+    except TokenizerError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # valid JSON, wrong structure
+        raise TokenizerError(
+            f"{spec_path} is not a valid tokenizer.json ({type(e).__name__}: {e}); re-download the model's tokenizer"
+        ) from e
+
+
+def _tokenizer_from_spec(path: Path, spec_path: Path, spec: dict) -> Tokenizer:
     model = spec.get("model") or {}
     steps = _flatten_pre_tokenizers(spec.get("pre_tokenizer"))
     kinds = [s["type"] for s in steps]
@@ -359,6 +370,14 @@ def tokenizer_from_hf_dir(path: str | Path) -> Tokenizer:
     )
 
 
+def _read_json(path: Path):
+    """The parsed JSON file; TokenizerError naming the file when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise TokenizerError(f"{path} cannot be read as JSON ({e}); re-download the model's tokenizer files") from e
+
+
 def _flatten_pre_tokenizers(node: dict | None) -> list[dict]:
     if not node:
         return []
@@ -371,15 +390,13 @@ def _bos_eos(path: Path, vocab: dict[str, int]) -> tuple[int | None, int | None]
     """bos/eos ids from tokenizer_config.json (token text) or config.json (ids)."""
     ids: dict[str, int | None] = {"bos": None, "eos": None}
     config = path / "tokenizer_config.json"
-    if config.is_file():
-        settings = json.loads(config.read_text(encoding="utf-8"))
+    if config.is_file() and isinstance(settings := _read_json(config), dict):
         for key in ids:
             token = settings.get(f"{key}_token")
             token = token.get("content") if isinstance(token, dict) else token
             ids[key] = vocab.get(token) if isinstance(token, str) else None
     config = path / "config.json"
-    if config.is_file():
-        settings = json.loads(config.read_text(encoding="utf-8"))
+    if config.is_file() and isinstance(settings := _read_json(config), dict):
         for key in ids:
             if ids[key] is None and isinstance(settings.get(f"{key}_token_id"), int):
                 ids[key] = settings[f"{key}_token_id"]

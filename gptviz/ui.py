@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import threading
@@ -69,11 +70,13 @@ def default_model() -> str:
 
 # ---- models: loaded once per process, shared by every session -----------------------------
 class ModelRegistry:
-    """Loaded models by name (at most MAX_MODELS_LOADED, least recently used dropped)."""
+    """Loaded models by name (at most MAX_MODELS_LOADED, least recently used dropped; `on_evict(name)`
+    then lets go of whatever else still holds the dropped model, so its memory is freed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_evict: Callable[[str], None] | None = None) -> None:
         self._models: OrderedDict[str, GPT] = OrderedDict()
         self._lock = threading.Lock()
+        self._on_evict = on_evict
 
     def loaded(self, name: str) -> bool:
         return name in self._models
@@ -84,14 +87,16 @@ class ModelRegistry:
                 source = local_model_dirs().get(name, name)
                 self._models[name] = gptviz.load_model(source, progress=progress)
                 while len(self._models) > MAX_MODELS_LOADED:
-                    self._models.popitem(last=False)
+                    evicted, _ = self._models.popitem(last=False)
+                    if self._on_evict is not None:
+                        self._on_evict(evicted)
             self._models.move_to_end(name)
             return self._models[name]
 
 
 @st.cache_resource
 def model_registry() -> ModelRegistry:
-    return ModelRegistry()
+    return ModelRegistry(on_evict=lambda name: trace_store().forget(name))  # a trace holds its model
 
 
 def load_with_progress(name: str) -> GPT:
@@ -127,13 +132,13 @@ class TraceStore:
 
     def get(self, model_name: str, model: GPT, ids: tuple[int, ...]) -> Trace:
         with self._lock:
-            hit = self._traces.get((model_name, ids))
+            hit = self._cached((model_name, ids), model)
             if hit is not None:
                 self._traces.move_to_end((model_name, ids))
                 return hit
             parent = next(
-                (self._traces[(model_name, ids[:cut])] for cut in range(len(ids) - 1, max(0, len(ids) - 9), -1)
-                 if (model_name, ids[:cut]) in self._traces),
+                filter(None, (self._cached((model_name, ids[:cut]), model)
+                              for cut in range(len(ids) - 1, max(0, len(ids) - 9), -1))),
                 None,
             )
         tr = parent.extend(ids[parent.n_tokens:]) if parent is not None else gptviz.trace(model, ids)
@@ -142,6 +147,17 @@ class TraceStore:
             while len(self._traces) > 1 and sum(map(trace_bytes, self._traces.values())) > self._budget:
                 self._traces.popitem(last=False)
         return tr
+
+    def _cached(self, key: tuple, model: GPT) -> Trace | None:
+        """The trace stored under key, if this very model computed it (not a copy unloaded since)."""
+        tr = self._traces.get(key)
+        return tr if tr is not None and tr.model is model else None
+
+    def forget(self, model_name: str) -> None:
+        """Drop every trace of one model (it was unloaded: its traces would keep it in memory)."""
+        with self._lock:
+            for key in [key for key in self._traces if key[0] == model_name]:
+                del self._traces[key]
 
 
 @st.cache_resource
@@ -159,7 +175,10 @@ def restore_state() -> None:
         for key, kind in URL_KEYS.items():
             if key in st.query_params:
                 try:
-                    state[key] = kind(st.query_params[key])
+                    value = kind(st.query_params[key])
+                    if kind is float and not math.isfinite(value):
+                        raise ValueError("not a finite number")
+                    state[key] = value
                 except ValueError:
                     log.info("Ignoring bad URL value %s=%r", key, st.query_params[key])
         state.setdefault("model", default_model())
@@ -318,6 +337,9 @@ def view() -> View:
         st.stop()
     n_ctx = model.config.n_ctx
     generated = tuple(i for i in generated_ids() if 0 <= i < model.config.vocab_size)
+    if len(generated) >= n_ctx:  # e.g. from a hand-edited link: keep room for one prompt token
+        st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit {name}'s context.")
+        generated = generated[: n_ctx - 1]
     room = n_ctx - len(generated)
     n_dropped = max(0, len(ids) - room)
     prompt_ids = tuple(ids[n_dropped:])

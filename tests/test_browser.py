@@ -70,14 +70,18 @@ def page(app_url):
         browser.close()
 
 
+IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-testid="stSpinner"]')
+    && !document.querySelector('[data-stale="true"]')
+    && !document.querySelector('[data-testid="stSkeleton"]')"""
+
+
 def settle(page: Page, timeout_ms: int = 90_000) -> None:
-    """Wait until the script run finished (Streamlit's running indicator gone) and no spinner shows."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
-        "!document.querySelector('[data-testid=\"stSpinner\"]')",
-        timeout=timeout_ms,
-    )
+    """Wait until the script run finished: no running indicator, spinner, skeleton or stale
+    element from the previous run, twice in a row (a rerun may start right after a run)."""
+    for _ in range(2):
+        page.wait_for_timeout(400)
+        page.wait_for_function(IDLE_JS, timeout=timeout_ms)
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 

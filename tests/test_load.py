@@ -1,0 +1,51 @@
+"""Many sessions at once, briefly (the long run: scripts/load-test.sh): 8 concurrent browser
+sessions on three models each see only their own tokens, and the server's memory stays bounded."""
+from __future__ import annotations
+
+import gc
+import os
+import weakref
+from dataclasses import asdict
+
+import gptviz
+from gptviz import ui
+
+from conftest import save_tiny_gpt2
+from load_test import run_load_test
+
+
+def test_eight_concurrent_sessions_see_their_own_tokens(tiny_gpt2_dir, tiny_llama_dir):
+    report = run_load_test(sessions=8, rounds=4, deadline_s=300, wait_timeout_s=150,
+                           model_dirs=[tiny_gpt2_dir, tiny_llama_dir], include_default=True)
+    summary = {k: v for k, v in asdict(report).items() if k != "per_session"}
+    assert report.passed, summary
+    assert len(set(report.models)) == 3 and all(s["rounds_done"] == 4 for s in report.per_session)
+    # Three models take turns in a registry of two, so SmolLM2 is unloaded and loaded again every
+    # round: each unloaded copy must be let go (while traces kept them, each round added ~550 MB;
+    # a trace computed while its model was being unloaded may keep one copy a little longer).
+    assert report.rss_end_mb <= report.rss_first_round_mb + 800, summary
+    assert report.rss_peak_mb < 4000, summary
+
+
+def test_an_unloaded_model_is_freed_with_its_traces(app_env, tiny_gpt2_dir, tmp_path, monkeypatch):
+    third = save_tiny_gpt2(tmp_path / "third-gpt2", seed=3)
+    monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.environ["GPTVIZ_MODEL_DIRS"] + os.pathsep + str(third))
+    store = ui.TraceStore(budget_bytes=2**30)
+    registry = ui.ModelRegistry(on_evict=store.forget)
+    names = [app_env["gpt2"], app_env["llama"], "local: third-gpt2"]
+    first = registry.get(names[0])
+    store.get(names[0], first, (1, 2, 3))
+    gone = weakref.ref(first)
+    del first
+    for name in names[1:]:
+        store.get(name, registry.get(name), (4, 5))
+    gc.collect()
+    assert gone() is None, "the unloaded model is still referenced"
+    assert [registry.loaded(name) for name in names] == [False, True, True]
+    again = registry.get(names[0])  # loads afresh, and its trace is computed afresh with it
+    assert store.get(names[0], again, (1, 2, 3)).model is again
+
+    # A trace stored by a copy that was unloaded meanwhile is not served for the new copy.
+    old, new = gptviz.load_model(str(tiny_gpt2_dir)), gptviz.load_model(str(tiny_gpt2_dir))
+    store.get("race", old, (7, 8))
+    assert store.get("race", new, (7, 8)).model is new and store.get("race", new, (7, 8, 9)).model is new
