@@ -75,3 +75,18 @@ def app_env(tiny_gpt2_dir, tiny_llama_dir, monkeypatch):
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.pathsep.join([str(tiny_gpt2_dir), str(tiny_llama_dir)]))
     monkeypatch.setenv("GPTVIZ_DEFAULT_MODEL", "local: tiny-gpt2")
     return {"gpt2": "local: tiny-gpt2", "llama": "local: tiny-llama"}
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(tmp_path_factory):
+    """transformers' own reading of the shipped SmolLM2 GGUF (fp32, eager attention; ~20 s)."""
+    from transformers import AutoModelForCausalLM
+
+    from gptviz.tokenizer import smollm2_gguf_path
+
+    folder = tmp_path_factory.mktemp("hf-gguf")
+    (folder / "model.gguf").symlink_to(smollm2_gguf_path())
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file="model.gguf", torch_dtype=torch.float32, attn_implementation="eager"
+    )
+    return model.eval()

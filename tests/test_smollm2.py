@@ -8,7 +8,6 @@ import torch
 import transformers
 
 import gptviz
-from gptviz.tokenizer import smollm2_gguf_path
 
 PARAGRAPH = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
@@ -21,15 +20,6 @@ PARAGRAPH = (
 @pytest.fixture(scope="module")
 def smollm2():
     return gptviz.load_model("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def reference():
-    path = smollm2_gguf_path()
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, torch_dtype=torch.float32, attn_implementation="eager"
-    )
-    return model.eval()
 
 
 def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
@@ -46,11 +36,11 @@ def test_config_is_smollm2_135m(smollm2):
     assert c.tie_embeddings and c.rope_theta == 100000.0
 
 
-def test_logits_match_transformers_gguf_loading(smollm2, reference):
+def test_logits_match_transformers_gguf_loading(smollm2, smollm2_hf):
     ids = smollm2.tokenizer.encode(PARAGRAPH)
     tr = gptviz.trace(smollm2, ids)
     with torch.no_grad():
-        out = reference(torch.tensor([ids]), output_attentions=True)
+        out = smollm2_hf(torch.tensor([ids]), output_attentions=True)
     assert (tr.logits - out.logits[0]).abs().max() <= 1e-4
     for layer in (0, 14, 29):
         assert (tr.patterns(layer) - out.attentions[layer][0]).abs().max() <= 1e-4
@@ -62,10 +52,10 @@ def test_top_next_token_after_capital_of_france_is_paris(smollm2):
     assert smollm2.tokenizer.decode([top]) == " Paris"
 
 
-def test_perplexity_matches_transformers(smollm2, reference):
+def test_perplexity_matches_transformers(smollm2, smollm2_hf):
     ids = smollm2.tokenizer.encode(PARAGRAPH)
     ours = perplexity(gptviz.trace(smollm2, ids).logits, ids)
     with torch.no_grad():
-        theirs = perplexity(reference(torch.tensor([ids])).logits[0], ids)
+        theirs = perplexity(smollm2_hf(torch.tensor([ids])).logits[0], ids)
     assert abs(ours - theirs) / theirs < 0.01
     assert 1.5 < ours < 50  # a real language model, not noise (random weights give ~49152)

@@ -442,16 +442,6 @@ def smollm2_cache(tmp_path_factory) -> tuple[Path, list]:
     return cache, calls
 
 
-@pytest.fixture(scope="module")
-def smollm2_hf(tmp_path_factory) -> LlamaForCausalLM:
-    """transformers' own reading of the same GGUF file (~20 s)."""
-    from transformers import AutoModelForCausalLM
-
-    folder = tmp_path_factory.mktemp("hf-gguf")
-    (folder / "model.gguf").symlink_to(smollm2_gguf_path())
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf").eval()
-
-
 def test_smollm2_config_and_progress(smollm2_cache):
     cache, calls = smollm2_cache
     config, sd = load_gguf(smollm2_gguf_path(), cache_dir=cache)
