@@ -23,6 +23,7 @@ that directory) and SmolLM2-135M (the shipped GGUF, loaded by both). Sections:
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import logging
@@ -80,7 +81,7 @@ MEMORY_ROWS = {
 FIXED_MMAP_THRESHOLD = 1 << 20  # MALLOC_MMAP_THRESHOLD_ for the "fixed threshold" memory column
 FIXED_THRESHOLD_CASES = ("hf_sdpa", "gv_forward", "gv_trace", "hf_eager_attn")
 
-DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 9, 64: 7, 256: 4, 1024: 3}, gen_context=256, gen_repeats=9,
+DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 7, 64: 5, 256: 4, 1024: 3}, gen_context=256, gen_repeats=7,
                memory_T=1024, memory_repeats=1, render_T=1024, render_repeats=3)
 QUICK = dict(Ts=(16, 64), repeats={16: 3, 64: 2}, gen_context=32, gen_repeats=3,
              memory_T=256, memory_repeats=1, render_T=64, render_repeats=1)
@@ -117,13 +118,9 @@ def generation_cases(subject: Subject, context: int) -> dict[str, Case]:
         parent = gptviz.trace(subject.gv, prompt[0].tolist())
     gv_cache = parent.kv_cache()
 
-    def hf_setup():
-        import copy
-
-        return copy.deepcopy(hf_cache)
-
     return {
-        "hf_step": Case(lambda past: subject.hf(new, past_key_values=past, use_cache=True).logits, hf_setup),
+        "hf_step": Case(lambda past: subject.hf(new, past_key_values=past, use_cache=True).logits,
+                        lambda: copy.deepcopy(hf_cache)),
         "gv_step": Case(lambda cache: subject.gv(new, cache=cache),
                         lambda: KVCache([LayerKV(layer.k, layer.v) for layer in gv_cache.layers])),
         "gv_extend": Case(lambda _: parent.extend(new[0].tolist())),
@@ -145,7 +142,6 @@ def generation_section(subject: Subject, context: int, repeats: int) -> dict:
 def render_section(subject: Subject, T: int, repeats: int) -> dict:
     """Attention heatmap of one head and the all-heads overview at T tokens: data, build, to_json."""
     try:
-        from gptviz import plots  # noqa: F401
         from gptviz.analysis import heads
         from gptviz.plots import attention as attention_plots
     except ImportError as err:
@@ -462,7 +458,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer T and repeats: a smoke run")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for every case (default 1: the steadiest ratios on a shared 2-core box)")
-    parser.add_argument("--models", default=",".join(cases.SUBJECTS), help="comma-separated: " + ", ".join(cases.SUBJECTS))
+    parser.add_argument("--models", default=",".join(cases.SUBJECTS),
+                        help="comma-separated: " + ", ".join(cases.SUBJECTS))
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     parser.add_argument("--memory-models", default=cases.GPT2_SMALL,
                         help="comma-separated models whose peak RSS is measured (default: the target's GPT-2 shape)")

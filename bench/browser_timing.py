@@ -108,7 +108,7 @@ def open_nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
 
 
-def measure(port: int, repeats: int, log_path: Path) -> dict:
+def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     url = f"http://127.0.0.1:{port}"
@@ -161,6 +161,8 @@ def measure(port: int, repeats: int, log_path: Path) -> dict:
                 results["switch Attention -> Tokens"].append(t3 - t2)
                 results["switch Tokens -> Attention (cached)"].append(t4 - t3)
             errors = page.locator('[data-testid="stException"]').count()
+            if screenshot:
+                page.screenshot(path=str(screenshot))
         finally:
             browser.close()
             proc.terminate()
@@ -185,12 +187,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8650)
     parser.add_argument("--repeats", type=int, default=3, help="prompt edits and page switches measured")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--screenshot", type=Path, help="save the Attention page as PNG at the end")
     args = parser.parse_args(argv)
     missing = [p for p in ("pages/attention.py", "pages/tokens.py") if not (REPO / p).exists()]
     if missing:
         sys.exit(f"n/a: {', '.join(missing)} not written yet")
     log_path = Path(tempfile.gettempdir()) / f"gptviz-browser-timing-{args.port}.log"
-    result = measure(args.port, args.repeats, log_path)
+    result = measure(args.port, args.repeats, log_path, args.screenshot)
     print(f"# App timings in headless Chromium ({result['prompt_tokens']}-token prompts, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})\n")
     print(table(result))

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 URL_PROMPT_LIMIT = 2000  # longer prompts stay out of the address bar
 TRACE_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "3000")) * 2**20)
+# Tokens the pages show at most, whatever the model's context: SmolLM2 reads 8,192, and a trace
+# that long takes minutes and ~5 GB on a CPU (a 1 MB paste); GPT-2 reads 1,024.
+MAX_VIEW_TOKENS = max(2, int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024")))
 MAX_MODELS_LOADED = 2
 
 # Session-state keys that live in the URL, with their type.
@@ -75,23 +78,38 @@ class ModelRegistry:
 
     def __init__(self, on_evict: Callable[[str], None] | None = None) -> None:
         self._models: OrderedDict[str, GPT] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _models, held only briefly
+        self._loading = threading.Lock()  # one load at a time; sessions on loaded models do not wait for it
         self._on_evict = on_evict
 
     def loaded(self, name: str) -> bool:
         return name in self._models
 
+    def holds(self, name: str, model: GPT) -> bool:
+        """Whether `model` is the copy of `name` loaded now (not one unloaded meanwhile)."""
+        return self._models.get(name) is model
+
     def get(self, name: str, progress: Callable[[int, int], None] | None = None) -> GPT:
+        if (model := self._hit(name)) is not None:
+            return model
+        with self._loading:
+            if (model := self._hit(name)) is not None:  # another session loaded it meanwhile
+                return model
+            model = gptviz.load_model(local_model_dirs().get(name, name), progress=progress)
+            with self._lock:
+                self._models[name] = model
+                evicted = [self._models.popitem(last=False)[0] for _ in range(len(self._models) - MAX_MODELS_LOADED)]
+            for dropped in evicted:
+                if self._on_evict is not None:
+                    self._on_evict(dropped)
+            return model
+
+    def _hit(self, name: str) -> GPT | None:
         with self._lock:
-            if name not in self._models:
-                source = local_model_dirs().get(name, name)
-                self._models[name] = gptviz.load_model(source, progress=progress)
-                while len(self._models) > MAX_MODELS_LOADED:
-                    evicted, _ = self._models.popitem(last=False)
-                    if self._on_evict is not None:
-                        self._on_evict(evicted)
-            self._models.move_to_end(name)
-            return self._models[name]
+            if name in self._models:
+                self._models.move_to_end(name)
+                return self._models[name]
+        return None
 
 
 @st.cache_resource
@@ -123,12 +141,14 @@ def trace_bytes(tr: Trace) -> int:
 
 class TraceStore:
     """Traces by (model, ids), bounded in bytes. A sequence one step longer than a cached
-    one is computed from that one's KV cache (only the new tokens run)."""
+    one is computed from that one's KV cache (only the new tokens run). A trace is kept only
+    while `keep(model name, model)` says its model is still loaded (a trace holds its model)."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, keep: Callable[[str, GPT], bool] | None = None) -> None:
         self._traces: OrderedDict[tuple, Trace] = OrderedDict()
         self._lock = threading.Lock()
         self._budget = budget_bytes
+        self._keep = keep
 
     def get(self, model_name: str, model: GPT, ids: tuple[int, ...]) -> Trace:
         with self._lock:
@@ -142,7 +162,9 @@ class TraceStore:
                 None,
             )
         tr = parent.extend(ids[parent.n_tokens:]) if parent is not None else gptviz.trace(model, ids)
-        with self._lock:
+        with self._lock:  # forget() takes this lock too: a model unloaded after this check is forgotten later
+            if self._keep is not None and not self._keep(model_name, model):
+                return tr
             self._traces[(model_name, ids)] = tr
             while len(self._traces) > 1 and sum(map(trace_bytes, self._traces.values())) > self._budget:
                 self._traces.popitem(last=False)
@@ -162,7 +184,7 @@ class TraceStore:
 
 @st.cache_resource
 def trace_store() -> TraceStore:
-    return TraceStore(TRACE_CACHE_BYTES)
+    return TraceStore(TRACE_CACHE_BYTES, keep=model_registry().holds)
 
 
 # ---- the state every page shares -------------------------------------------------------------
@@ -312,6 +334,11 @@ def leave_pages_folder_mode() -> None:
     PagesManager.uses_pages_directory = False
 
 
+def max_tokens(model: GPT) -> int:
+    """Tokens (prompt + generated) the pages show at most: the context, or GPTVIZ_MAX_TOKENS if smaller."""
+    return min(model.config.n_ctx, MAX_VIEW_TOKENS)
+
+
 def view() -> View:
     """Draw the shared sidebar, then return the current view for the page; shows a message
     and stops the page when there is none. Call it once per page run."""
@@ -335,17 +362,19 @@ def view() -> View:
     if not ids:
         st.info("The prompt has no tokens: type some text in the sidebar.")
         st.stop()
-    n_ctx = model.config.n_ctx
+    n_ctx = max_tokens(model)
     generated = tuple(i for i in generated_ids() if 0 <= i < model.config.vocab_size)
     if len(generated) >= n_ctx:  # e.g. from a hand-edited link: keep room for one prompt token
-        st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit {name}'s context.")
+        st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit in {n_ctx:,} tokens.")
         generated = generated[: n_ctx - 1]
     room = n_ctx - len(generated)
     n_dropped = max(0, len(ids) - room)
     prompt_ids = tuple(ids[n_dropped:])
     if n_dropped:
+        reads = (f"{name} reads at most {n_ctx:,}" if n_ctx == model.config.n_ctx else
+                 f"the app shows at most {n_ctx:,} (GPTVIZ_MAX_TOKENS; {name} reads {model.config.n_ctx:,})")
         st.warning(
-            f"The prompt has {len(ids):,} tokens but {name} reads at most {n_ctx:,}: the first "
+            f"The prompt has {len(ids):,} tokens but {reads}: the first "
             f"{n_dropped:,} tokens are left out and every view shows the last {len(prompt_ids):,}."
         )
     tr = trace_store().get(name, model, prompt_ids + generated)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+import time
 import weakref
 from dataclasses import asdict
 
@@ -30,8 +32,8 @@ def test_eight_concurrent_sessions_see_their_own_tokens(tiny_gpt2_dir, tiny_llam
 def test_an_unloaded_model_is_freed_with_its_traces(app_env, tiny_gpt2_dir, tmp_path, monkeypatch):
     third = save_tiny_gpt2(tmp_path / "third-gpt2", seed=3)
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.environ["GPTVIZ_MODEL_DIRS"] + os.pathsep + str(third))
-    store = ui.TraceStore(budget_bytes=2**30)
-    registry = ui.ModelRegistry(on_evict=store.forget)
+    registry = ui.ModelRegistry(on_evict=lambda name: store.forget(name))
+    store = ui.TraceStore(budget_bytes=2**30, keep=registry.holds)  # wired as in ui.trace_store()
     names = [app_env["gpt2"], app_env["llama"], "local: third-gpt2"]
     first = registry.get(names[0])
     store.get(names[0], first, (1, 2, 3))
@@ -45,7 +47,41 @@ def test_an_unloaded_model_is_freed_with_its_traces(app_env, tiny_gpt2_dir, tmp_
     again = registry.get(names[0])  # loads afresh, and its trace is computed afresh with it
     assert store.get(names[0], again, (1, 2, 3)).model is again
 
-    # A trace stored by a copy that was unloaded meanwhile is not served for the new copy.
+    # A trace computed by a copy that was unloaded while it ran is returned but not kept.
+    stale = gptviz.load_model(str(tiny_gpt2_dir))
+    assert store.get(names[0], stale, (7, 8)).model is stale
+    gone = weakref.ref(stale)
+    del stale
+    gc.collect()
+    assert gone() is None, "a trace of an unloaded copy was kept"
+
+    # Without that check, a trace of another copy is still never served for this one.
+    plain = ui.TraceStore(budget_bytes=2**30)
     old, new = gptviz.load_model(str(tiny_gpt2_dir)), gptviz.load_model(str(tiny_gpt2_dir))
-    store.get("race", old, (7, 8))
-    assert store.get("race", new, (7, 8)).model is new and store.get("race", new, (7, 8, 9)).model is new
+    plain.get("race", old, (7, 8))
+    assert plain.get("race", new, (7, 8)).model is new and plain.get("race", new, (7, 8, 9)).model is new
+
+
+def test_a_loaded_model_is_served_while_another_one_loads(app_env, monkeypatch):
+    """A slow load (a first GGUF conversion, a big GPT-2) must not hold up sessions on loaded models."""
+    registry = ui.ModelRegistry()
+    loaded = registry.get(app_env["gpt2"])
+    started, release = threading.Event(), threading.Event()
+
+    def slow_load(source, progress=None):
+        started.set()
+        release.wait(timeout=30)
+        return loaded
+
+    monkeypatch.setattr(gptviz, "load_model", slow_load)
+    other = threading.Thread(target=registry.get, args=(app_env["llama"],))
+    other.start()
+    try:
+        assert started.wait(timeout=10)
+        begin = time.perf_counter()
+        assert registry.get(app_env["gpt2"]) is loaded
+        assert time.perf_counter() - begin < 1 and not release.is_set()
+    finally:
+        release.set()
+        other.join(timeout=30)
+    assert registry.loaded(app_env["llama"])

@@ -33,8 +33,10 @@ def python_files() -> list[Path]:
     for entry in SCANNED:
         path = ROOT / entry
         candidates = [path] if path.is_file() else sorted(path.rglob("*.py"))
-        files += [p for p in candidates
-                  if not any(part.startswith(".") or part in ("site-packages", "venv") for part in p.relative_to(ROOT).parts)]
+        for p in candidates:
+            parts = p.relative_to(ROOT).parts
+            if not any(part.startswith(".") or part in ("site-packages", "venv") for part in parts):
+                files.append(p)
     return files
 
 
