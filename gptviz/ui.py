@@ -30,21 +30,22 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 URL_PROMPT_LIMIT = 2000  # longer prompts stay out of the address bar
 TRACE_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "3000")) * 2**20)
-# Tokens the pages show at most, whatever the model's context: SmolLM2 reads 8,192, and a trace
-# that long takes minutes and ~5 GB on a CPU (a 1 MB paste); GPT-2 reads 1,024.
+# Tokens the pages read at most unless the sidebar's "Tokens read at most" is raised (up to the
+# model's context): SmolLM2 reads 8,192, and a trace that long takes a minute and ~5 GB on a
+# CPU (a 1 MB paste); GPT-2 reads 1,024.
 MAX_VIEW_TOKENS = max(2, int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024")))
 MAX_MODELS_LOADED = 2
 
 # Session-state keys that live in the URL, with their type.
 URL_KEYS = {
     "model": str, "prompt": str, "layer": int, "head": int, "gen": str,
-    "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int,
+    "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int, "max_tokens": int,
 }
 SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 # Widget values kept when their page is left: each page draws the sidebar itself, and
 # Streamlit forgets a widget's value when its page is not drawn unless it is re-set.
 PERSISTENT_KEYS = ("model", "prompt", "allow_special", "layer", "head", "seed", "temperature", "top_k",
-                   "top_p", "position")
+                   "top_p", "position", "max_tokens")
 
 
 def local_model_dirs() -> dict[str, str]:
@@ -207,6 +208,7 @@ def restore_state() -> None:
         state.setdefault("prompt", DEFAULT_PROMPT)
         state.setdefault("layer", 0)
         state.setdefault("head", 0)
+        state.setdefault("max_tokens", MAX_VIEW_TOKENS)
         state.setdefault("gen", "")
         for key, value in SAMPLING_DEFAULTS.items():
             state.setdefault(key, value)
@@ -244,6 +246,12 @@ def _forget_generated() -> None:
     st.session_state["gen"] = ""
 
 
+def _model_changed() -> None:
+    """A new model: no generated tokens, and the token limit back to its default for it."""
+    _forget_generated()
+    st.session_state.pop("max_tokens", None)
+
+
 def _clamp(key: str, upper: int) -> None:
     value = st.session_state.get(key, 0)
     st.session_state[key] = min(max(int(value), 0), upper)
@@ -272,7 +280,7 @@ def sidebar() -> None:
     restore_state()
     state = st.session_state
     with st.sidebar:
-        st.selectbox("Model", model_choices(), key="model", on_change=_forget_generated,
+        st.selectbox("Model", model_choices(), key="model", on_change=_model_changed,
                      help="Pick a model; GPT-2 sizes not downloaded yet offer a download.")
         st.text_area("Prompt", key="prompt", height=120, on_change=_forget_generated,
                      help="Any text. It is split into tokens and run through the model.")
@@ -283,6 +291,13 @@ def sidebar() -> None:
             _clamp("head", model.config.n_head - 1)
             st.number_input("Layer", 0, model.config.n_layer - 1, step=1, key="layer")
             st.number_input("Head", 0, model.config.n_head - 1, step=1, key="head")
+            n_ctx = model.config.n_ctx
+            state["max_tokens"] = min(max(int(state.get("max_tokens") or MAX_VIEW_TOKENS), 2), n_ctx)
+            st.number_input(
+                "Tokens read at most", 2, n_ctx, step=256, key="max_tokens",
+                help=f"Up to the model's context ({n_ctx:,}). Long prompts keep their last tokens. "
+                     "Thousands of tokens take a while on a CPU and several GB of memory.",
+            )
         n_gen = len(generated_ids())
         if n_gen:
             st.caption(f"{n_gen} generated token{'s' * (n_gen != 1)} appended to the prompt (Next token page)")
@@ -335,8 +350,13 @@ def leave_pages_folder_mode() -> None:
 
 
 def max_tokens(model: GPT) -> int:
-    """Tokens (prompt + generated) the pages show at most: the context, or GPTVIZ_MAX_TOKENS if smaller."""
-    return min(model.config.n_ctx, MAX_VIEW_TOKENS)
+    """Tokens (prompt + generated) the pages read at most: the sidebar's limit (default
+    GPTVIZ_MAX_TOKENS, 1024), never more than the model's context."""
+    wanted = st.session_state.get("max_tokens", MAX_VIEW_TOKENS)
+    try:
+        return min(model.config.n_ctx, max(2, int(wanted)))
+    except (TypeError, ValueError):
+        return min(model.config.n_ctx, MAX_VIEW_TOKENS)
 
 
 def view() -> View:
@@ -372,7 +392,8 @@ def view() -> View:
     prompt_ids = tuple(ids[n_dropped:])
     if n_dropped:
         reads = (f"{name} reads at most {n_ctx:,}" if n_ctx == model.config.n_ctx else
-                 f"the app shows at most {n_ctx:,} (GPTVIZ_MAX_TOKENS; {name} reads {model.config.n_ctx:,})")
+                 f"the sidebar's limit is {n_ctx:,} tokens (raise it up to {name}'s context of "
+                 f"{model.config.n_ctx:,})")
         st.warning(
             f"The prompt has {len(ids):,} tokens but {reads}: the first "
             f"{n_dropped:,} tokens are left out and every view shows the last {len(prompt_ids):,}."

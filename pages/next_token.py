@@ -145,15 +145,18 @@ def main() -> None:
 
     # ---- one token at a time ---------------------------------------------------------------------
     st.subheader("Generate one token at a time")
-    full = T >= config.n_ctx
+    limit = ui.max_tokens(v.model)
+    full = len(v.generated) >= limit - 1  # a longer prompt slides: its oldest tokens make room
+
     n_prompt = len(v.prompt_ids)
     b1, b2, b3 = st.columns(3)
     sample = b1.button("Sample next token", key="sample_next", disabled=full, width="stretch")
     greedy = b2.button("Take greedy token", key="greedy_next", disabled=full, width="stretch")
     back = b3.button("Back one step", key="back_step", width="stretch")
     if full:
-        st.warning(f"The context is full: {T:,} tokens is all {v.model_name} can read (n_ctx = {config.n_ctx:,}). "
-                   "Take a step back or shorten the prompt to generate more.")
+        st.warning(f"The context is full of generated tokens: {T:,} tokens is all the view reads "
+                   f"({v.model_name}'s n_ctx = {config.n_ctx:,}; sidebar limit {limit:,}). Take a step back or "
+                   "raise the limit to generate more.")
     elif sample:
         add_token(v.generated, lens.pick_next(tr, settings, int(state["seed"]), len(v.generated)), settings)
     elif greedy:

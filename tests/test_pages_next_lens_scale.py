@@ -151,7 +151,13 @@ def test_generated_token_reaches_the_sidebar_and_other_pages(app_env):
 
 
 def test_context_full_disables_sampling(app_env):
-    at = open_page("next_token", prompt=LONG)
+    at = open_page("next_token", prompt=LONG)  # longer than the context: generating slides the window
+    assert not at.button(key="sample_next").disabled
+    at.number_input(key="max_tokens").set_value(3)
+    rerun(at)
+    for _ in range(2):  # then generated tokens fill all but one place of the 3-token view
+        at.button(key="greedy_next").click()
+        rerun(at)
     assert at.button(key="sample_next").disabled and at.button(key="greedy_next").disabled
     assert any("context is full" in w.value for w in at.warning)
 
