@@ -17,18 +17,17 @@ import asyncio
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright
+
+from app_server import serve
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -65,49 +64,10 @@ class Report:
     per_session: list[dict]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """The process's resident memory, MB: VmRSS, or RssAnon / RssFile (its parts)."""
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
-
-
-@contextmanager
-def serve(env: dict[str, str], log_path: Path, start_timeout_s: float = 120):
-    """The app on a free loopback port, run with exactly `env`: yields (url, pid); always stopped on exit."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + start_timeout_s
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the app did not start; see {log_path}") from None
-                    time.sleep(0.5)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
 
 
 async def settle(page: Page, timeout_ms: float) -> None:

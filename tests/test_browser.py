@@ -6,15 +6,12 @@ Screenshots go to $GPTVIZ_SCREENSHOTS (README's come from `GPTVIZ_SCREENSHOTS=do
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+
+from app_server import serve
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -28,37 +25,11 @@ PAGE_TITLES = {"overview": "Overview", "tokens": "Tokens", "embeddings": "Embedd
                "attention_at_scale": "Attention at scale"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app on the offline default model, served on loopback for this module."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("app") / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the app did not start; see {log.name}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    with serve(dict(os.environ), tmp_path_factory.mktemp("app") / "streamlit.log", start_timeout_s=90) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
