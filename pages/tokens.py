@@ -74,7 +74,8 @@ def main() -> None:
         st.caption(f"Counts are of the {n_prompt:,} prompt tokens the model reads; {v.n_dropped:,} earlier tokens "
                    f"did not fit its context of {model.config.n_ctx:,}.")
     if v.generated:
-        st.caption(f"+ {len(v.generated):,} generated tokens (green outline), not counted above.")
+        n = len(v.generated)
+        st.caption(f"Plus {n:,} generated token{'s' * (n != 1)} (green outline), not counted above.")
 
     st.subheader("The prompt, token by token")
     show_ids = st.checkbox("Show ids under the tokens", value=False, key="tokens_show_ids")
