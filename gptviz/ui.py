@@ -406,6 +406,18 @@ def view() -> View:
     )
 
 
+def follow_position(T: int) -> None:
+    """Clamp the shared "position" (a token index, T tokens) to the sequence; keep it on the
+    last token if it was there, so it follows the end as tokens are generated."""
+    state = st.session_state
+    was_T = state.get("_position_T")
+    position = int(state.get("position", T - 1))
+    if was_T is not None and position == was_T - 1:
+        position = T - 1
+    state["position"] = min(max(position, 0), T - 1)
+    state["_position_T"] = T
+
+
 def explain(text: str) -> None:
     """A short learner's explanation above a view (collapsed, so experts skip it)."""
     with st.expander("What am I looking at?", expanded=False):

@@ -22,17 +22,6 @@ def lens_top(model_name: str, ids: tuple[int, ...], start: int, stop: int, _trac
     return lens.logit_lens_top(_trace, start, stop)
 
 
-def follow_position(T: int) -> None:
-    """Clamp the shared "position" to the sequence; keep it on the last token if it was there."""
-    state = st.session_state
-    was_T = state.get("_position_T")
-    position = int(state.get("position", T - 1))
-    if was_T is not None and position == was_T - 1:
-        position = T - 1
-    state["position"] = min(max(position, 0), T - 1)
-    state["_position_T"] = T
-
-
 def choose_window(T: int) -> tuple[int, int]:
     """All positions for short sequences; a selectable window of them for long ones."""
     if T <= FULL_VIEW_MAX:
@@ -80,7 +69,7 @@ def main() -> None:
     ui.download_csv(lens.lens_frame(tr, top_ids, top_probs, start), "logit_lens_top", key="lens_csv")
 
     st.subheader("One token, layer by layer")
-    follow_position(T)
+    ui.follow_position(T)
     left, right = st.columns(2)
     position = left.number_input("Position", 0, T - 1, step=1, key="position",
                                  help="The prediction for the token after this one.")

@@ -19,17 +19,6 @@ def code(token: str) -> str:
     return "`" + show_whitespace(token).replace("`", "ˋ") + "`"
 
 
-def follow_position(T: int) -> None:
-    """Clamp the shared "position" to the sequence; keep it on the last token if it was there."""
-    state = st.session_state
-    was_T = state.get("_position_T")
-    position = int(state.get("position", T - 1))
-    if was_T is not None and position == was_T - 1:
-        position = T - 1
-    state["position"] = min(max(position, 0), T - 1)
-    state["_position_T"] = T
-
-
 def clamp_sampling_state(vocab: int) -> None:
     """Keep URL-restored sampling values inside the widgets' ranges."""
     state = st.session_state
@@ -71,7 +60,7 @@ def main() -> None:
     T, V = tr.n_tokens, config.vocab_size
 
     # ---- the prediction at one position ----------------------------------------------------
-    follow_position(T)
+    ui.follow_position(T)
     left, right = st.columns(2)
     position = left.number_input("Position (the prediction after this token)", 0, T - 1, step=1, key="position",
                                  help=f"0 to {T - 1}; the last position predicts the token after the text.")
