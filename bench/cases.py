@@ -105,7 +105,7 @@ class Subject:
 
     @property
     def is_gpt2(self) -> bool:
-        return self.gv.config.family == "gpt2"
+        return self.gv.config.arch == "gpt2"
 
 
 def load_subject(name: str, source: str) -> Subject:

@@ -1,97 +1,160 @@
-"""Model hyper-parameters for the two families gptviz runs: GPT-2 and Llama-style (SmolLM2)."""
+"""Model hyper-parameters: the shapes, and each architectural feature by name.
+
+An architecture (GPT-2, Llama, Qwen, Mistral, Gemma 3) is a choice of these features, made
+once per Hugging Face ``model_type`` in ``gptviz/architectures.py``; the model, the trace and
+the pages read the features, never the architecture's name.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-Family = Literal["gpt2", "llama"]
+Norm = Literal["layernorm", "rmsnorm"]
+Positional = Literal["learned", "rotary"]
+MLPKind = Literal["gelu", "swiglu", "geglu"]
+LayerType = Literal["full", "sliding"]
+RopeScaling = Literal["default", "linear", "llama3"]
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONALS = ("learned", "rotary")
+MLP_KINDS = ("gelu", "swiglu", "geglu")
+LAYER_TYPES = ("full", "sliding")
+ROPE_SCALINGS = ("default", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class Rope:
+    """Rotary frequencies: dimension pair i of a head turns by position · theta^(-2i / hs).
+
+    scaling "linear" divides every frequency by factor; "llama3" divides only the low
+    frequencies (wavelengths beyond original_context / low_freq_factor) and blends between.
+    """
+
+    theta: float = 10000.0
+    scaling: RopeScaling = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_context: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.scaling not in ROPE_SCALINGS:
+            raise ValueError(f"Unknown rope scaling {self.scaling!r}: use one of {ROPE_SCALINGS}.")
 
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """Everything the model's shapes depend on.
+    """Everything the model's shapes and maths depend on.
 
-    family "gpt2":  learned position embedding, LayerNorm, biases, GELU(tanh) MLP.
-    family "llama": rotary position embedding, RMSNorm, no biases, SwiGLU MLP,
-                    grouped-query attention (n_kv_head <= n_head).
+    Shapes: vocab_size, n_ctx (longest context trained for), d_model, n_layer, n_head,
+    n_kv_head (key/value heads; < n_head is grouped-query attention), d_head (0: d_model //
+    n_head), d_mlp.
+    Features:
+      norm            "layernorm" (mean and variance, weight and bias) or "rmsnorm" (root mean square, weight)
+      norm_offset     the norm scales by (norm_offset + weight): Gemma stores weight - 1
+      positional      "learned" (a table added to the input) or "rotary" (q and k turned by position)
+      rope            rotary frequencies; rope_local, if set, for the sliding-window layers
+      mlp             "gelu" (GELU(x W_in) W_out), "swiglu" / "geglu" (act(x W_gate) * (x W_up), then W_out)
+      qkv_bias, out_bias, mlp_bias   biases of the q/k/v, attention output and MLP projections
+      qk_norm         an RMSNorm over each head's q and k before rotary
+      post_norms      norms on attention's and the MLP's outputs before they join the residual stream
+      embed_scale     token embeddings are multiplied by this (Gemma: sqrt(d_model))
+      attn_scale      scores are multiplied by this (0: 1 / sqrt(d_head))
+      sliding_window  keys a sliding-window layer sees, its own position included
+      layer_types     per layer "full" or "sliding" (empty: all full)
+      tie_embeddings  the output head is the token embedding
     """
 
-    family: Family
+    arch: str
     vocab_size: int
-    n_ctx: int  # longest context the model was trained for
+    n_ctx: int
     d_model: int
     n_layer: int
     n_head: int
     n_kv_head: int
     d_mlp: int
     norm_eps: float
-    rope_theta: float = 10000.0  # llama only
+    d_head: int = 0
+    norm: Norm = "rmsnorm"
+    norm_offset: float = 0.0
+    positional: Positional = "rotary"
+    rope: Rope = field(default_factory=Rope)
+    rope_local: Rope | None = None
+    mlp: MLPKind = "swiglu"
+    qkv_bias: bool = False
+    out_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    post_norms: bool = False
+    embed_scale: float = 1.0
+    attn_scale: float = 0.0
+    sliding_window: int | None = None
+    layer_types: tuple[LayerType, ...] = ()
     tie_embeddings: bool = True
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.family not in ("gpt2", "llama"):
-            raise ValueError(f"Unknown model family {self.family!r}: use 'gpt2' or 'llama'.")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}.")
+        for value, allowed, what in (
+            (self.norm, NORMS, "norm"), (self.positional, POSITIONALS, "positional"), (self.mlp, MLP_KINDS, "mlp"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"Unknown {what} {value!r}: use one of {allowed}.")
+        if not self.d_head:
+            if self.d_model % self.n_head:
+                raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}: give d_head.")
+            object.__setattr__(self, "d_head", self.d_model // self.n_head)
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}.")
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_head
+        if self.positional == "rotary" and self.d_head % 2:
+            raise ValueError(f"Rotary position embedding needs an even d_head, not {self.d_head}.")
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        if self.layer_types and len(self.layer_types) != self.n_layer:
+            raise ValueError(f"layer_types lists {len(self.layer_types)} layers, the model has {self.n_layer}.")
+        if any(t not in LAYER_TYPES for t in self.layer_types):
+            raise ValueError(f"layer_types must hold {LAYER_TYPES}, not {self.layer_types}.")
+        if "sliding" in self.layer_types and not self.sliding_window:
+            raise ValueError("Sliding-window layers need a sliding_window size.")
 
     @property
     def n_rep(self) -> int:
         """Query heads that share one key/value head (1 without grouped-query attention)."""
         return self.n_head // self.n_kv_head
 
+    @property
+    def scale(self) -> float:
+        """What q·kᵀ is multiplied by before the softmax (1 / sqrt(d_head) unless attn_scale says)."""
+        return self.attn_scale or self.d_head**-0.5
+
+    def layer_type(self, layer: int) -> LayerType:
+        return self.layer_types[layer] if self.layer_types else "full"
+
+    def window(self, layer: int) -> int | None:
+        """Keys a query of `layer` may see (its own included), or None for the whole past."""
+        return self.sliding_window if self.layer_type(layer) == "sliding" else None
+
+    def rope_for(self, layer: int) -> Rope:
+        """The rotary frequencies `layer` uses."""
+        if self.rope_local is not None and self.layer_type(layer) == "sliding":
+            return self.rope_local
+        return self.rope
+
+    @property
+    def has_sliding_layers(self) -> bool:
+        return "sliding" in self.layer_types
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (layer_types as a list); from_dict reads it back."""
+        return asdict(self) | {"layer_types": list(self.layer_types)}
 
-
-def config_from_hf(hf: dict, name: str = "") -> GPTConfig:
-    """Build a GPTConfig from a Hugging Face ``config.json`` dict (GPT2 or Llama)."""
-    model_type = hf.get("model_type")
-    if model_type == "gpt2":
-        d_model = hf["n_embd"]
-        return GPTConfig(
-            family="gpt2",
-            vocab_size=hf["vocab_size"],
-            n_ctx=hf.get("n_positions", hf.get("n_ctx", 1024)),
-            d_model=d_model,
-            n_layer=hf["n_layer"],
-            n_head=hf["n_head"],
-            n_kv_head=hf["n_head"],
-            d_mlp=hf.get("n_inner") or 4 * d_model,
-            norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            tie_embeddings=True,
-            name=name,
-        )
-    if model_type == "llama":
-        if hf.get("attention_bias") or hf.get("mlp_bias"):
-            raise ValueError("Llama configs with attention_bias or mlp_bias are not supported.")
-        if hf.get("rope_scaling"):
-            raise ValueError("Llama configs with rope_scaling are not supported.")
-        n_head = hf["num_attention_heads"]
-        head_dim = hf.get("head_dim")
-        if head_dim is not None and head_dim * n_head != hf["hidden_size"]:
-            raise ValueError("Llama configs with head_dim * n_head != hidden_size are not supported.")
-        rope = hf.get("rope_parameters") or {}
-        return GPTConfig(
-            family="llama",
-            vocab_size=hf["vocab_size"],
-            n_ctx=hf.get("max_position_embeddings", 2048),
-            d_model=hf["hidden_size"],
-            n_layer=hf["num_hidden_layers"],
-            n_head=n_head,
-            n_kv_head=hf.get("num_key_value_heads") or n_head,
-            d_mlp=hf["intermediate_size"],
-            norm_eps=hf.get("rms_norm_eps", 1e-6),
-            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-            name=name,
-        )
-    raise ValueError(
-        f"config.json has model_type={model_type!r}; gptviz runs 'gpt2' and 'llama' models."
-    )
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        """The inverse of to_dict (ValueError for unknown keys)."""
+        known = {f.name for f in fields(cls)}
+        if unknown := set(d) - known:
+            raise ValueError(f"Unknown config keys {sorted(unknown)}.")
+        d = dict(d)
+        d["rope"] = Rope(**d["rope"]) if isinstance(d.get("rope"), dict) else d.get("rope", Rope())
+        if isinstance(d.get("rope_local"), dict):
+            d["rope_local"] = Rope(**d["rope_local"])
+        d["layer_types"] = tuple(d.get("layer_types", ()))
+        return cls(**d)

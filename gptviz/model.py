@@ -1,9 +1,10 @@
-"""The GPT itself: one model for the GPT-2 and Llama (SmolLM2) families.
+"""The GPT itself: one model for every architecture gptviz runs (GPT-2, Llama, Qwen, Mistral, Gemma 3).
 
-Read top to bottom like the book: norms, rotary embedding, attention, MLP, block, GPT.
-The two families differ in four visible places: the norm (LayerNorm vs RMSNorm), where
-position enters (learned table added to the input vs rotary embedding of q and k), the
-MLP (GELU vs SwiGLU), and biases (GPT-2 has them, Llama does not).
+Read top to bottom like the book: norms, rotary embedding, the attention primitive, attention,
+MLP, block, GPT. Architectures differ only in the features their GPTConfig names: the norm
+(LayerNorm or RMSNorm, Gemma's 1 + w), where position enters (a learned table added to the
+input, or rotary turning q and k), the MLP (GELU, SwiGLU, GeGLU), biases, q/k norms, norms
+after each sublayer, an embedding scale, the attention scale and sliding-window layers.
 
 Nothing is ever stored on the modules during a forward pass: what a caller wants to keep
 (a trace, a KV cache) is passed in as an argument, so one model serves many threads.
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptviz.config import GPTConfig
+from gptviz.config import GPTConfig, Rope
+
+if TYPE_CHECKING:
+    from gptviz.tokenizer import Tokenizer
 
 
 class LayerNorm(nn.Module):
@@ -34,28 +39,49 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """Llama's norm: x / sqrt(mean(x^2) + eps) * weight (no mean subtraction, no bias)."""
+    """Llama's norm: x / sqrt(mean(x^2) + eps) * (offset + weight); no mean subtracted, no bias.
 
-    def __init__(self, d_model: int, eps: float):
+    offset is 0 except for Gemma, whose checkpoints store weight - 1.
+    """
+
+    def __init__(self, d_model: int, eps: float, offset: float = 0.0):
         super().__init__()
-        self.eps = eps
+        self.eps, self.offset = eps, offset
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: Tensor) -> Tensor:
         variance = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(variance + self.eps))
+        return x * torch.rsqrt(variance + self.eps) * (self.offset + self.weight)
 
 
-def make_norm(config: GPTConfig) -> nn.Module:
-    if config.family == "gpt2":
-        return LayerNorm(config.d_model, config.norm_eps)
-    return RMSNorm(config.d_model, config.norm_eps)
+def make_norm(config: GPTConfig, size: int | None = None) -> nn.Module:
+    """The config's norm over the last dim (size: d_model unless given, e.g. d_head for q/k norms)."""
+    size = size or config.d_model
+    if config.norm == "layernorm":
+        return LayerNorm(size, config.norm_eps)
+    return RMSNorm(size, config.norm_eps, config.norm_offset)
 
 
-def rotary_cos_sin(positions: Tensor, d_head: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotation angles, each (T, hs): pair i turns by pos / theta^(2i/hs)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
+def rotary_frequencies(rope: Rope, d_head: int) -> Tensor:
+    """(hs/2,) turns per position of each dimension pair: theta^(-2i/hs), rescaled as rope says."""
+    inv_freq = 1.0 / (rope.theta ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+    if rope.scaling == "linear":
+        return inv_freq / rope.factor
+    if rope.scaling == "llama3":
+        wavelen = 2 * math.pi / inv_freq
+        low_wavelen = rope.original_context / rope.low_freq_factor  # longer waves: divided by factor
+        high_wavelen = rope.original_context / rope.high_freq_factor  # shorter waves: kept
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq)
+        smooth = (rope.original_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor)
+        blended = (1 - smooth) * scaled / rope.factor + smooth * scaled
+        between = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return torch.where(between, blended, scaled)
+    return inv_freq
+
+
+def rotary_cos_sin(positions: Tensor, d_head: int, rope: Rope) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotation angles, each (T, hs): pair i turns by position · frequency i."""
+    angles = positions.float()[:, None] * rotary_frequencies(rope, d_head)[None, :]  # (T, hs/2)
     angles = torch.cat((angles, angles), dim=-1)  # (T, hs)
     return angles.cos(), angles.sin()
 
@@ -116,25 +142,98 @@ class ForwardRecord:
     v: list[Tensor] = field(default_factory=list)
 
 
-def causal_mask(t_query: int, t_key: int) -> Tensor:
-    """(T_q, T_k) bool, True where a query may attend: keys up to its own position."""
-    past = t_key - t_query
-    return torch.ones(t_query, t_key, dtype=torch.bool).tril(diagonal=past)
+# ---- the attention primitive: every mask, score and pattern in gptviz comes from here ----
+
+
+def attention_mask(
+    t_query: int, t_key: int, window: int | None = None, *, query_pos: Tensor | None = None,
+    key_pos: Tensor | None = None,
+) -> Tensor:
+    """(T_q, T_k) bool, True where a query may attend: query i reads keys j <= i, and with a
+    sliding window only the `window` most recent of them: i - window < j <= i.
+
+    Positions default to the last T_q of 0..T_k-1 for queries and 0..T_k-1 for keys; give
+    query_pos (T_q,) and key_pos (T_k,) for a part of a bigger matrix.
+    """
+    if query_pos is None:
+        query_pos = torch.arange(t_key - t_query, t_key)
+    if key_pos is None:
+        key_pos = torch.arange(t_key)
+    query_pos, key_pos = query_pos[:, None], key_pos[None, :]  # (T_q, 1), (1, T_k)
+    allowed = key_pos <= query_pos
+    if window is not None:
+        allowed &= key_pos > query_pos - window
+    return allowed
+
+
+def attention_scores(q: Tensor, k: Tensor) -> Tensor:
+    """Raw scores q·kᵀ for every head: q (nh, T_q, hs), k (n_kv, T_k, hs) -> (nh, T_q, T_k)."""
+    n_rep = q.shape[0] // k.shape[0]
+    if n_rep > 1:
+        k = k.repeat_interleave(n_rep, dim=0)  # query head h reads key head h // n_rep
+    return q @ k.transpose(-1, -2)
+
+
+def masked_scores(
+    raw_scores: Tensor, scale: float, window: int | None = None, *, query_pos: Tensor | None = None,
+    key_pos: Tensor | None = None,
+) -> Tensor:
+    """raw (..., T_q, T_k) -> scores × scale, -inf where attention_mask forbids (a new tensor)."""
+    t_query, t_key = raw_scores.shape[-2:]
+    mask = attention_mask(t_query, t_key, window, query_pos=query_pos, key_pos=key_pos)
+    return (raw_scores * scale).masked_fill_(~mask, float("-inf"))  # in place: one T×T copy fewer
+
+
+def attention_pattern(
+    raw_scores: Tensor, scale: float, window: int | None = None, *, query_pos: Tensor | None = None,
+) -> Tensor:
+    """softmax(mask(scores · scale)) over keys: (..., T_q, T_k) -> same shape, rows sum to 1.
+
+    The same maths the fused kernel (attend) runs; tests check the two agree.
+    """
+    return torch.softmax(masked_scores(raw_scores, scale, window, query_pos=query_pos), dim=-1)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, window: int | None = None) -> Tensor:
+    """Context vectors softmax(mask(q·kᵀ · scale)) · v by PyTorch's fused kernel.
+
+    q (B, nh, T, hs); k, v (B, n_kv, T_k, hs), the last T of T_k positions querying -> (B, nh, T, hs).
+    The plain causal cases skip building a mask.
+    """
+    T, t_key = q.shape[2], k.shape[2]
+    mask, is_causal = None, False
+    if window is not None and t_key > window:
+        mask = attention_mask(T, t_key, window)
+    elif T == t_key:
+        is_causal = True
+    elif T > 1:
+        mask = attention_mask(T, t_key)
+    # T == 1 without a window in play: one new token sees every cached key
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+    )
+
+
+# ---- the block ---------------------------------------------------------------------
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with grouped-query heads (n_kv <= nh).
 
     One fused projection gives q, k, v; each query head h reads key/value head h // n_rep.
+    q and k may be normed per head (qk_norm) before rotary turns them. `window` is this
+    layer's sliding window (None: the whole past).
     """
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         self.n_head, self.n_kv_head, self.d_head = config.n_head, config.n_kv_head, config.d_head
-        bias = config.family == "gpt2"
+        self.scale, self.window = config.scale, config.window(layer)
         qkv_out = (config.n_head + 2 * config.n_kv_head) * config.d_head
-        self.qkv = nn.Linear(config.d_model, qkv_out, bias=bias)
-        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.qkv_bias)
+        self.out_proj = nn.Linear(config.n_head * config.d_head, config.d_model, bias=config.out_bias)
+        self.q_norm = make_norm(config, config.d_head) if config.qk_norm else nn.Identity()
+        self.k_norm = make_norm(config, config.d_head) if config.qk_norm else nn.Identity()
 
     def project(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, C) -> q (B, nh, T, hs), k and v (B, n_kv, T, hs); rotary turns q and k."""
@@ -142,8 +241,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(
             [self.n_head * self.d_head, self.n_kv_head * self.d_head, self.n_kv_head * self.d_head], dim=-1
         )
-        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_kv_head, self.d_head).transpose(1, 2)  # (B, n_kv, T, hs)
+        q = self.q_norm(q.view(B, T, self.n_head, self.d_head)).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_norm(k.view(B, T, self.n_kv_head, self.d_head)).transpose(1, 2)  # (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.d_head).transpose(1, 2)  # (B, n_kv, T, hs)
         if rotary is not None:  # q and k become new tensors; a copy of v lets the fused output go
             q, k, v = apply_rotary(q, *rotary), apply_rotary(k, *rotary), v.contiguous()
@@ -157,7 +256,7 @@ class CausalSelfAttention(nn.Module):
         record: ForwardRecord | None = None,
     ) -> Tensor:
         """x (B, T, C) -> attention output (B, T, C), via PyTorch's fused kernel."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q, k, v = self.project(x, rotary)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, n_kv, T_past + T, hs)
@@ -165,72 +264,56 @@ class CausalSelfAttention(nn.Module):
             record.q.append(q)
             record.k.append(k)
             record.v.append(v)
-        t_key = k.shape[2]
-        if t_key == T:
-            mask, is_causal = None, True
-        elif T == 1:
-            mask, is_causal = None, False  # one new token sees every cached key
-        else:
-            mask, is_causal = causal_mask(T, t_key), False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_head != self.n_head
-        )  # (B, nh, T, hs): the context vectors
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.out_proj(y)
+        z = attend(q, k, v, self.scale, self.window)  # (B, nh, T, hs): the context vectors
+        return self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head))
 
 
-def attention_scores(q: Tensor, k: Tensor) -> Tensor:
-    """Raw scores q·kᵀ for every head: q (nh, T_q, hs), k (n_kv, T_k, hs) -> (nh, T_q, T_k)."""
-    n_rep = q.shape[0] // k.shape[0]
-    if n_rep > 1:
-        k = k.repeat_interleave(n_rep, dim=0)  # query head h reads key head h // n_rep
-    return q @ k.transpose(-1, -2)
-
-
-def attention_pattern(raw_scores: Tensor, d_head: int) -> Tensor:
-    """softmax(mask(scores / sqrt(hs))) over keys: (..., T_q, T_k) -> same shape, rows sum to 1.
-
-    The same maths the fused kernel runs; tests check the two agree.
-    """
-    t_query, t_key = raw_scores.shape[-2:]
-    scaled = raw_scores / math.sqrt(d_head)
-    scaled.masked_fill_(~causal_mask(t_query, t_key), float("-inf"))  # in place: scaled is ours, one T×T copy fewer
-    return torch.softmax(scaled, dim=-1)
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x, approximate="tanh"),
+    "swiglu": F.silu,
+    "geglu": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: GPT-2 uses GELU(tanh), Llama uses SwiGLU (gate * up)."""
+    """Position-wise feed-forward. "gelu": act(x W_in) W_out (GPT-2, tanh GELU);
+    "swiglu" / "geglu": (act(x W_gate) * (x W_up)) W_out with SiLU / tanh GELU."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.family = config.family
-        gated = config.family == "llama"
-        bias = config.family == "gpt2"
-        self.fc_in = nn.Linear(config.d_model, (2 if gated else 1) * config.d_mlp, bias=bias)
-        self.fc_out = nn.Linear(config.d_mlp, config.d_model, bias=bias)
+        self.gated = config.mlp != "gelu"
+        self.act = ACTIVATIONS[config.mlp]
+        self.fc_in = nn.Linear(config.d_model, (2 if self.gated else 1) * config.d_mlp, bias=config.mlp_bias)
+        self.fc_out = nn.Linear(config.d_mlp, config.d_model, bias=config.mlp_bias)
 
     def hidden(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> hidden activation (B, T, d_mlp)."""
-        if self.family == "gpt2":
-            return F.gelu(self.fc_in(x), approximate="tanh")
-        # SwiGLU. fc_in stores the gate and up projections as one weight; two matmuls on its halves
-        # are faster on CPU than one on the whole and give contiguous outputs.
+        if not self.gated:
+            return self.act(self.fc_in(x))
+        # fc_in stores the gate and up projections as one weight; two matmuls on its halves are
+        # faster on CPU than one on the whole and give contiguous outputs.
         w_gate, w_up = self.fc_in.weight.chunk(2, dim=0)  # each (d_mlp, C)
-        return F.silu(F.linear(x, w_gate)) * F.linear(x, w_up)
+        b_gate, b_up = self.fc_in.bias.chunk(2) if self.fc_in.bias is not None else (None, None)
+        return self.act(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc_out(self.hidden(x))
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(x)) (the shortcut connections)."""
+    """Pre-norm block: x + post_attn_norm(attn(norm1(x))), then + post_mlp_norm(mlp(norm2(x))).
 
-    def __init__(self, config: GPTConfig):
+    The shortcut connections; the post norms exist only with config.post_norms (Gemma).
+    """
+
+    def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         self.norm1 = make_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.post_attn_norm = make_norm(config) if config.post_norms else nn.Identity()
         self.norm2 = make_norm(config)
         self.mlp = MLP(config)
+        self.post_mlp_norm = make_norm(config) if config.post_norms else nn.Identity()
 
     def forward(
         self,
@@ -239,28 +322,33 @@ class TransformerBlock(nn.Module):
         cache: LayerKV | None = None,
         record: ForwardRecord | None = None,
     ) -> Tensor:
-        x = x + self.attn(self.norm1(x), rotary, cache, record)  # (B, T, C)
+        x = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record))  # (B, T, C)
         if record is not None:
             record.resid_mid.append(x)
-        x = x + self.mlp(self.norm2(x))  # (B, T, C)
+        x = x + self.post_mlp_norm(self.mlp(self.norm2(x)))  # (B, T, C)
         if record is not None:
             record.resid.append(x)
         return x
 
 
 class GPT(nn.Module):
-    """Token ids (B, T) -> logits (B, T, vocab). Output head tied to the token embedding."""
+    """Token ids (B, T) -> logits (B, T, vocab). Carries its tokenizer (None for a bare model)."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, tokenizer: "Tokenizer | None" = None):
         super().__init__()
         self.config = config
+        self.tokenizer = tokenizer
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        if config.family == "gpt2":
+        if config.positional == "learned":
             self.pos_emb = nn.Embedding(config.n_ctx, config.d_model)
-        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layer))
         self.final_norm = make_norm(config)
         if not config.tie_embeddings:
             self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
     @property
     def unembed_weight(self) -> Tensor:
@@ -270,6 +358,19 @@ class GPT(nn.Module):
     def unembed(self, x: Tensor) -> Tensor:
         """Final-normed residual (..., C) -> logits (..., vocab)."""
         return F.linear(x, self.unembed_weight)
+
+    def embed(self, idx: Tensor) -> Tensor:
+        """Token ids (B, T) -> token embeddings (B, T, C), times embed_scale."""
+        x = self.tok_emb(idx)
+        return x * self.config.embed_scale if self.config.embed_scale != 1.0 else x
+
+    def rotary(self, positions: Tensor) -> list[tuple[Tensor, Tensor] | None]:
+        """Per layer, the (cos, sin) of rotary at these positions (T,), or None without rotary."""
+        if self.config.positional != "rotary":
+            return [None] * self.config.n_layer
+        ropes = [self.config.rope_for(i) for i in range(self.config.n_layer)]
+        tables = {rope: rotary_cos_sin(positions, self.config.d_head, rope) for rope in set(ropes)}
+        return [tables[rope] for rope in ropes]
 
     def forward(
         self, idx: Tensor, cache: KVCache | None = None, record: ForwardRecord | None = None
@@ -281,19 +382,17 @@ class GPT(nn.Module):
                 f"{past + T} tokens do not fit this model's context of {self.config.n_ctx}: shorten the prompt."
             )
         positions = torch.arange(past, past + T)
-        x = self.tok_emb(idx)  # (B, T, C)
+        x = self.embed(idx)  # (B, T, C)
         if record is not None:
             record.embed = x
-        rotary = None
-        if self.config.family == "gpt2":  # position: a learned vector added to each token's input
+        if self.config.positional == "learned":  # position: a learned vector added to each token's input
             pos = self.pos_emb(positions)  # (T, C)
             if record is not None:
                 record.pos_embed = pos
             x = x + pos
-        else:  # llama: position enters attention by rotating q and k
-            rotary = rotary_cos_sin(positions, self.config.d_head, self.config.rope_theta)
+        # rotary: position enters attention by turning q and k (per layer: Gemma's differ)
         if record is not None:
             record.resid.append(x)
-        for i, block in enumerate(self.blocks):
+        for i, (block, rotary) in enumerate(zip(self.blocks, self.rotary(positions))):
             x = block(x, rotary, cache.layers[i] if cache is not None else None, record)
         return self.unembed(self.final_norm(x))  # (B, T, vocab)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from gptviz.model import GPT, ForwardRecord, KVCache, LayerKV, attention_pattern, attention_scores
+from gptviz.model import (
+    GPT, ForwardRecord, KVCache, LayerKV, attend, attention_pattern, attention_scores, masked_scores,
+)
 
 SCORE_STAGES = ("raw", "scaled", "masked")
 MEMO_PATTERNS_MAX_T = 256
@@ -61,10 +62,10 @@ def _first(batch: Sequence[Tensor]) -> tuple[Tensor, ...]:
 class Trace:
     """A forward pass over ids (T tokens), batch dimension removed.
 
-    embed (T, C) token embedding; pos_embed (T, C) or None (Llama: rotary instead);
+    embed (T, C) token embedding (times the model's embed_scale); pos_embed (T, C) or None (rotary instead);
     resid_stream: n_layer + 1 tensors (T, C) (hook_resid_pre of each block, then the
     last block's hook_resid_post); resid_mids: per layer (T, C);
-    qs: per layer (nh, T, hs); ks, vs: per layer (n_kv, T, hs), after rotary;
+    qs: per layer (nh, T, hs); ks, vs: per layer (n_kv, T, hs), after q/k norms and rotary;
     logits (T, vocab).
     """
 
@@ -153,19 +154,24 @@ class Trace:
         """The key/value head that query head `head` reads (grouped-query attention)."""
         return self._head(head) // self.model.config.n_rep
 
+    def window(self, layer: int) -> int | None:
+        """Keys a query of `layer` sees (its own included), or None: the whole past."""
+        return self.model.config.window(self._layer(layer))
+
     def scores(self, layer: int, head: int, stage: str = "raw") -> Tensor:
-        """(T, T) one head's scores: "raw" q·kᵀ, "scaled" ÷ sqrt(hs), "masked" (-inf above the diagonal)."""
+        """(T, T) one head's scores: "raw" q·kᵀ, "scaled" × scale (1/√hs unless the model says),
+        "masked" (-inf for keys after the query, and outside a sliding window)."""
         if stage not in SCORE_STAGES:
             raise ValueError(f"stage must be one of {SCORE_STAGES}, not {stage!r}.")
         layer, head = self._layer(layer), self._head(head)
+        scale = self.model.config.scale
         with torch.inference_mode():
             raw = attention_scores(self.qs[layer][head : head + 1], self.ks[layer][self.kv_head(head)][None])[0]
             if stage == "raw":
                 return raw
-            scaled = raw / self.model.config.d_head**0.5
             if stage == "scaled":
-                return scaled
-            return scaled.masked_fill(torch.ones_like(scaled, dtype=torch.bool).tril().logical_not(), float("-inf"))
+                return raw * scale
+            return masked_scores(raw, scale, self.window(layer))
 
     def attention(self, layer: int, head: int) -> Tensor:
         """(T, T) one head's attention pattern: row = query token, columns = key tokens."""
@@ -174,7 +180,7 @@ class Trace:
             return self._memo[("patterns", layer)][head]
         with torch.inference_mode():
             raw = attention_scores(self.qs[layer][head : head + 1], self.ks[layer][self.kv_head(head)][None])
-            return attention_pattern(raw, self.model.config.d_head)[0]
+            return attention_pattern(raw, self.model.config.scale, self.window(layer))[0]
 
     def patterns(self, layer: int) -> Tensor:
         """(nh, T, T) every head's attention pattern in one layer (hook_pattern).
@@ -185,7 +191,8 @@ class Trace:
         layer = self._layer(layer)
 
         def compute() -> Tensor:
-            return attention_pattern(attention_scores(self.qs[layer], self.ks[layer]), self.model.config.d_head)
+            raw = attention_scores(self.qs[layer], self.ks[layer])
+            return attention_pattern(raw, self.model.config.scale, self.window(layer))
 
         if self.n_tokens <= MEMO_PATTERNS_MAX_T:
             return self._memoized(("patterns", layer), compute)
@@ -199,18 +206,18 @@ class Trace:
         """
         layer = self._layer(layer)
         with torch.inference_mode():
-            z = F.scaled_dot_product_attention(
-                self.qs[layer][None], self.ks[layer][None], self.vs[layer][None], is_causal=True,
-                enable_gqa=self.model.config.n_rep > 1,
-            )
+            z = attend(self.qs[layer][None], self.ks[layer][None], self.vs[layer][None],
+                       self.model.config.scale, self.window(layer))
         return z[0]
 
     def attn_out(self, layer: int) -> Tensor:
-        """(T, C) attention output: heads' context vectors concatenated, through out_proj."""
+        """(T, C) what attention adds to the residual stream (hook_attn_out): the heads' context
+        vectors concatenated, through out_proj (and the post-attention norm, if the model has one)."""
         z = self.z(layer)
+        block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
             merged = z.transpose(0, 1).reshape(self.n_tokens, -1)  # (T, nh * hs)
-            return self.model.blocks[self._layer(layer)].attn.out_proj(merged)
+            return block.post_attn_norm(block.attn.out_proj(merged))
 
     # ---- MLP ------------------------------------------------------------------------
     def mlp_hidden(self, layer: int) -> Tensor:
@@ -220,10 +227,10 @@ class Trace:
             return block.mlp.hidden(block.norm2(self.resid_mid(layer)))
 
     def mlp_out(self, layer: int) -> Tensor:
-        """(T, C) MLP output added to the residual stream."""
+        """(T, C) what the MLP adds to the residual stream (hook_mlp_out; after the post-MLP norm, if any)."""
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            return block.mlp.fc_out(self.mlp_hidden(layer))
+            return block.post_mlp_norm(block.mlp.fc_out(self.mlp_hidden(layer)))
 
     # ---- output -----------------------------------------------------------------------
     @property

@@ -51,7 +51,7 @@ def heatmap_section(v: ui.View, start: int, stop: int) -> None:
     T, C = tr.n_tokens, cfg.d_model
     st.subheader("The input vectors")
     matrices = emb.embedding_matrices(tr)
-    if cfg.family == "gpt2":
+    if cfg.positional == "learned":
         ui.explain(
             f"Each token id picks a row of the token-embedding table wte ({cfg.vocab_size:,} × {C}); each position "
             f"t picks a row of the position table wpe ({cfg.n_ctx:,} × {C}). The block-0 input is their sum, "
@@ -83,7 +83,7 @@ def heatmap_section(v: ui.View, start: int, stop: int) -> None:
     norms = emb.embedding_norms(tr)
     ui.explain(
         "The L2 norm ‖x‖ = √(Σ_i x_i²) is each vector's length. Comparing the token and position norms shows how "
-        "much each contributes to the block-0 input." if cfg.family == "gpt2" else
+        "much each contributes to the block-0 input." if cfg.positional == "learned" else
         "The L2 norm ‖x‖ = √(Σ_i x_i²) is each token vector's length (the RMSNorm in each block rescales it)."
     )
     ui.chart(plots.norms_figure(norms.to_numpy(), list(norms.columns), tr.tokens), key="emb_norms")
@@ -138,7 +138,7 @@ def similarity_section(v: ui.View, start: int, stop: int) -> None:
 def position_section(v: ui.View) -> None:
     cfg = v.model.config
     st.subheader("The whole position table")
-    if cfg.family != "gpt2":
+    if cfg.positional != "learned":
         st.info(f"{cfg.name or 'This model'} has no position table to draw: it uses rotary position embedding, a "
                 "fixed rotation of each query and key by an angle proportional to the position (different "
                 "frequencies for different pairs of dimensions), computed on the fly inside attention.")

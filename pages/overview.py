@@ -29,7 +29,7 @@ def pipeline_section(v: ui.View) -> None:
     st.subheader("The pipeline")
     position = (
         f"adds a learned position vector wpe[t] (also ({T}, {C})), so x₀ = wte[ids] + wpe[0..{T - 1}]"
-        if cfg.family == "gpt2" else
+        if cfg.positional == "learned" else
         "adds no position vector: position enters inside attention, where q and k are rotated by an angle "
         "that grows with the position (rotary embedding, RoPE), so x₀ = wte[ids]"
     )

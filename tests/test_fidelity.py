@@ -22,9 +22,43 @@ LLAMA_CASES = [  # grouped-query (6 heads / 2 kv), multi-query (1 kv), plain (kv
 ]
 
 
+# More architectures, each (transformers config class, its arguments, T): odd sizes, grouped- and
+# multi-query attention, explicit head sizes, and T longer than the sliding windows.
+SMALL = dict(vocab_size=50257, hidden_size=40, intermediate_size=72, num_hidden_layers=3, max_position_embeddings=96)
+ARCH_CASES = {
+    "llama3-rope": ("LlamaConfig", dict(SMALL, num_attention_heads=5, num_key_value_heads=1, tie_word_embeddings=False,
+                                        rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                                                             low_freq_factor=1.0, high_freq_factor=4.0,
+                                                             original_max_position_embeddings=16)), 41),
+    "llama-bias": ("LlamaConfig", dict(SMALL, num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+                                       mlp_bias=True), 19),
+    "qwen2": ("Qwen2Config", dict(SMALL, num_attention_heads=5, num_key_value_heads=5), 33),
+    "qwen2-sliding": ("Qwen2Config", dict(SMALL, num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+                                          sliding_window=7, max_window_layers=1), 30),
+    "qwen3": ("Qwen3Config", dict(SMALL, num_attention_heads=3, num_key_value_heads=1, head_dim=18), 27),
+    "mistral": ("MistralConfig", dict(SMALL, num_attention_heads=5, num_key_value_heads=1, sliding_window=9), 35),
+    "gemma3": ("Gemma3TextConfig", dict(SMALL, hidden_size=42, num_hidden_layers=4, num_attention_heads=3, num_key_value_heads=1,
+                                        head_dim=22, query_pre_attn_scalar=17, sliding_window=6,
+                                        layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                                                     "sliding_attention"],
+                                        rope_parameters={"full_attention": dict(rope_type="linear", factor=2.0,
+                                                                                rope_theta=1e6),
+                                                         "sliding_attention": dict(rope_type="default",
+                                                                                   rope_theta=1e4)}), 23),
+}
+
+
 def reference(path, family: str):
-    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.LlamaForCausalLM
+    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.AutoModelForCausalLM
     return cls.from_pretrained(path, attn_implementation="eager").eval()
+
+
+def save_random(path, config_class: str, seed: int, **kwargs):
+    """A random transformers model of `config_class`, saved with save_pretrained (safetensors)."""
+    torch.manual_seed(seed)
+    config = getattr(transformers, config_class)(**kwargs)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return path
 
 
 def compare(ours, hf, ids: list[int]) -> None:
@@ -50,7 +84,7 @@ def test_gpt2_matches_transformers(tmp_path, overrides, T):
 
     path = save_tiny_gpt2(tmp_path / "m", seed=T, **overrides)
     ours = gptviz.load_model(str(path))
-    assert ours.config.family == "gpt2"
+    assert ours.config.arch == "gpt2"
     ids = torch.randint(0, ours.config.vocab_size, (T,), generator=torch.Generator().manual_seed(T)).tolist()
     compare(ours, reference(path, "gpt2"), ids)
 
@@ -61,7 +95,7 @@ def test_llama_matches_transformers(tmp_path, overrides, T):
 
     path = save_tiny_llama(tmp_path / "m", seed=T, **overrides)
     ours = gptviz.load_model(str(path))
-    assert ours.config.family == "llama"
+    assert ours.config.arch == "llama"
     assert ours.config.n_kv_head == overrides["num_key_value_heads"]
     ids = torch.randint(0, ours.config.vocab_size, (T,), generator=torch.Generator().manual_seed(T)).tolist()
     compare(ours, reference(path, "llama"), ids)
@@ -74,6 +108,19 @@ def test_llama_untied_head_matches_transformers(tmp_path):
     ours = gptviz.load_model(str(path))
     assert not ours.config.tie_embeddings
     compare(ours, reference(path, "llama"), list(range(100, 140)))
+
+
+@pytest.mark.parametrize("case", list(ARCH_CASES))
+def test_architecture_matches_transformers(tmp_path, case):
+    config_class, kwargs, T = ARCH_CASES[case]
+    path = save_random(tmp_path / "m", config_class, T, **kwargs)
+    ours = gptviz.load_model(str(path))
+    ids = torch.randint(0, ours.config.vocab_size, (T,), generator=torch.Generator().manual_seed(T)).tolist()
+    compare(ours, reference(path, ours.config.arch), ids)
+    if ours.config.has_sliding_layers:
+        layer = ours.config.layer_types.index("sliding")
+        window = ours.config.sliding_window
+        assert T > window and (gptviz.trace(ours, ids).attention(layer, 0).gt(0).sum(-1).max() == window)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -96,7 +143,7 @@ def test_stages_add_up_to_the_residual_stream(family, tiny_gpt2, tiny_llama):
         assert torch.isinf(masked.triu(diagonal=1)[masked.triu(diagonal=1) != 0]).all()
         assert torch.allclose(torch.softmax(masked, -1), tr.attention(layer, head), atol=1e-7)
         scaled = tr.scores(layer, head, "scaled")
-        assert torch.allclose(scaled * model.config.d_head**0.5, tr.scores(layer, head, "raw"), atol=1e-5)
+        assert torch.allclose(scaled / model.config.scale, tr.scores(layer, head, "raw"), atol=1e-5)
     if family == "gpt2":
         assert torch.equal(tr.resid[0], tr.embed + tr.pos_embed)
     else:

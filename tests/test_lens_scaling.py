@@ -204,7 +204,7 @@ def test_context_sizes():
 
 
 def test_crossover_by_hand():
-    gpt2_small = GPTConfig("gpt2", 50257, 1024, 768, 12, 12, 12, 3072, 1e-5)
+    gpt2_small = GPTConfig("gpt2", 50257, 1024, 768, 12, 12, 12, 3072, 1e-5, mlp="gelu")
     # per token: qkv 2·d·3d + out 2·d² + MLP 2·2·d·4d = 24·d²; attention 4·T²·d -> equal at T = 6·d
     assert scaling.rest_flops_per_token(gpt2_small) == 24 * 768**2
     assert scaling.crossover_length(gpt2_small) == 6 * 768
@@ -331,7 +331,7 @@ def test_sampling_figures(tr):
 
 
 def test_scale_figures():
-    frame = scaling.analytic_costs(GPTConfig("gpt2", 100, 64, 48, 3, 3, 3, 192, 1e-5), [16, 32, 64])
+    frame = scaling.analytic_costs(GPTConfig("gpt2", 100, 64, 48, 3, 3, 3, 192, 1e-5, mlp="gelu"), [16, 32, 64])
     for column, value in (("attention_fused_s", 1.0), ("attention_eager_s", 2.0), ("rest_of_layer_s", 3.0),
                           ("forward_s", 4.0), ("peak_bytes_fused", 10.0), ("peak_bytes_eager", 100.0)):
         frame[column] = value * frame["T"] / 16

@@ -72,7 +72,7 @@ def test_pca_edge_cases(model):
     assert two.explained[0] == pytest.approx(1.0) and two.coords.shape == (2, 2)
     np.testing.assert_allclose(two.coords[:, 1], 0.0, atol=1e-6)
     table = emb.position_table(model)
-    if model.config.family == "gpt2":
+    if model.config.arch == "gpt2":
         assert table.shape == (model.config.n_ctx, model.config.d_model)
         assert emb.pca(table).coords.shape == (model.config.n_ctx, 2)
     else:
@@ -87,9 +87,9 @@ def test_parameter_counts_sum_to_model_total(model):
     cfg = model.config
     row = counts.set_index("part")
     assert row.loc["token embedding", "parameters"] == cfg.vocab_size * cfg.d_model
-    assert ("position embedding" in row.index) is (cfg.family == "gpt2")
+    assert ("position embedding" in row.index) is (cfg.arch == "gpt2")
     qkv = (cfg.n_head + 2 * cfg.n_kv_head) * cfg.d_head * cfg.d_model
-    assert row.loc["attention q, k, v", "per block"] == qkv + (qkv // cfg.d_model if cfg.family == "gpt2" else 0)
+    assert row.loc["attention q, k, v", "per block"] == qkv + (qkv // cfg.d_model if cfg.arch == "gpt2" else 0)
     blocks = row.dropna(subset=["per block"])
     assert (blocks["per block"] * cfg.n_layer == blocks["parameters"]).all()
 
@@ -129,7 +129,7 @@ def test_embedding_matrices_and_norms(model):
     tr = gptviz.trace(model, PROMPT)
     mats = emb.embedding_matrices(tr)
     np.testing.assert_array_equal(mats[emb.TOKEN_EMBEDDING], model.tok_emb.weight[tr.ids].detach().numpy())
-    if model.config.family == "gpt2":
+    if model.config.arch == "gpt2":
         np.testing.assert_allclose(mats[emb.EMBEDDING_SUM], mats[emb.TOKEN_EMBEDDING] + mats[emb.POSITION_EMBEDDING],
                                    atol=1e-6)
         np.testing.assert_array_equal(mats[emb.EMBEDDING_SUM], tr.resid_pre(0).numpy())

@@ -30,10 +30,10 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
 
 def test_config_is_smollm2_135m(smollm2):
     c = smollm2.config
-    assert (c.family, c.n_layer, c.d_model, c.n_head, c.n_kv_head, c.d_mlp, c.vocab_size) == (
+    assert (c.arch, c.n_layer, c.d_model, c.n_head, c.n_kv_head, c.d_mlp, c.vocab_size) == (
         "llama", 30, 576, 9, 3, 1536, 49152
     )
-    assert c.tie_embeddings and c.rope_theta == 100000.0
+    assert c.tie_embeddings and c.rope.theta == 100000.0
 
 
 def test_logits_match_transformers_gguf_loading(smollm2, smollm2_hf):

@@ -1,4 +1,4 @@
-"""weights.py and loading.py: HF directories, GGUF conversion and its cache, the hub offline.
+"""gptviz/weights/ and loading.py: HF directories, GGUF conversion and its cache, the hub offline.
 
 References are transformers models built here with random weights (no hub, no network),
 and transformers' own GGUF loader for the shipped SmolLM2 file.
@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-import gptviz.weights as weights
-from gptviz.config import config_from_hf
+import gptviz.weights.gguf as gguf_weights
+import gptviz.weights.hub as hub
+from gptviz.architectures import config_from_hf
 from gptviz.loading import MODEL_NAMES, load_model
 from gptviz.model import GPT
 from gptviz.tokenizer import smollm2_gguf_path
@@ -101,7 +102,7 @@ def test_gpt2_dir_matches_hf(gpt2_dir):
     path, hf = gpt2_dir
     config, sd = load_hf_dir(path)
     ref = {k.removeprefix("transformer."): v for k, v in hf_sd(hf).items()}
-    assert (config.family, config.n_layer, config.d_model, config.vocab_size) == ("gpt2", 2, 32, GPT2_VOCAB)
+    assert (config.arch, config.n_layer, config.d_model, config.vocab_size) == ("gpt2", 2, 32, GPT2_VOCAB)
     assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(config)
     assert all(v.dtype == torch.float32 and v.is_contiguous() for v in sd.values())
     assert torch.equal(sd["tok_emb.weight"], ref["wte.weight"])
@@ -129,7 +130,7 @@ def test_llama_dir_matches_hf(llama_dir):
     path, hf = llama_dir
     config, sd = load_hf_dir(path)
     ref = hf_sd(hf)
-    assert (config.family, config.n_head, config.n_kv_head, config.rope_theta) == ("llama", 4, 2, 50000.0)
+    assert (config.arch, config.n_head, config.n_kv_head, config.rope.theta) == ("llama", 4, 2, 50000.0)
     assert config.tie_embeddings == hf.config.tie_word_embeddings
     assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(config)
     for i in range(2):
@@ -316,7 +317,7 @@ def test_tiny_gguf_undoes_llama_cpp_permutation(tiny_gguf, tmp_path):
     path, hf = tiny_gguf
     config, sd = load_gguf(path, cache_dir=tmp_path)
     ref = hf_sd(hf)
-    assert (config.n_head, config.n_kv_head, config.rope_theta, config.norm_eps) == (4, 2, 50000.0, 1e-5)
+    assert (config.n_head, config.n_kv_head, config.rope.theta, config.norm_eps) == (4, 2, 50000.0, 1e-5)
     assert config.tie_embeddings == hf.config.tie_word_embeddings
     assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(config)
     for i in range(2):
@@ -359,7 +360,7 @@ def test_gguf_cache_write_is_atomic(tiny_gguf, tmp_path, monkeypatch, caplog):
         Path(filename).write_bytes(b"\x00" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(weights, "save_file", half_write)
+    monkeypatch.setattr(gguf_weights, "save_file", half_write)
     with caplog.at_level(logging.WARNING, logger="gptviz.weights"):
         config, sd = load_gguf(path, cache_dir=tmp_path)
     assert "No space left" in caplog.text
@@ -385,7 +386,7 @@ def test_gguf_unwritable_cache_still_loads(tiny_gguf, tmp_path, monkeypatch, cap
     def erofs(*args, **kwargs):  # root ignores the mode bits: say what a read-only mount says
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(weights.tempfile, "mkstemp", erofs)
+    monkeypatch.setattr(gguf_weights.tempfile, "mkstemp", erofs)
     _, sd2 = load_gguf(path, cache_dir=read_only)
     assert cache_files(read_only) == [] and all(torch.equal(sd[k], sd2[k]) for k in sd)
 
@@ -445,9 +446,9 @@ def smollm2_cache(tmp_path_factory) -> tuple[Path, list]:
 def test_smollm2_config_and_progress(smollm2_cache):
     cache, calls = smollm2_cache
     config, sd = load_gguf(smollm2_gguf_path(), cache_dir=cache)
-    assert (config.family, config.n_layer, config.n_head, config.n_kv_head) == ("llama", 30, 9, 3)
+    assert (config.arch, config.n_layer, config.n_head, config.n_kv_head) == ("llama", 30, 9, 3)
     assert (config.d_model, config.d_mlp, config.vocab_size, config.n_ctx) == (576, 1536, 49152, 8192)
-    assert (config.rope_theta, config.norm_eps, config.tie_embeddings) == (100000.0, 1e-5, True)
+    assert (config.rope.theta, config.norm_eps, config.tie_embeddings) == (100000.0, 1e-5, True)
     assert calls[-1] == (272, 272) and len(calls) == 272
     assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(config)
 
@@ -531,7 +532,7 @@ def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
 
 def test_progress_tqdm_reports_bytes(tmp_path):
     seen = []
-    bar_class = weights._progress_tqdm(lambda done, total: seen.append((done, total)))
+    bar_class = hub._progress_tqdm(lambda done, total: seen.append((done, total)))
     bar = bar_class(total=100, initial=10, desc="model.safetensors", unit="B", unit_scale=True,
                     name="huggingface_hub.http_get")
     bar.update(30)

@@ -179,8 +179,8 @@ def pca(x: np.ndarray | Tensor, k: int = 2) -> PCA:
 
 
 def position_table(model: GPT) -> np.ndarray | None:
-    """(n_ctx, C) GPT-2's learned position embedding table; None for rotary (Llama) models."""
-    if model.config.family != "gpt2":
+    """(n_ctx, C) the learned position embedding table (GPT-2); None for rotary models."""
+    if model.config.positional != "learned":
         return None
     return model.pos_emb.weight.detach().float().numpy()
 
@@ -203,7 +203,9 @@ def _part_of(name: str) -> str:
     if name.startswith("lm_head."):
         return "output head"
     inner = name.split(".", 2)[2] if name.startswith("blocks.") else name
-    for prefix, part in (("norm1.", "attention norms"), ("attn.qkv.", "attention q, k, v"),
+    for prefix, part in (("norm1.", "attention norms"), ("attn.q_norm.", "attention norms"),
+                         ("attn.k_norm.", "attention norms"), ("post_attn_norm.", "attention norms"),
+                         ("post_mlp_norm.", "MLP norms"), ("attn.qkv.", "attention q, k, v"),
                          ("attn.out_proj.", "attention output"), ("norm2.", "MLP norms"),
                          ("mlp.fc_in.", "MLP in"), ("mlp.fc_out.", "MLP out")):
         if inner.startswith(prefix):

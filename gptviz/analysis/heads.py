@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gptviz.model import attention_pattern, masked_scores
 from gptviz.trace import Trace
 from gptviz.trace import trace as run_trace
 
@@ -43,7 +44,7 @@ def query_positions(n_tokens: int, max_rows: int = MAX_ROWS) -> np.ndarray:
 
 def pattern_at(trace: Trace, layer: int, positions: Sequence[int], heads: Sequence[int] | None = None) -> Tensor:
     """(n, r, T) attention of the queries at `positions` over all keys, for query heads `heads`
-    (default all nh): softmax(mask(q·kᵀ / √hs)) with keys after each query masked.
+    (default all nh): softmax(mask(q·kᵀ · scale)) with the model's mask (causal, sliding window).
 
     Equals `trace.patterns(layer)[heads][:, positions]` without building (or memoising) it.
     """
@@ -57,9 +58,8 @@ def pattern_at(trace: Trace, layer: int, positions: Sequence[int], heads: Sequen
     with torch.inference_mode():
         q = trace.q(layer)[heads][:, pos]  # (n, r, hs)
         k = trace.k(layer)[[trace.kv_head(h) for h in heads]]  # (n, T, hs)
-        scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-1, -2)  # (n, r, T) q·kᵀ / √hs
-        future = torch.arange(T)[None, :] > pos[:, None]  # (r, T)
-        return torch.softmax(scores.masked_fill_(future, float("-inf")), dim=-1)
+        raw = q @ k.transpose(-1, -2)  # (n, r, T) q·kᵀ
+        return attention_pattern(raw, trace.model.config.scale, trace.window(layer), query_pos=pos)
 
 
 def iter_pattern_rows(
@@ -484,9 +484,9 @@ def query_breakdown(trace: Trace, layer: int, head: int, position: int, top: int
         k = trace.k(layer)[kv, : position + 1].double().numpy()  # (position + 1, hs)
         v = trace.v(layer)[kv, : position + 1].double().numpy()  # (position + 1, hs)
     raw = k @ q  # (position + 1,)
-    scaled = raw / math.sqrt(q.shape[0])
-    weights = np.exp(scaled - scaled.max())
-    weights /= weights.sum()
+    scaled = raw * trace.model.config.scale
+    masked = masked_scores(torch.from_numpy(raw)[None], trace.model.config.scale, trace.window(layer))[0]
+    weights = torch.softmax(masked, dim=-1).numpy()  # 0 outside a sliding window
     if position + 1 <= top:
         shown = np.arange(position + 1)
     else:
@@ -514,7 +514,7 @@ def context_vector(trace: Trace, layer: int, head: int, position: int) -> np.nda
 def stage_window(trace: Trace, layer: int, head: int, start: int, stop: int) -> dict[str, np.ndarray]:
     """The four stages of one head on queries and keys start..stop-1: each (w, w) numpy.
 
-    "raw" q·kᵀ, "scaled" ÷ √hs, "masked" (-inf above the diagonal), "softmax" (the pattern;
+    "raw" q·kᵀ, "scaled" × scale, "masked" (-inf after the query or outside its window), "softmax" (the pattern;
     the softmax runs over all keys 0..i, so a window not starting at 0 shows rows summing to < 1).
     """
     T = trace.n_tokens
@@ -524,8 +524,8 @@ def stage_window(trace: Trace, layer: int, head: int, start: int, stop: int) -> 
         q = trace.q(layer)[head, start:stop]  # (w, hs)
         k = trace.k(layer)[trace.kv_head(head), start:stop]  # (w, hs)
         raw = q @ k.T  # (w, w)
-        scaled = raw / math.sqrt(q.shape[-1])
-        future = torch.ones_like(scaled, dtype=torch.bool).triu(1)
-        masked = scaled.masked_fill(future, float("-inf"))
+        scale, positions = trace.model.config.scale, torch.arange(start, stop)
+        scaled = raw * scale
+        masked = masked_scores(raw, scale, trace.window(layer), query_pos=positions, key_pos=positions)
         pattern = pattern_at(trace, layer, np.arange(start, stop), [head])[0, :, start:stop]
     return {"raw": raw.numpy(), "scaled": scaled.numpy(), "masked": masked.numpy(), "softmax": pattern.numpy()}

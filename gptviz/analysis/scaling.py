@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from gptviz.config import GPTConfig
-from gptviz.model import GPT, attention_pattern, attention_scores, rotary_cos_sin
+from gptviz.model import GPT, attend, attention_pattern, attention_scores
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def rest_flops_per_token(config: GPTConfig) -> int:
     """Multiply-add FLOPs (2 per multiply-add) of one layer's projections and MLP for one token."""
     d, hs = config.d_model, config.d_head
     qkv = 2 * d * (config.n_head + 2 * config.n_kv_head) * hs
-    out = 2 * d * d
-    mlp = 2 * d * config.d_mlp * (3 if config.family == "llama" else 2)  # SwiGLU: gate, up, down
+    out = 2 * config.n_head * hs * d
+    mlp = 2 * d * config.d_mlp * (2 if config.mlp == "gelu" else 3)  # gated: gate, up, down
     return qkv + out + mlp
 
 
@@ -111,21 +111,21 @@ def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes
     k = torch.randn(1, n_kv, T, hs, generator=generator)  # (B, n_kv, T, hs)
     v = torch.randn(1, n_kv, T, hs, generator=generator)
     x = torch.randn(1, T, C, generator=generator)  # (B, T, C) a layer's input
-    y = torch.randn(1, T, C, generator=generator)  # (B, T, C) the heads' merged context vectors
-    rotary = rotary_cos_sin(torch.arange(T), hs, config.rope_theta) if config.family == "llama" else None
+    y = torch.randn(1, T, nh * hs, generator=generator)  # (B, T, nh·hs) the heads' merged context vectors
+    rotary = model.rotary(torch.arange(T))[0]
     idx = torch.randint(0, config.vocab_size, (1, T), generator=generator)
 
     def fused() -> torch.Tensor:  # what the model runs: PyTorch's fused kernel
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_kv != nh)
+        return attend(q, k, v, config.scale, block.attn.window)
 
     def eager() -> torch.Tensor:  # the textbook path: the (nh, T, T) pattern is materialised
-        pattern = attention_pattern(attention_scores(q[0], k[0]), hs)  # (nh, T, T)
+        pattern = attention_pattern(attention_scores(q[0], k[0]), config.scale, block.attn.window)  # (nh, T, T)
         return pattern @ v[0].repeat_interleave(nh // n_kv, dim=0)  # (nh, T, hs)
 
     def rest() -> torch.Tensor:  # everything else in the layer: norms, projections, MLP
         block.attn.project(block.norm1(x), rotary)
-        h = x + block.attn.out_proj(y)
-        return h + block.mlp(block.norm2(h))
+        h = x + block.post_attn_norm(block.attn.out_proj(y))
+        return h + block.post_mlp_norm(block.mlp(block.norm2(h)))
 
     row = {"T": T, "attention_fused_s": best_time(fused), "attention_eager_s": math.nan,
            "rest_of_layer_s": best_time(rest), "peak_bytes_fused": float(peak_allocated(fused)),

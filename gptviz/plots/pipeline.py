@@ -43,18 +43,23 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         raise ValueError(f"n_tokens must be >= 1, not {n_tokens}.")
     T, C, V = n_tokens, config.d_model, config.vocab_size
     nh, n_kv, hs, d_mlp, n = config.n_head, config.n_kv_head, config.d_head, config.d_mlp, config.n_layer
-    gpt2 = config.family == "gpt2"
-    norm = "LayerNorm" if gpt2 else "RMSNorm"
-    norm_formula = "(x − mean) / √(var + ε) · γ + β" if gpt2 else "x / √(mean(x²) + ε) · γ"
+    learned = config.positional == "learned"
+    norm = "LayerNorm" if config.norm == "layernorm" else "RMSNorm"
+    gamma = "(1 + γ)" if config.norm_offset else "γ"
+    norm_formula = f"(x − mean) / √(var + ε) · {gamma} + β" if config.norm == "layernorm" else f"x / √(mean(x²) + ε) · {gamma}"
     kv = f", {n_kv} key/value heads (grouped-query: {config.n_rep} query heads share one)" if n_kv != nh else ""
-    mlp_act = "GELU" if gpt2 else "SwiGLU"
-    mlp_formula = "W_out · GELU(W_in · x)" if gpt2 else "W_out · (SiLU(W_gate · x) ⊙ (W_up · x))"
+    mlp_act = {"gelu": "GELU", "swiglu": "SwiGLU", "geglu": "GeGLU"}[config.mlp]
+    gate = {"swiglu": "SiLU", "geglu": "GELU"}.get(config.mlp)
+    mlp_formula = f"W_out · (GELU(W_in · x))" if gate is None else f"W_out · ({gate}(W_gate · x) ⊙ (W_up · x))"
+    scale = f"/ √{hs}" if not config.attn_scale else f"· {config.scale:.4g}"
+    window = (f"; {config.layer_types.count('sliding')} of {n} layers see only the last {config.sliding_window:,} keys"
+              if config.has_sliding_layers else "")
     stages = [
         Stage("ids", "Prompt tokens", f"ids {_shape(T)}", f"{T} token ids from the tokenizer (vocabulary {V:,})", 0),
         Stage("hook_embed", "Token embedding", f"{_shape(T, C)}",
               f"wte[ids]: each id picks one row of the {_shape(V, C)} table", 1),
     ]
-    if gpt2:
+    if learned:
         stages += [
             Stage("hook_pos_embed", "Position embedding", f"{_shape(T, C)}",
                   f"wpe[0..{T - 1}]: one learned row per position of the {_shape(config.n_ctx, C)} table", 1,
@@ -65,7 +70,7 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         ]
     else:
         stages.append(
-            Stage("rotary", "Position: rotary (RoPE)", f"rotates q, k (θ = {config.rope_theta:g})",
+            Stage("rotary", "Position: rotary (RoPE)", f"rotates q, k (θ = {config.rope.theta:g})",
                   "No position vector is added: inside attention q and k are rotated by an angle that "
                   "grows with the position, so q·k depends on the tokens' distance", 4, side=True)
         )
@@ -73,7 +78,7 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         Stage("ln1", f"{norm} 1", f"{_shape(T, C)}", f"{norm}: {norm_formula}", 3),
         Stage("attn", f"Causal multi-head attention: {nh} heads × {hs}" + (f", {n_kv} kv heads" if n_kv != nh else ""),
               f"q {_shape(nh, T, hs)}, k v {_shape(n_kv, T, hs)}<br>pattern {_shape(nh, T, T)} → out {_shape(T, C)}",
-              f"softmax(mask(q·kᵀ / √{hs})) · v per head{kv}; heads concatenated, then W_O", 4),
+              f"softmax(mask(q·kᵀ {scale})) · v per head{kv}{window}; heads concatenated, then W_O", 4),
         Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}", "x + attention(norm(x)): the residual stream after attention", 5,
               kind="add"),
         Stage("ln2", f"{norm} 2", f"{_shape(T, C)}", f"{norm}: {norm_formula}", 6),
@@ -164,7 +169,7 @@ def pipeline_figure(config: GPTConfig, n_tokens: int) -> go.Figure:
     ))
     fig.update_layout(
         shapes=shapes, annotations=notes, height=840, margin=dict(l=10, r=10, t=40, b=10),
-        title=f"{config.name or config.family} reading {n_tokens} token{'s' * (n_tokens != 1)}",
+        title=f"{config.name or config.arch} reading {n_tokens} token{'s' * (n_tokens != 1)}",
         plot_bgcolor="white", hovermode="closest",
     )
     fig.update_xaxes(range=list(X_RANGE), visible=False, fixedrange=True)

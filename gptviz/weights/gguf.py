@@ -1,0 +1,207 @@
+"""llama.cpp GGUF files -> weights: dequantized once with ``gguf``, then cached as safetensors."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import gguf
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from gptviz.architectures import config_from_hf
+from gptviz.config import GPTConfig
+from gptviz.weights.convert import Progress, WeightsError, check_shapes, convert, param_shapes, plan
+
+logger = logging.getLogger(__name__)
+
+
+GGUF_CACHE_FORMAT = "2"  # bump when the conversion changes: old cache entries are then ignored
+_GGUF_GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_GGUF_BLOCK = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def _gguf_to_hf(name: str) -> str | None:
+    """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (None if unknown)."""
+    stem, dot, suffix = name.rpartition(".")
+    if stem in _GGUF_GLOBAL:
+        return f"{_GGUF_GLOBAL[stem]}.{suffix}"
+    parts = stem.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _GGUF_BLOCK:
+        return f"model.layers.{parts[1]}.{_GGUF_BLOCK[parts[2]]}.{suffix}"
+    return None
+
+
+def _hf_to_gguf(key: str) -> str:
+    """The inverse of _gguf_to_hf, to name a missing tensor the way the GGUF file would."""
+    names = {f"{hf}.weight": f"{gg}.weight" for gg, hf in _GGUF_GLOBAL.items()}
+    if key in names:
+        return names[key]
+    _, _, layer, rest = key.split(".", 3)  # model.layers.{i}.<module>.weight
+    module, _, suffix = rest.rpartition(".")
+    block = {hf: gg for gg, hf in _GGUF_BLOCK.items()}
+    return f"blk.{layer}.{block[module]}.{suffix}"
+
+
+def unpermute_rows(w: Tensor, n_head: int) -> Tensor:
+    """Undo llama.cpp's row order for q or k weights (n_head = n_kv_head for k).
+
+    llama.cpp's convert did ``w.reshape(n_head, 2, rows // n_head // 2, C).swapaxes(1, 2)`` so
+    its rotary could pair neighbouring rows; ours pairs the first half of a head with the second.
+    """
+    rows, cols = w.shape
+    return w.reshape(n_head, rows // n_head // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def default_cache_dir() -> Path:
+    """``$GPTVIZ_CACHE``, else ``~/.cache/gptviz``."""
+    return Path(os.environ.get("GPTVIZ_CACHE") or Path.home() / ".cache" / "gptviz")
+
+
+def _open_gguf(path: Path) -> gguf.GGUFReader:
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as e:  # noqa: BLE001 - the reader fails in many ways on a bad file
+        raise WeightsError(f"{path} is not a readable GGUF file, or it is truncated ({e}): download it again.") from e
+    for t in reader.tensors:
+        if t.data.nbytes != t.n_bytes:
+            raise WeightsError(f"{path} is truncated (tensor {t.name} is cut short): download it again.")
+    return reader
+
+
+def _gguf_config(reader: gguf.GGUFReader, path: Path) -> GPTConfig:
+    """A GPTConfig from the GGUF metadata (only the 'llama' architecture is supported)."""
+
+    def field(key: str, default=None):
+        f = reader.get_field(key)
+        if f is None:
+            if default is None:
+                raise WeightsError(f"{path}: metadata {key} is missing; this GGUF file cannot be used.")
+            return default
+        return f.contents()
+
+    arch = field("general.architecture")
+    if arch != "llama":
+        raise WeightsError(f"{path}: architecture {arch!r} is not supported; gptviz runs GGUF files of 'llama' models.")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    n_head = int(field(f"{arch}.attention.head_count"))
+    d_model = int(field(f"{arch}.embedding_length"))
+    if int(field(f"{arch}.attention.key_length", d_model // n_head)) * n_head != d_model:
+        raise WeightsError(f"{path}: head size * head count != embedding length is not supported.")
+    hf = {
+        "model_type": "llama",
+        "vocab_size": len(tokens.data) if tokens is not None else int(field(f"{arch}.vocab_size")),
+        "max_position_embeddings": int(field(f"{arch}.context_length")),
+        "hidden_size": d_model,
+        "num_hidden_layers": int(field(f"{arch}.block_count")),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": int(field(f"{arch}.attention.head_count_kv", n_head)),
+        "intermediate_size": int(field(f"{arch}.feed_forward_length")),
+        # GGUF stores float32: 9.999999747e-06 is the 1e-5 the model was trained with
+        "rms_norm_eps": float(f"{float(field(f'{arch}.attention.layer_norm_rms_epsilon')):.7g}"),
+        "rope_theta": float(f"{float(field(f'{arch}.rope.freq_base', 10000.0)):.7g}"),
+        "tie_word_embeddings": all(t.name != "output.weight" for t in reader.tensors),
+    }
+    try:
+        return config_from_hf(hf, name=path.stem)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from e
+
+
+def _convert_gguf(reader: gguf.GGUFReader, path: Path, progress: Progress | None) -> tuple[GPTConfig, dict]:
+    config = _gguf_config(reader, path)
+    steps = plan(config)
+    by_key = {(_gguf_to_hf(t.name) or t.name): t for t in reader.tensors}
+    shapes = {key: tuple(int(d) for d in reversed(t.shape)) for key, t in by_key.items()}  # GGUF lists dims inner first
+    check_shapes(steps, shapes, path, lambda key: by_key[key].name if key in by_key else _hf_to_gguf(key))
+    hf: dict[str, Tensor] = {}
+    for done, (key, t) in enumerate(by_key.items(), start=1):
+        try:
+            a = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shapes[key])
+            w = torch.from_numpy(a if a.flags.writeable else a.copy())  # F32 tensors are read-only views
+        except (NotImplementedError, ValueError) as e:
+            raise WeightsError(f"{path}: cannot dequantize {t.name} ({t.tensor_type.name}): {e}.") from e
+        if key.endswith("q_proj.weight"):
+            w = unpermute_rows(w, config.n_head)
+        elif key.endswith("k_proj.weight"):
+            w = unpermute_rows(w, config.n_kv_head)
+        hf[key] = w
+        if progress is not None:
+            progress(done, len(by_key))
+    return config, convert(steps, hf)
+
+
+def _cache_path(path: Path, cache_dir: Path) -> Path:
+    stat = path.stat()
+    key = f"{GGUF_CACHE_FORMAT}|{path.name}|{stat.st_size}|{stat.st_mtime_ns}"
+    return cache_dir / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+
+
+def _read_cache(entry: Path) -> tuple[GPTConfig, dict[str, Tensor]] | None:
+    """A cached conversion, or None (missing or unusable: it is then converted again)."""
+    if not entry.is_file():
+        return None
+    try:
+        with safe_open(entry, framework="pt") as f:
+            config = GPTConfig.from_dict(json.loads(f.metadata()["gptviz_config"]))
+            sd = {key: f.get_tensor(key) for key in f.keys()}
+        if {k: tuple(v.shape) for k, v in sd.items()} != param_shapes(config):
+            raise ValueError("tensors do not match the stored config")
+        return config, sd
+    except Exception as e:  # noqa: BLE001 - a bad cache entry is rebuilt, never fatal
+        logger.warning("ignoring unusable cache entry %s (%s)", entry, e)
+        return None
+
+
+def _write_cache(entry: Path, config: GPTConfig, sd: dict[str, Tensor]) -> None:
+    """Write atomically (temp file + os.replace); a cache that cannot be written is only a warning."""
+    tmp = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=entry.name + ".", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp's 0o600 would hide the entry from other users of a shared cache
+        save_file(sd, tmp, metadata={"gptviz_config": json.dumps(config.to_dict()), "format": GGUF_CACHE_FORMAT})
+        os.replace(tmp, entry)
+    except (OSError, SafetensorError) as e:
+        logger.warning("could not cache the converted weights in %s (%s); using them from memory", entry.parent, e)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def load_gguf(
+    path: str | Path, cache_dir: str | Path | None = None, progress: Progress | None = None
+) -> tuple[GPTConfig, dict[str, Tensor]]:
+    """A llama.cpp GGUF file -> (config, our float32 state dict).
+
+    The first call dequantizes every tensor (``progress(done, total)`` per tensor) and caches
+    the result as safetensors in ``cache_dir`` (default: default_cache_dir()); later calls
+    read that cache entry, which is keyed by the file's name, size and modification time.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: pass an existing .gguf file.")
+    entry = _cache_path(path, Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    cached = _read_cache(entry)
+    if cached is not None:
+        config, sd = cached
+        return replace(config, name=path.stem), sd
+    config, sd = _convert_gguf(_open_gguf(path), path, progress)
+    _write_cache(entry, config, sd)
+    return config, sd
