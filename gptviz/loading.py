@@ -23,7 +23,9 @@ from gptviz.tokenizer import (
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
-from gptviz.weights import GPT2_REPOS, Progress, WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir
+from gptviz.weights import (
+    GPT2_REPOS, Progress, WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir, stored_dtypes, tensor_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,32 @@ def _weights_and_tokenizer(
         f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
         "a Hugging Face model directory, or a .gguf file."
     )
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def weights_origin(name_or_path: str) -> str:
+    """Where load_model(name_or_path) reads its weights from and at what precision they are stored,
+    in words (read from the file headers; gptviz always computes in float32)."""
+    if name_or_path in GPT2_REPOS:
+        where = f"{GPT2_REPOS[name_or_path]} on the Hugging Face hub, safetensors"
+        if not is_cached(name_or_path):
+            return f"{where} (float32; not downloaded yet)"
+        return f"{where}, stored as {_counted(stored_dtypes(download_gpt2(name_or_path)))} tensors; used as float32"
+    gguf_path = smollm2_gguf_path() if name_or_path == SMOLLM2 else Path(name_or_path).expanduser()
+    if gguf_path.suffix.lower() == ".gguf" and gguf_path.is_file():
+        types = tensor_types(gguf_path)
+        quantized = any(kind.startswith(("Q", "IQ")) for kind in types)
+        note = (": the numbers are this quantized model's, slightly different from the unquantized original"
+                if quantized else "")
+        return (f"the GGUF file {gguf_path.name} ({_counted(types)} tensors), dequantized to float32 by gptviz"
+                f"{note}")
+    if gguf_path.is_dir():
+        return f"the local folder {gguf_path.name}, safetensors stored as {_counted(stored_dtypes(gguf_path))} " \
+               "tensors; used as float32"
+    raise ValueError(f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, a folder or a .gguf file.")
 
 
 def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:

@@ -8,11 +8,11 @@ convert holds what they share: our parameter names and shapes, the plan that map
 checkpoint tensors onto them, the checks. Nothing is ever unpickled.
 """
 from gptviz.weights.convert import Progress, WeightsError, param_shapes
-from gptviz.weights.gguf import default_cache_dir, load_gguf
-from gptviz.weights.hf_dir import load_hf_dir
+from gptviz.weights.gguf import default_cache_dir, load_gguf, tensor_types
+from gptviz.weights.hf_dir import load_hf_dir, stored_dtypes
 from gptviz.weights.hub import GPT2_DOWNLOAD_BYTES, GPT2_REPOS, download_gpt2, hub_offline, is_cached
 
 __all__ = [
     "GPT2_DOWNLOAD_BYTES", "GPT2_REPOS", "Progress", "WeightsError", "default_cache_dir", "download_gpt2",
-    "hub_offline", "is_cached", "load_gguf", "load_hf_dir", "param_shapes",
+    "hub_offline", "is_cached", "load_gguf", "load_hf_dir", "param_shapes", "stored_dtypes", "tensor_types",
 ]
