@@ -119,42 +119,43 @@ def _dropout(c: GPTConfig) -> str:
 @dataclass(frozen=True)
 class Feature:
     """One row of the comparison: a component, how a config words it, and where the app shows it
-    (page: a page's url path; anchor: a section on it, or "")."""
+    (page: a page's url path; anchor: a section on it, or ""; section: that section in words)."""
 
     component: str
     describe: Callable[[GPTConfig], str]
     page: str
     anchor: str = ""
+    section: str = ""
 
 
 FEATURES: tuple[Feature, ...] = (
     Feature("size", lambda c: f"{c.n_layer} layers, d_model = {c.d_model:,}, vocabulary {c.vocab_size:,}, "
                               f"context {c.n_ctx:,}", "overview"),
-    Feature("norm", _norm, "inside_block", "norm"),
-    Feature("where the norms are", _placement, "inside_block", "shortcut"),
-    Feature("positions", _positions, "inside_block", "positions"),
+    Feature("norm", _norm, "inside_block", "norm", "the norm"),
+    Feature("where the norms are", _placement, "inside_block", "shortcut", "the shortcut"),
+    Feature("positions", _positions, "inside_block", "positions", "positions"),
     Feature("embedding scale", lambda c: f"× {c.embed_scale:.4g}" if c.embed_scale != 1.0 else "none", "embeddings"),
     Feature("attention heads", _heads, "attention"),
     Feature("key/value heads", _kv_heads, "attention"),
     Feature("q/k norm", lambda c: f"{norm_name(c)} on each head's q and k" if c.qk_norm else "none", "attention"),
     Feature("attention scale", lambda c: f"q·kᵀ {scale_text(c)}", "attention"),
     Feature("sliding window", window_text, "attention"),
-    Feature("MLP", _mlp, "inside_block", "ffn"),
-    Feature("biases", _biases, "inside_block", "attention-output"),
+    Feature("MLP", _mlp, "inside_block", "ffn", "the MLP"),
+    Feature("biases", _biases, "inside_block", "attention-output", "attention's output"),
     Feature("output head", _head, "logit_lens"),
-    Feature("dropout", _dropout, "inside_block", "dropout"),
+    Feature("dropout", _dropout, "inside_block", "dropout", "dropout"),
 )
 
 
 def feature_table(config: GPTConfig, weights: str = "") -> pd.DataFrame:
     """Component by component: the book's GPT-2 small, this config, whether they differ, and where
-    the app shows it (columns component, the book's GPT-2, this model, differs, page, anchor).
+    the app shows it (columns component, the book's GPT-2, this model, differs, page, anchor, section).
 
     weights: where this model's weights come from and at what precision (a last row when given).
     """
-    rows = [(f.component, f.describe(BOOK_GPT2), f.describe(config), f.page, f.anchor) for f in FEATURES]
+    rows = [(f.component, f.describe(BOOK_GPT2), f.describe(config), f.page, f.anchor, f.section) for f in FEATURES]
     if weights:
-        rows.append(("weights", BOOK_WEIGHTS, weights, "overview", ""))
-    frame = pd.DataFrame(rows, columns=["component", "the book's GPT-2", "this model", "page", "anchor"])
+        rows.append(("weights", BOOK_WEIGHTS, weights, "overview", "", ""))
+    frame = pd.DataFrame(rows, columns=["component", "the book's GPT-2", "this model", "page", "anchor", "section"])
     frame.insert(3, "differs", frame["the book's GPT-2"] != frame["this model"])
     return frame

@@ -87,7 +87,7 @@ def norm_input(trace: Trace, layer: int, which: str, start: int = 0, stop: int |
             return trace.resid_mid(layer)[start:stop]
         if which == "post_attn_norm":
             return block.attn.out_proj(merged_heads(trace, layer, start, stop))
-        return mlp_steps(trace, layer, start, stop).out
+        return _mlp_tensors(trace, layer, start, stop)["out"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class NormSteps:
     centred: LayerNorm subtracts the mean (RMSNorm does not); mean (W,) the input's mean either way;
     var (W,): the variance (LayerNorm) or the mean of squares (RMSNorm); denom (W,) = √(var + eps):
     the standard deviation or the root mean square; normalized (W, n) = (x − mean) / denom or x / denom;
-    gain (n,) = offset + weight (the γ applied); bias (n,) β or None; out (W, n) = normalized · gain (+ bias).
+    gain (n,) = offset + weight (the γ applied); bias (n,) β or None; out (W, n) = normalized · gain (+ bias);
+    model_out (W, n) the norm module's own output on x (out equals it to float32 rounding).
     """
 
     centred: bool
@@ -111,10 +112,16 @@ class NormSteps:
     gain: np.ndarray
     bias: np.ndarray | None
     out: np.ndarray
+    model_out: np.ndarray
 
     @property
     def kind(self) -> str:
         return "layernorm" if self.centred else "rmsnorm"
+
+    @property
+    def difference(self) -> float:
+        """Largest |out − model_out|: the steps rebuild the model's norm."""
+        return float(np.abs(self.out - self.model_out).max(initial=0.0))
 
 
 def norm_steps(norm: nn.Module, x: Tensor) -> NormSteps:
@@ -136,10 +143,12 @@ def norm_steps(norm: nn.Module, x: Tensor) -> NormSteps:
         normalized = xd / (var + norm.eps).sqrt()[:, None]
     gain = offset + norm.weight.detach().double()  # (n,)
     out = normalized * gain + (torch.from_numpy(bias) if bias is not None else 0.0)
+    with torch.inference_mode():
+        model_out = norm(x.detach())
     return NormSteps(
         centred=centred, eps=float(norm.eps), offset=offset, x=xd.numpy(), mean=mean.numpy(), var=var.numpy(),
         denom=(var + norm.eps).sqrt().numpy(), normalized=normalized.numpy(), gain=gain.numpy(), bias=bias,
-        out=out.numpy(),
+        out=out.numpy(), model_out=_np(model_out),
     )
 
 
@@ -163,8 +172,8 @@ def norm_table(steps: NormSteps, tokens: list[str], start: int = 0) -> pd.DataFr
 
 def norm_scale_by_layer(trace: Trace, position: int, start: int = 0, stop: int | None = None) -> pd.DataFrame:
     """Layer by layer, the L2 norm of the residual stream entering each block and of its norm1 output:
-    at `position`, and the median over positions [start, stop). The last row is the final residual
-    stream and the final norm (what the output head reads)."""
+    at `position`, and the median over positions [start, stop). Rows "L0".. are the blocks' inputs; the
+    last row, "final", is the last block's output and the final norm (what the output head reads)."""
     position = _position(trace, position)
     start, stop = _window(trace, start, stop)
     model, rows = trace.model, []
@@ -175,7 +184,7 @@ def norm_scale_by_layer(trace: Trace, position: int, start: int = 0, stop: int |
             normed = norm(resid)
             at = trace.resid_stream[layer][position : position + 1]
             rows.append((
-                f"block {layer} input" if layer < trace.n_layer else "final (output head input)",
+                f"L{layer}" if layer < trace.n_layer else "final",
                 float(at.norm()), float(norm(at).norm()),
                 float(resid.norm(dim=-1).median()), float(normed.norm(dim=-1).median()),
             ))
@@ -191,7 +200,8 @@ class QKVSteps:
     x (C,) the norm1 output; q_lin (nh, hs), k_lin (n_kv, hs), v (n_kv, hs) = x · W_q, W_k, W_v (+ bias),
     split into heads; q_pre, k_pre after the q/k norms (equal to q_lin, k_lin without them); q, k after
     rotary at the token's position (equal to q_pre, k_pre with learned positions): the model's q and k.
-    weight_shapes: "W_q", "W_k", "W_v" -> (C, columns) as x · W multiplies them.
+    weight_shapes: "W_q", "W_k", "W_v" -> (C, columns) as x · W multiplies them; difference: the largest
+    |q, k, v − the trace's q, k, v at the position| (from the whole prompt's forward pass).
     """
 
     position: int
@@ -204,6 +214,7 @@ class QKVSteps:
     q: np.ndarray
     k: np.ndarray
     weight_shapes: dict[str, tuple[int, int]]
+    difference: float
 
 
 def qkv_steps(trace: Trace, layer: int, position: int) -> QKVSteps:
@@ -223,6 +234,9 @@ def qkv_steps(trace: Trace, layer: int, position: int) -> QKVSteps:
         v=_np(v.view(n_kv, hs)), q_pre=_np(q_pre[0, :, 0]), k_pre=_np(k_pre[0, :, 0]), q=_np(q[0, :, 0]),
         k=_np(k[0, :, 0]),
         weight_shapes={"W_q": (cfg.d_model, nh * hs), "W_k": (cfg.d_model, n_kv * hs), "W_v": (cfg.d_model, n_kv * hs)},
+        difference=max(float((q[0, :, 0] - trace.q(layer)[:, position]).abs().max()),
+                       float((k[0, :, 0] - trace.k(layer)[:, position]).abs().max()),
+                       float((v.view(n_kv, hs) - trace.v(layer)[:, position]).abs().max())),
     )
 
 
@@ -279,6 +293,12 @@ class AttentionOutput:
     head_shares: np.ndarray
     bias_share: np.ndarray | None
 
+    @property
+    def head_sum_difference(self) -> float:
+        """Largest |Σ_h head_parts (+ bias) − out|: the per-head split adds up to the output."""
+        summed = self.head_parts.sum(0) + (self.bias if self.bias is not None else 0.0)
+        return float(np.abs(summed - self.out).max(initial=0.0))
+
 
 def attention_output(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> AttentionOutput:
     """The output projection of block `layer` over positions [start, stop), and its per-head split."""
@@ -317,7 +337,7 @@ def residual_writes(trace: Trace, layer: int, start: int = 0, stop: int | None =
         vectors = {"resid_pre": trace.resid_pre(layer)[start:stop],
                    "attn_out": attention_written(trace, layer, start, stop),
                    "resid_mid": trace.resid_mid(layer)[start:stop],
-                   "mlp_out": mlp_steps(trace, layer, start, stop).written,
+                   "mlp_out": _mlp_tensors(trace, layer, start, stop)["written"],
                    "resid_post": trace.resid_post(layer)[start:stop]}
         return {name: _np(vectors[name].norm(dim=-1)) for name in WRITE_ROWS}
 
@@ -339,7 +359,7 @@ def all_residual_writes(
 # ---- the MLP ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MLPSteps:
-    """Block `layer`'s MLP at positions [start, stop), as tensors.
+    """Block `layer`'s MLP at positions [start, stop), float32 numpy.
 
     x (W, C) the norm2 output; pre (W, d_mlp) the pre-activation x · W_in (+ b), or the gate x · W_gate;
     up (W, d_mlp) x · W_up for a gated MLP, else None; act (W, d_mlp) = act(pre); hidden (W, d_mlp) =
@@ -348,17 +368,16 @@ class MLPSteps:
     """
 
     start: int
-    x: Tensor
-    pre: Tensor
-    up: Tensor | None
-    act: Tensor
-    hidden: Tensor
-    out: Tensor
-    written: Tensor
+    x: np.ndarray
+    pre: np.ndarray
+    up: np.ndarray | None
+    act: np.ndarray
+    hidden: np.ndarray
+    out: np.ndarray
+    written: np.ndarray
 
 
-def mlp_steps(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> MLPSteps:
-    """The MLP of block `layer` step by step on the residual stream after attention at [start, stop)."""
+def _mlp_tensors(trace: Trace, layer: int, start: int, stop: int | None) -> dict[str, Tensor | None]:
     start, stop = _window(trace, start, stop)
     block = trace.model.blocks[trace._layer(layer)]
     with torch.inference_mode():
@@ -367,8 +386,13 @@ def mlp_steps(trace: Trace, layer: int, start: int = 0, stop: int | None = None)
         act = block.mlp.act(pre)
         hidden = act if up is None else act * up
         out = block.mlp.fc_out(hidden)
-        return MLPSteps(start=start, x=x, pre=pre, up=up, act=act, hidden=hidden, out=out,
-                        written=block.post_mlp_norm(out))
+        return dict(x=x, pre=pre, up=up, act=act, hidden=hidden, out=out, written=block.post_mlp_norm(out))
+
+
+def mlp_steps(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> MLPSteps:
+    """The MLP of block `layer` step by step on the residual stream after attention at [start, stop)."""
+    parts = _mlp_tensors(trace, layer, start, stop)
+    return MLPSteps(start=start, **{name: None if t is None else _np(t) for name, t in parts.items()})
 
 
 def top_neurons(hidden: Tensor | np.ndarray, k: int = TOP_NEURONS) -> np.ndarray:
@@ -455,7 +479,7 @@ def one_token_check(trace: Trace, layer: int, position: int) -> OneTokenCheck:
         pre = trace.resid_pre(layer)[None, position : position + 1]
         rotary = trace.model.rotary(torch.tensor([position]))[trace._layer(layer)]
         attn_alone = block.post_attn_norm(block.attn(block.norm1(pre), rotary))[0, 0]
-        mlp_model = mlp_steps(trace, layer, position, position + 1).written[0]
+        mlp_model = _mlp_tensors(trace, layer, position, position + 1)["written"][0]
         attn_model = attention_written(trace, layer, position, position + 1)[0]
     return OneTokenCheck(position=position, mlp_alone=_np(mlp_alone), mlp_model=_np(mlp_model),
                          attn_alone=_np(attn_alone), attn_model=_np(attn_model))
