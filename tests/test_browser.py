@@ -98,6 +98,16 @@ def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
         expect(page.locator(".js-plotly-plot text", has_text=title).first).to_be_attached()
     expect(page.locator(".js-plotly-plot")).to_have_count(19)
     shoot(page, "inside_block", shots)
+    neurons = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="hidden activations")).first
+    neurons.scroll_into_view_if_needed()
+    names, n_rows = neurons.evaluate("el => [el.data[0].x, el.data[0].y.length]")
+    area = neurons.locator(".nsewdrag").first.bounding_box()
+    x, y = area["x"] + area["width"] * 1.5 / len(names), area["y"] + area["height"] * 0.5 / n_rows  # cell (0, 1)
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)  # picks that neuron
+    settle(page)
+    expect(page.locator("body")).to_contain_text(f"Neuron {names[1][1:]} over the prompt")
 
     open_page(page, "tokens")
     expect(page.locator("body")).to_contain_text("generated")

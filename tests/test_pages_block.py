@@ -101,6 +101,30 @@ def test_page_runs_for_many_prompts(app_env, family):
     assert any("left out" in w.value for w in at.warning) or not at.warning
 
 
+@pytest.mark.parametrize("case", ["gemma3", "qwen3", "qwen2-sliding"])
+def test_page_on_other_architectures(app_env, case, tmp_path, monkeypatch):
+    """Post norms and two ropes (Gemma 3), nh·hs ≠ d_model and q/k norms (Qwen3), sliding windows (Qwen2)."""
+    from test_fidelity import ARCH_CASES, save_random
+
+    config_class, kwargs, _ = ARCH_CASES[case]
+    path = save_random(tmp_path / case, config_class, 0, **kwargs)
+    monkeypatch.setenv("GPTVIZ_MODEL_DIRS", str(path))
+    at = start(f"local: {case}", layer="0")
+    assert CHARTS | ROTARY_CHARTS == chart_keys(at)
+    places = at.radio(key="norm").options
+    assert len(places) == (4 if case == "gemma3" else 2)
+    if case == "gemma3":
+        for which in ("post_attn_norm", "post_mlp_norm"):
+            at.radio(key="norm").set_value(which)
+            run_ok(at)
+            assert which in figure(at, "block_norm_steps")["layout"]["title"]["text"]
+    captions = " ".join(c.value for c in at.caption)
+    assert float(captions.split("out_proj(concat)|: ")[1].split()[0].rstrip(".")) < 1e-5
+    for layer in range(3):
+        at.number_input(key="layer").set_value(layer)
+        run_ok(at)
+
+
 def test_widgets_change_the_figures_and_the_url(app_env):
     at = start(app_env["llama"])
     norm = json.dumps(figure(at, "block_norm_steps"))
@@ -216,6 +240,7 @@ def test_mlp_figures():
     assert neurons.data[0].z.shape == (3, 2) and list(neurons.data[0].x) == ["n40", "n7"]
     assert neurons.data[1].customdata.tolist() == [[40, 5], [7, 5], [40, 6], [7, 6], [40, 7], [7, 7]]
     assert plots.neuron_pick({"customdata": [7, 5]}, 50) == 7
+    assert plots.neuron_pick({"customdata": {"0": 7, "1": 5}}, 50) == 7  # as Streamlit's selection event sends it
     assert plots.neuron_pick({"customdata": [70, 5]}, 50) is None and plots.neuron_pick({}, 50) is None
     text = plots.activation_text_html(["a", " <b>"], np.array([1.0, -0.5]))
     assert "&lt;b&gt;" in text and "rgba(220,38,38,1.00)" in text and "rgba(37,99,235,0.50)" in text

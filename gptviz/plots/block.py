@@ -258,9 +258,11 @@ def neurons_figure(hidden: np.ndarray, neurons: Sequence[int], tokens: Sequence[
 
 
 def neuron_pick(point: Mapping, d_mlp: int) -> int | None:
-    """The neuron of a selected neurons_figure point (its customdata [neuron, position]), or None."""
+    """The neuron of a selected neurons_figure point (its customdata [neuron, position], which Streamlit's
+    selection event sends as {"0": neuron, "1": position}), or None."""
     try:
-        neuron = int(point["customdata"][0])
+        data = point["customdata"]
+        neuron = int(data["0"] if isinstance(data, Mapping) else data[0])
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return neuron if 0 <= neuron < d_mlp else None
