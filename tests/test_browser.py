@@ -100,9 +100,9 @@ def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
     shoot(page, "inside_block", shots)
     neurons = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="hidden activations")).first
     neurons.scroll_into_view_if_needed()
-    names, n_rows = neurons.evaluate("el => [el.data[0].x, el.data[0].y.length]")
-    area = neurons.locator(".nsewdrag").first.bounding_box()
-    x, y = area["x"] + area["width"] * 1.5 / len(names), area["y"] + area["height"] * 0.5 / n_rows  # cell (0, 1)
+    names, x, y = neurons.evaluate("""el => {  // the centre of cell (token 0, neuron 1) on the page
+        const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
+        return [el.data[0].x, box.left + xa._offset + xa.l2p(1), box.top + ya._offset + ya.l2p(0)]; }""")
     page.mouse.move(x - 3, y - 3)
     page.mouse.move(x, y)
     page.mouse.click(x, y)  # picks that neuron

@@ -250,8 +250,8 @@ def neurons_figure(hidden: np.ndarray, neurons: Sequence[int], tokens: Sequence[
     if selected is not None and selected in list(neurons):
         col = list(neurons).index(selected)
         fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=-0.5, y1=W - 0.5, line=dict(color="#f59e0b", width=2))
-    fig.update_xaxes(type="category", side="top", title_text="neuron")
-    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", side="top", title_text="neuron", range=[-0.5, k - 0.5])  # no marker padding
+    fig.update_yaxes(type="category", range=[W - 0.5, -0.5])
     fig.update_layout(title=title, height=min(900, 190 + 16 * W), margin=dict(l=10, r=10, t=90, b=10),
                       hovermode="closest", clickmode="event+select", dragmode=False, plot_bgcolor="white")
     return fig
