@@ -70,8 +70,8 @@ LLAMA3_SPLIT = (
 QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 # The same splits for tiktoken's regex engine, which backtracks with a stack once a pattern has a
 # lookahead; `\s*[\r\n]+` would overflow it on a long run of spaces. So each alternative without
-# a lookahead becomes an atomic group (?>...), which the engine runs without that stack; nothing
-# follows an alternative, so backtracking into it could never change the match. `\s++$` before
+# a lookahead becomes an atomic group (?>...), which keeps no backtracking state; nothing follows
+# an alternative, so backtracking into it could never change the match. `\s++$` before
 # `\s+(?!\S)` takes trailing whitespace in one step, as that alternative would.
 LLAMA3_PATTERN = (
     r"""(?>(?i:'s|'t|'re|'ve|'m|'ll|'d))|(?>[^\r\n\p{L}\p{N}]?\p{L}+)|(?>\p{N}{1,3})"""
@@ -99,7 +99,6 @@ GGUF_PRE_TOKENIZERS = {
     "gpt-2": _BYTE_LEVEL,
     "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
     "llama-bpe": _split_then_bytes(LLAMA3_SPLIT),
-    "llama3": _split_then_bytes(LLAMA3_SPLIT),
     "qwen2": _split_then_bytes(QWEN2_SPLIT),
 }
 # general.architecture values whose SentencePiece GGUF transformers builds as GemmaTokenizer.
@@ -372,7 +371,9 @@ def _tiktoken_from_spec(
     tiktoken merges the adjacent pair whose joined token has the lowest rank; HF BPE the pair
     listed first in ``merges``. With rank = id these agree when every merge makes a token with
     a larger id than its parts and than all earlier merges, and every token other than a single
-    byte is made by a merge. That is checked here (true for GPT-2, SmolLM2, Llama 3, Qwen2).
+    byte is made by a merge. That is checked here: true for GPT-2 and SmolLM2, and for Llama 3
+    and Qwen2, whose vocabularies were made by tiktoken. (tiktoken takes a piece that is a token
+    whole, as HF BPE does with ignore_merges; merges trained in order reach it anyway.)
     """
     model = spec.get("model") or {}
     normalizer = spec.get("normalizer")
@@ -391,7 +392,7 @@ def _tiktoken_from_spec(
     contents = [t["content"] for t in added]
     if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
         raise _NotForTiktoken("an added token strips spaces or matches single words only")
-    if any(a != b and b.startswith(a) for a in contents for b in contents):
+    if any(b.startswith(a) for a, b in zip(sorted(contents), sorted(contents)[1:])):  # a prefix sorts just before
         raise _NotForTiktoken("an added token is the start of another")  # tiktoken may match the shorter
     if normalizer and any(unicodedata.normalize("NFC", c) != c for c in contents):
         raise _NotForTiktoken("an added token changes under NFC")
@@ -601,7 +602,9 @@ def _template_bos(path: Path, template: dict) -> int | None:
     first = single[0].get("SpecialToken", {}).get("id")
     bos_ids = template.get("special_tokens", {}).get(first, {}).get("ids") or []
     if len(single) != 2 or single[1].get("Sequence", {}).get("id") != "A" or len(bos_ids) != 1:
-        raise TokenizerError(f"{path}: the post-processor adds tokens other than one BOS before the text; not supported")
+        raise TokenizerError(
+            f"{path}: the post-processor adds tokens other than one BOS before the text; not supported"
+        )
     return bos_ids[0]
 
 

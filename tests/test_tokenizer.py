@@ -153,7 +153,7 @@ def smol_fuzz(smol_missing):
 
 # --- tokenizer.json files in Llama 3, Qwen2 and Gemma style, trained here ---------------------
 
-TRAINING_TEXT = fuzz_strings(seed=7, n=2000) + ["Hello world, the cat sat on the mat. Don't DON'T we'll 1234567"] * 20
+TRAINING_TEXT = fuzz_strings(seed=7, n=2000)
 # Strings the split regexes treat specially, added to every comparison with transformers.
 TRICKY = [
     "DON'T", "don'T 'ſ 'K", "x\u212a's", "  \n  \n x", "x  \n", "\r\n\r\n  ", "a\u0301 e\u0301\u0302", "12345678",
@@ -185,11 +185,13 @@ def train_byte_level(split: str, normalize_nfc: bool) -> HFTokenizer:
     if normalize_nfc:
         bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(split), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [pre_tokenizers.Split(Regex(split), behavior="isolated"),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     bpe.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    bpe.train_from_iterator(TRAINING_TEXT, trainers.BpeTrainer(vocab_size=1500, initial_alphabet=alphabet, show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=1500, initial_alphabet=alphabet, show_progress=False)
+    bpe.train_from_iterator(TRAINING_TEXT, trainer)
     return bpe
 
 
@@ -234,10 +236,11 @@ def qwen2_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gemma_style_dir(tmp_path_factory) -> Path:
     """Gemma's layout: spaces as '▁', BPE with byte fallback (rare characters have no token),
-    special and byte tokens first, "\n" and "\n\n" as plain added tokens, <bos> added."""
+    special and byte tokens first, newlines as plain added tokens, <bos> added."""
     trained = HFTokenizer(models.BPE())
     trained.normalizer = normalizers.Replace(" ", "▁")
-    trained.train_from_iterator(TRAINING_TEXT, trainers.BpeTrainer(vocab_size=1500, limit_alphabet=200, show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=1500, limit_alphabet=200, show_progress=False)
+    trained.train_from_iterator(TRAINING_TEXT, trainer)
     learned = json.loads(trained.to_str())["model"]
     vocab = {t: i for i, t in enumerate(GEMMA_SPECIALS + [f"<0x{b:02X}>" for b in range(256)])}
     for token in [*sorted(learned["vocab"], key=learned["vocab"].get), "\n", "\n\n"]:
@@ -751,7 +754,8 @@ def test_gguf_metadata_reader_agrees_with_gguf_package(gguf_vocab, tmp_path):
     assert meta["tokenizer.ggml.tokens"] == gguf_vocab["tokens"]
     assert meta["tokenizer.ggml.token_type"] == list(gguf_vocab["types"])
     assert [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]] == gguf_vocab["merges"]
-    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (gguf_vocab["bos"], gguf_vocab["eos"])
+    ids = meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]
+    assert ids == (gguf_vocab["bos"], gguf_vocab["eos"])
     bad = tmp_path / "bad.gguf"
     with open(smollm2_gguf_path(), "rb") as f:
         bad.write_bytes(f.read(1000))  # cut off inside the metadata
