@@ -763,6 +763,35 @@ def test_gguf_metadata_reader_agrees_with_gguf_package(gguf_vocab, tmp_path):
         tokenizer_from_gguf(bad)
 
 
+def test_gguf_llama3_matches_its_tokenizer_json(tmp_path, llama3_dir):
+    """A byte-level GGUF with Llama 3's pre-tokenizer ('llama-bpe') and add_bos_token, written from
+    the Llama 3 style tokenizer.json, encodes as that file does."""
+    spec = json.loads((llama3_dir / "tokenizer.json").read_text())
+    added = {t["content"]: t["id"] for t in spec["added_tokens"]}
+    vocab = spec["model"]["vocab"] | added
+    tokens = sorted(vocab, key=vocab.get)
+    writer = gguf.GGUFWriter(tmp_path / "llama3.gguf", "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in added else gguf.TokenType.NORMAL for t in tokens])
+    writer.add_token_merges([" ".join(m) for m in spec["model"]["merges"]])
+    writer.add_bos_token_id(added["<|begin_of_text|>"])
+    writer.add_eos_token_id(added["<|end_of_text|>"])
+    writer.add_add_bos_token(True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    from_gguf, from_json = tokenizer_from_gguf(tmp_path / "llama3.gguf"), tokenizer_from_hf_dir(llama3_dir)
+    assert isinstance(from_gguf, TiktokenTokenizer)
+    assert (from_gguf.bos_id, from_gguf.eos_id, from_gguf.add_bos) == (from_json.bos_id, from_json.eos_id, True)
+    for s in fuzz_strings(seed=8, n=500) + TRICKY:
+        expected = from_json.encode(s, allow_special=True, add_special_tokens=True)
+        assert from_gguf.encode(s, allow_special=True, add_special_tokens=True) == expected
+
+
 def test_unicode_to_byte_is_gpt2s_table():
     assert tok._unicode_to_byte() == {c: b for b, c in bytes_to_unicode().items()}
     assert all(unicodedata.category(c)[0] != "C" and not c.isspace() for c in bytes_to_unicode().values())
