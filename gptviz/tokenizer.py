@@ -27,7 +27,6 @@ import logging
 import mmap
 import operator
 import os
-import re
 import struct
 import tempfile
 import threading
@@ -498,6 +497,7 @@ def _huggingface_from_spec(
     if sorted(tokens) != list(range(len(tokens))):
         raise TokenizerError(f"{name}: token ids are not 0..{len(tokens) - 1} without gaps")
     to_byte = _unicode_to_byte()
+    byte_tokens = {f"<0x{b:02X}>": bytes([b]) for b in range(256)}
     id_bytes = []
     for i in range(len(tokens)):
         token = tokens[i]
@@ -508,10 +508,8 @@ def _huggingface_from_spec(
                 id_bytes.append(bytes(to_byte[c] for c in token))
             except KeyError:
                 raise TokenizerError(f"{name}: token {i} {token!r} is not byte-level BPE text") from None
-        elif byte := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", token):
-            id_bytes.append(bytes([int(byte[1], 16)]))
         else:
-            id_bytes.append(token.replace("▁", " ").encode())
+            id_bytes.append(byte_tokens.get(token) or token.replace("▁", " ").encode())
     return HuggingFaceTokenizer(
         name=name, bos_id=bos_id, eos_id=eos_id, add_bos=add_bos,
         backend=backend, id_bytes=tuple(id_bytes), byte_level=byte_level,
@@ -770,8 +768,9 @@ def _gguf_value(data, pos: int, kind: int):
             fmt = f"<{count}{_GGUF_SCALARS[item_kind]}"
             return list(struct.unpack_from(fmt, data, pos)), pos + struct.calcsize(fmt)
         values = []
-        for _ in range(count):
-            value, pos = _gguf_value(data, pos, item_kind)
+        read = _gguf_string if item_kind == _GGUF_STRING else functools.partial(_gguf_value, kind=item_kind)
+        for _ in range(count):  # a vocabulary: 262k strings for Gemma
+            value, pos = read(data, pos)
             values.append(value)
         return values, pos
     raise ValueError(f"unknown metadata value type {kind}")
