@@ -18,6 +18,7 @@ DROPOUT_TOKENS = 24  # the dropout view shows the first tokens' pattern
 OFFSET_GRID = 40  # positions a side in the rotary q·k grid
 OFFSETS = 64  # offsets in the rotary score-by-offset curves
 POSITIONS_DEFAULT = 128
+MAX_POSITIONS = 512  # a (512, 768) table and a (512, 512) similarity: about 1.5 MB each in the browser
 
 
 def clamp(key: str, low: int, high: int, default: int) -> int:
@@ -332,7 +333,7 @@ def mlp_section(v: ui.View, position: int, start: int, stop: int) -> None:
 def positions_section(v: ui.View, position: int) -> None:
     tr, layer, cfg, model = v.trace, v.layer, v.model.config, v.model
     st.subheader("5. Positions", anchor="positions")
-    top = min(cfg.n_ctx, 1024)
+    top = min(cfg.n_ctx, MAX_POSITIONS)
     n = clamp("n_positions", 8, top, min(POSITIONS_DEFAULT, top))
     st.slider("Positions drawn", 8, top, step=8 if top >= 16 else 1, key="n_positions")
     n = int(st.session_state["n_positions"])
@@ -382,12 +383,12 @@ def positions_section(v: ui.View, position: int) -> None:
         return
     rope = cfg.rope_for(layer)
     rt = positions.rotary_table(model, layer, n)
+    scaling = f", {rope.scaling} scaling × {rope.factor:g}" if rope.scaling != "default" else ""
+    local = " (this layer's sliding-window rope)" if cfg.rope_local is not None and rope == cfg.rope_local else ""
     st.markdown(
-        f"**Rotary in layer {layer}** (θ base {rope.theta:g}" + (f", {rope.scaling} scaling" if rope.scaling != "default"
-                                                                  else "")
-        + f"): pair i turns by position · θ_i radians per token. The fastest pair turns {rt.frequencies[0]:.3g} rad per "
-        f"token (a full turn every {rt.wavelengths[0]:.3g} tokens), the slowest {rt.frequencies[-1]:.3g} (every "
-        f"{rt.wavelengths[-1]:,.0f} tokens)."
+        f"**Rotary in layer {layer}**{local}: θ base {rope.theta:g}{scaling}. Pair i turns by position · θ_i radians "
+        f"per token. The fastest pair turns {rt.frequencies[0]:.3g} rad per token (a full turn every "
+        f"{rt.wavelengths[0]:.3g} tokens), the slowest {rt.frequencies[-1]:.3g} (every {rt.wavelengths[-1]:,.0f} tokens)."
     )
     left, right = st.columns(2)
     with left:

@@ -55,7 +55,7 @@ def hf_block_module(hf, arch: str, layer: int, ours: str) -> list[torch.nn.Modul
     return [hf.get_submodule(prefix + name) for name in entry.names[ours]]
 
 
-def run_with_hooks(hf, ids: list[int], modules: dict[str, torch.nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def run_with_hooks(hf, ids: list[int], modules: dict[str, torch.nn.Module]) -> dict[str, tuple[torch.Tensor, ...]]:
     """name -> (input, output) of each module in one forward pass (batch dimension dropped)."""
     seen, handles = {}, []
     for name, module in modules.items():

@@ -166,7 +166,8 @@ def norm_table(steps: NormSteps, tokens: list[str], start: int = 0) -> pd.DataFr
         "position": np.arange(start, start + len(tokens)), "token": tokens,
         "mean before": m0, f"{spread} before": s0, "‖x‖ before": n0,
         "mean normalised": m1, f"{spread} normalised": s1,
-        "mean after (× γ" + (" + β)" if steps.bias is not None else ")"): m2, f"{spread} after": s2, "‖x‖ after": n2,
+        "mean after (× γ" + (" + β)" if steps.bias is not None else ")"): m2, f"{spread} after": s2,
+        "‖x‖ after": n2,
     })
 
 

@@ -92,15 +92,15 @@ def heads_matrix_figure(matrix: np.ndarray, tokens: Sequence[str], n_head: int, 
     hs = width // n_head
     bound = _bound(matrix)
     labels = position_labels(tokens, start)
+    columns = [f"H{h}·{d}" for h in range(n_head) for d in range(hs)]  # head and dimension, in the hover
     fig = go.Figure(go.Heatmap(
-        z=matrix, x=np.arange(width, dtype=np.int32), y=labels, colorscale="RdBu_r", zmin=-bound, zmax=bound,
-        customdata=np.broadcast_to((np.arange(width) // hs).astype(np.int32), matrix.shape),
-        hovertemplate="token %{y}<br>column %{x} (head %{customdata})<br>%{z:.4f}<extra></extra>",
+        z=matrix, x=columns, y=labels, colorscale="RdBu_r", zmin=-bound, zmax=bound,
+        hovertemplate="token %{y}<br>head·dimension %{x}<br>%{z:.4f}<extra></extra>",
     ))
-    for h in range(1, n_head):
+    for h in range(1, n_head):  # category axis: column c spans c - 0.5 .. c + 0.5
         fig.add_vline(x=h * hs - 0.5, line=dict(color="#111", width=1))
     step = max(1, n_head // 16)
-    fig.update_xaxes(tickvals=[h * hs + (hs - 1) / 2 for h in range(0, n_head, step)],
+    fig.update_xaxes(type="category", tickvals=[columns[h * hs + hs // 2] for h in range(0, n_head, step)],
                      ticktext=[f"H{h}" for h in range(0, n_head, step)], side="top", title_text=None)
     if highlight is not None and start <= highlight < start + W:
         fig.add_shape(type="rect", x0=-0.5, x1=width - 0.5, y0=highlight - start - 0.5, y1=highlight - start + 0.5,
