@@ -572,7 +572,7 @@ def test_download_without_hub_fails_fast(env, tmp_path):
     assert out["error"] is not None and out["seconds"] < 5
     assert "gpt2-medium is not in the Hugging Face cache" in out["error"] and "smollm2-135m" in out["error"]
     assert out["cached"] is False
-    assert out["offline"] == ["smollm2-135m"] and out["default"] == "smollm2-135m"
+    assert out["offline"] == ["smollm2-135m", "gemma3-270m"] and out["default"] == "smollm2-135m"
 
 
 def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
