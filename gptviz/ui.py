@@ -23,7 +23,9 @@ import gptviz
 from gptviz.model import GPT
 from gptviz.trace import Trace
 from gptviz.tokenizer import TokenizerError
-from gptviz.weights import GPT2_DOWNLOAD_BYTES as DOWNLOAD_BYTES, WeightsError, download_gpt2, is_cached
+from gptviz.weights import (
+    DOWNLOAD_BYTES, HUB_NAMES, WeightsError, cached_repos, download, is_cached, is_hub_name, repo_allowed, repo_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,46 @@ def local_model_dirs() -> dict[str, str]:
     return {f"local: {Path(p).name}": p for p in paths}
 
 
+# ---- hub models: which ones this server may download and load ---------------------------------
+DEFAULT_ALLOW_MODELS = ("openai-community/gpt2*,HuggingFaceTB/SmolLM2-*,Qwen/Qwen2.5-0.5B*,Qwen/Qwen3-0.6B*,"
+                        "meta-llama/Llama-3.2-1B*,google/gemma-3-270m*")
+
+
+def allowed_models() -> str:
+    """GPTVIZ_ALLOW_MODELS: comma-separated glob patterns of the hub repo ids this server may
+    download and load (matched with fnmatch, case-sensitive); default DEFAULT_ALLOW_MODELS."""
+    return os.environ.get("GPTVIZ_ALLOW_MODELS", DEFAULT_ALLOW_MODELS)
+
+
 def model_choices() -> list[str]:
-    return list(gptviz.MODEL_NAMES) + list(local_model_dirs())
+    """The picker's models: the built-in names (hub ones only if allowed), the allowed hub repos
+    already in the Hugging Face cache, and the local directories."""
+    allowed = allowed_models()
+    names = [name for name in gptviz.MODEL_NAMES if not is_hub_name(name) or repo_allowed(name, allowed)]
+    cached = [repo for repo in cached_repos() if repo not in HUB_NAMES.values() and repo_allowed(repo, allowed)]
+    return names + cached + list(local_model_dirs())
+
+
+def model_allowed(name: str) -> bool:
+    """Whether a session may pick `name` (from the picker, the repo box or a link)."""
+    return name in model_choices() or (is_hub_name(name) and repo_allowed(name, allowed_models()))
+
+
+def _pick_repo() -> None:
+    """The repo-id box: an allowed repo id becomes the model; anything else gets a message."""
+    state = st.session_state
+    repo = str(state.get("hub_repo", "")).strip()
+    state["hub_repo"] = ""
+    if not repo:
+        return
+    if not is_hub_name(repo):
+        state["_repo_error"] = f"{repo!r} is not a Hugging Face repo id: write it as owner/name, e.g. Qwen/Qwen2.5-0.5B."
+    elif not repo_allowed(repo, allowed_models()):
+        state["_repo_error"] = (f"{repo} is not allowed on this server: GPTVIZ_ALLOW_MODELS allows "
+                                f"{allowed_models() or 'no hub models'}.")
+    else:
+        state["model"] = repo
+        _model_changed()
 
 
 def default_model() -> str:
@@ -215,7 +255,7 @@ def restore_state() -> None:
     for key in PERSISTENT_KEYS:
         if key in state:
             state[key] = state[key]
-    if state["model"] not in model_choices():
+    if not model_allowed(state["model"]):
         state["model"] = default_model()
 
 
@@ -280,8 +320,14 @@ def sidebar() -> None:
     restore_state()
     state = st.session_state
     with st.sidebar:
-        st.selectbox("Model", model_choices(), key="model", on_change=_model_changed,
-                     help="Pick a model; GPT-2 sizes not downloaded yet offer a download.")
+        choices = model_choices()
+        st.selectbox("Model", choices + [state["model"]] * (state["model"] not in choices), key="model",
+                     on_change=_model_changed, help="Pick a model; hub models not downloaded yet offer a download.")
+        st.text_input("…or a Hugging Face repo id", key="hub_repo", on_change=_pick_repo,
+                      placeholder="owner/name, e.g. Qwen/Qwen2.5-0.5B",
+                      help=f"Any repo of an architecture gptviz runs that this server allows: {allowed_models()}")
+        if error := state.pop("_repo_error", None):
+            st.error(error)
         st.text_area("Prompt", key="prompt", height=120, on_change=_forget_generated,
                      help="Any text. It is split into tokens and run through the model.")
         st.checkbox("Treat <|…|> text as special tokens", key="allow_special", on_change=_forget_generated)
@@ -311,13 +357,14 @@ def active_model() -> GPT | None:
     state = st.session_state
     name = state["model"]
     label = name
-    if name in gptviz.MODEL_NAMES and name.startswith("gpt2") and not is_cached(name):
-        size_mb = DOWNLOAD_BYTES.get(name, 0) / 1e6
-        st.info(f"**{name}** is not downloaded yet ({size_mb:,.0f} MB from the Hugging Face hub).")
-        if st.button(f"Download {name} ({size_mb:,.0f} MB)", key="download"):
+    if is_hub_name(name) and not is_cached(name):  # never downloads without the button (and the allow-list)
+        size = f"{DOWNLOAD_BYTES[repo_id(name)] / 1e6:,.0f} MB" if repo_id(name) in DOWNLOAD_BYTES else ""
+        st.info(f"**{name}** is not downloaded yet ({size + ' ' * bool(size)}from the Hugging Face hub).")
+        allowed = repo_allowed(name, allowed_models())
+        if allowed and st.button(f"Download {name}" + f" ({size})" * bool(size), key="download"):
             bar = st.progress(0.0, text=f"Downloading {name}…")
             try:
-                download_gpt2(name, lambda done, total: bar.progress(
+                download(name, lambda done, total: bar.progress(
                     min(1.0, done / max(total, 1)), text=f"Downloading {name}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB"))
             except WeightsError as err:
                 st.error(str(err))
@@ -366,7 +413,7 @@ def view() -> View:
     sidebar()
     state = st.session_state
     name = state.get("_active_model") or state["model"]
-    model = load_with_progress(name) if name in model_choices() else None
+    model = load_with_progress(name) if model_allowed(name) else None
     if model is None:
         st.info("No model is loaded: pick one in the sidebar.")
         st.stop()
