@@ -16,15 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 import gptviz
+from gptviz.analysis import heads
+from gptviz.config import GPTConfig
 from gptviz.model import GPT
-from gptviz.trace import Trace
 from gptviz.tokenizer import TokenizerError
+from gptviz.trace import Trace
 from gptviz.weights import (
-    DOWNLOAD_BYTES, HUB_NAMES, WeightsError, cached_repos, download, is_cached, is_hub_name, repo_allowed, repo_id,
+    DOWNLOAD_BYTES,
+    HUB_NAMES,
+    WeightsError,
+    cached_repos,
+    download,
+    is_cached,
+    is_hub_name,
+    repo_allowed,
+    repo_id,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,12 @@ def allowed_models() -> str:
     return os.environ.get("GPTVIZ_ALLOW_MODELS", DEFAULT_ALLOW_MODELS)
 
 
+def _patterns() -> str:
+    """The allow-list for messages, each pattern as code (a * would start italics)."""
+    patterns = [p.strip() for p in allowed_models().split(",") if p.strip()]
+    return ", ".join(f"`{p}`" for p in patterns) or "no hub models"
+
+
 def model_choices() -> list[str]:
     """The picker's models: the built-in names (hub ones only if allowed), the allowed hub repos
     already in the Hugging Face cache, and the local directories."""
@@ -96,10 +113,9 @@ def _pick_repo() -> None:
     if not repo:
         return
     if not is_hub_name(repo):
-        state["_repo_error"] = f"{repo!r} is not a Hugging Face repo id: write it as owner/name, e.g. Qwen/Qwen2.5-0.5B."
+        state["_repo_error"] = f"{repo!r} is not a Hugging Face repo id: write it as owner/name, e.g. Qwen/Qwen2.5-0.5B"
     elif not repo_allowed(repo, allowed_models()):
-        state["_repo_error"] = (f"{repo} is not allowed on this server: GPTVIZ_ALLOW_MODELS allows "
-                                f"{allowed_models() or 'no hub models'}.")
+        state["_repo_error"] = f"{repo} is not allowed on this server: GPTVIZ_ALLOW_MODELS allows {_patterns()}."
     else:
         state["model"] = repo
         _model_changed()
@@ -292,9 +308,6 @@ def _model_changed() -> None:
     st.session_state.pop("max_tokens", None)
 
 
-def _clamp(key: str, upper: int) -> None:
-    value = st.session_state.get(key, 0)
-    st.session_state[key] = min(max(int(value), 0), upper)
 
 
 @dataclass(frozen=True)
@@ -325,7 +338,7 @@ def sidebar() -> None:
                      on_change=_model_changed, help="Pick a model; hub models not downloaded yet offer a download.")
         st.text_input("…or a Hugging Face repo id", key="hub_repo", on_change=_pick_repo,
                       placeholder="owner/name, e.g. Qwen/Qwen2.5-0.5B",
-                      help=f"Any repo of an architecture gptviz runs that this server allows: {allowed_models()}")
+                      help=f"Any repo of an architecture gptviz runs that this server allows: {_patterns()}")
         if error := state.pop("_repo_error", None):
             st.error(error)
         st.text_area("Prompt", key="prompt", height=120, on_change=_forget_generated,
@@ -333,8 +346,8 @@ def sidebar() -> None:
         st.checkbox("Treat <|…|> text as special tokens", key="allow_special", on_change=_forget_generated)
         model = active_model()
         if model is not None:
-            _clamp("layer", model.config.n_layer - 1)
-            _clamp("head", model.config.n_head - 1)
+            clamp_state("layer", 0, model.config.n_layer - 1, 0)
+            clamp_state("head", 0, model.config.n_head - 1, 0)
             st.number_input("Layer", 0, model.config.n_layer - 1, step=1, key="layer")
             st.number_input("Head", 0, model.config.n_head - 1, step=1, key="head")
             n_ctx = model.config.n_ctx
@@ -364,8 +377,8 @@ def active_model() -> GPT | None:
         if allowed and st.button(f"Download {name}" + f" ({size})" * bool(size), key="download"):
             bar = st.progress(0.0, text=f"Downloading {name}…")
             try:
-                download(name, lambda done, total: bar.progress(
-                    min(1.0, done / max(total, 1)), text=f"Downloading {name}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB"))
+                download(name, lambda done, total: bar.progress(min(1.0, done / max(total, 1)),
+                         text=f"Downloading {name}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB"))
             except WeightsError as err:
                 st.error(str(err))
             finally:
@@ -483,3 +496,67 @@ CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", 
 def chart(fig, key: str, **kwargs):
     """Draw a plotly figure; its modebar's camera button saves it as PNG (works offline)."""
     return st.plotly_chart(fig, key=key, config=CHART_CONFIG, width="stretch", **kwargs)
+
+
+# ---- helpers every page may need: widget state, tables, cached analyses, notes ----------------------
+def clamp_state(key: str, low: int, high: int, default: int) -> int:
+    """Keep a widget's remembered value inside [low, high] (the prompt or the model may have shrunk)."""
+    state = st.session_state
+    try:
+        value = int(state.get(key, default))
+    except (TypeError, ValueError):
+        value = default
+    state[key] = min(max(value, low), high)
+    return state[key]
+
+
+def matrix_frame(z, rows: list[str], cols: list[str] | None = None, index_name: str | None = None) -> pd.DataFrame:
+    """A matrix as a table for download_csv: rows and columns labelled (e.g. by token_labels)."""
+    return pd.DataFrame(z, index=pd.Index(rows, name=index_name), columns=cols)
+
+
+def fmt_bytes(n: float) -> str:
+    """Bytes in binary units: 9,216 B, 2.2 MB, 2.3 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:,.0f} B" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _head_stats(model_name: str, ids: tuple[int, ...], _trace: Trace) -> heads.HeadStats:
+    return heads.head_stats(_trace)
+
+
+def head_stats(v: View) -> heads.HeadStats:
+    """Every head's scores, overview tiles and similarity rows for the view's tokens (cached per prompt,
+    shared by the pages that show them)."""
+    return _head_stats(v.model_name, v.ids, v.trace)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _pooled_pattern(model_name: str, ids: tuple[int, ...], layer: int, head: int, size: int, _trace: Trace):
+    return heads.pooled_pattern(_trace, layer, head, size)
+
+
+def pooled_pattern(v: View, layer: int, head: int, size: int) -> tuple:
+    """One head's pattern max-pooled to at most size × size blocks, (pooled, edges) (cached per prompt)."""
+    return _pooled_pattern(v.model_name, v.ids, layer, head, size, v.trace)
+
+
+def window_note(config: GPTConfig, layer: int | None = None) -> str:
+    """What a sliding window is, for a model that has local layers ("" for one that has none); with
+    `layer`, whether that layer is local and what it sees."""
+    if not config.has_sliding_layers:
+        return ""
+    w, n_local = config.sliding_window, config.layer_types.count("sliding")
+    note = (f"\n\n**Sliding window.** {n_local} of this model's {config.n_layer} layers are *local*: a query there "
+            f"sees only itself and the {w - 1:,} tokens before it (a window of {w:,} keys, i − {w:,} < j ≤ i); keys "
+            f"further back are masked like future ones (drawn in orange). The other layers are *global*: every "
+            f"earlier token. Local layers make long prompts cheaper: their attention grows like T·{w:,}, not T².")
+    if layer is not None:
+        kind = (f"local: beyond {w:,} tokens its queries no longer see the start of the prompt"
+                if config.window(layer) else "global: its queries see every earlier token")
+        note += f" Layer {layer} is {kind}."
+    return note

@@ -71,7 +71,8 @@ def hub_env(repos, tmp_path, monkeypatch):
     """The fake hub as huggingface_hub's endpoint, an empty HF cache, online."""
     with FakeHub(repos, gated=("tester/gated",)) as fake:
         monkeypatch.setattr(hf_constants, "ENDPOINT", fake.url)
-        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            fake.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
         monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -46,11 +46,12 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
     learned = config.positional == "learned"
     norm = "LayerNorm" if config.norm == "layernorm" else "RMSNorm"
     gamma = "(1 + γ)" if config.norm_offset else "γ"
-    norm_formula = f"(x − mean) / √(var + ε) · {gamma} + β" if config.norm == "layernorm" else f"x / √(mean(x²) + ε) · {gamma}"
+    norm_formula = (f"(x − mean) / √(var + ε) · {gamma} + β" if config.norm == "layernorm"
+                    else f"x / √(mean(x²) + ε) · {gamma}")
     kv = f", {n_kv} key/value heads (grouped-query: {config.n_rep} query heads share one)" if n_kv != nh else ""
     mlp_act = {"gelu": "GELU", "swiglu": "SwiGLU", "geglu": "GeGLU"}[config.mlp]
     gate = {"swiglu": "SiLU", "geglu": "GELU"}.get(config.mlp)
-    mlp_formula = f"W_out · (GELU(W_in · x))" if gate is None else f"W_out · ({gate}(W_gate · x) ⊙ (W_up · x))"
+    mlp_formula = "W_out · (GELU(W_in · x))" if gate is None else f"W_out · ({gate}(W_gate · x) ⊙ (W_up · x))"
     scale = f"/ √{hs}" if not config.attn_scale else f"· {config.scale:.4g}"
     window = (f"; {config.layer_types.count('sliding')} of {n} layers see only the last {config.sliding_window:,} keys"
               if config.has_sliding_layers else "")
@@ -79,7 +80,8 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         Stage("attn", f"Causal multi-head attention: {nh} heads × {hs}" + (f", {n_kv} kv heads" if n_kv != nh else ""),
               f"q {_shape(nh, T, hs)}, k v {_shape(n_kv, T, hs)}<br>pattern {_shape(nh, T, T)} → out {_shape(T, C)}",
               f"softmax(mask(q·kᵀ {scale})) · v per head{kv}{window}; heads concatenated, then W_O", 4),
-        Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}", "x + attention(norm(x)): the residual stream after attention", 5,
+        Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}",
+              "x + attention(norm(x)): the residual stream after attention", 5,
               kind="add"),
         Stage("ln2", f"{norm} 2", f"{_shape(T, C)}", f"{norm}: {norm_formula}", 6),
         Stage("mlp", f"MLP {C} → {d_mlp:,} → {C} ({mlp_act})", f"hidden {_shape(T, d_mlp)} → {_shape(T, C)}",
@@ -88,7 +90,7 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
               f"x + MLP(norm(x)): the block's output, the next block's input (× {n} blocks)", 8, kind="add"),
         Stage("ln_final", f"Final {norm}", f"{_shape(T, C)}", f"{norm} of the last block's output", 9),
         Stage("logits", "Unembedding → logits", f"{_shape(T, V)}",
-              "logits = final-normed x · W_Uᵀ" + (" (W_U is the token embedding: tied)" if config.tie_embeddings else ""), 10),
+              "logits = final-normed x · W_Uᵀ" + (" (W_U is the token embedding: tied)" * config.tie_embeddings), 10),
         Stage("probs", "softmax → next-token probabilities", f"{_shape(T, V)}",
               f"softmax over the {V:,} tokens at every position; the last row predicts the next token", 11),
     ]

@@ -12,7 +12,15 @@ from gptviz.weights.convert import Progress, WeightsError, param_shapes
 from gptviz.weights.gguf import default_cache_dir, load_gguf
 from gptviz.weights.hf_dir import load_hf_dir
 from gptviz.weights.hub import (
-    DOWNLOAD_BYTES, HUB_NAMES, cached_repos, download, hub_offline, is_cached, is_hub_name, repo_allowed, repo_id,
+    DOWNLOAD_BYTES,
+    HUB_NAMES,
+    cached_repos,
+    download,
+    hub_offline,
+    is_cached,
+    is_hub_name,
+    repo_allowed,
+    repo_id,
 )
 
 __all__ = [

@@ -91,7 +91,7 @@ def _shards(index: Path) -> list[str]:
     try:
         return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise WeightsError(f"{index} is not a valid shard index ({e!r}): delete it and download the model again.") from e
+        raise WeightsError(f"{index} is not a valid shard index ({e!r}): delete it and download again.") from e
 
 
 def cached_dir(name: str, cache_dir: str | Path | None = None) -> Path | None:
@@ -190,7 +190,7 @@ def _probe(name: str, repo: str) -> None:
         raise WeightsError(f"{repo} is gated: accept its licence on huggingface.co, then log in "
                            "(`hf auth login` or HF_TOKEN) and try again.") from e
     except RepositoryNotFoundError as e:
-        raise WeightsError(f"{repo} was not found on the Hugging Face hub (or it is private): check the repo id.") from e
+        raise WeightsError(f"{repo} was not found on the Hugging Face hub (or is private): check the repo id.") from e
     except RemoteEntryNotFoundError as e:
         raise WeightsError(f"{repo} has no config.json: it is not a transformers model gptviz can read.") from e
     except Exception as e:  # noqa: BLE001 - any other failure here means "cannot reach the hub"
@@ -245,5 +245,5 @@ def download(name: str, progress: Progress | None = None, cache_dir: str | Path 
         raise WeightsError(f"downloading {name} from {repo} failed ({type(e).__name__}: {e}); try again.") from e
     snapshot = cached_dir(repo, cache_dir)
     if snapshot is None:
-        raise WeightsError(f"downloading {repo} left an incomplete cache entry (the repo changed meanwhile?); try again.")
+        raise WeightsError(f"downloading {repo} left an incomplete cache entry (did the repo change?); try again.")
     return snapshot
