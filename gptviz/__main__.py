@@ -17,6 +17,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m gptviz", description=__doc__.splitlines()[0])
     parser.add_argument("prompt", help="the text to read")
     parser.add_argument("--model", default=None, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, "
+                        "a Hugging Face repo id (owner/name), "
                         "a local HF-format directory or a .gguf file (default: the first available offline)")
     parser.add_argument("--top", type=int, default=10, help="how many next tokens to list")
     parser.add_argument("--allow-special", action="store_true", help="treat <|...|> text as special tokens")
