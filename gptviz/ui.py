@@ -435,7 +435,7 @@ def view() -> View:
         st.info("The prompt is empty: type some text in the sidebar to see the model read it.")
         st.stop()
     try:
-        ids = model.tokenizer.encode(prompt, allow_special=bool(state.get("allow_special")))
+        ids = model.tokenizer.encode(prompt, allow_special=bool(state.get("allow_special")), add_special_tokens=True)
     except TokenizerError as err:
         st.error(f"This prompt cannot be tokenized: {err}")
         st.stop()
@@ -448,8 +448,9 @@ def view() -> View:
         st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit in {n_ctx:,} tokens.")
         generated = generated[: n_ctx - 1]
     room = n_ctx - len(generated)
+    bos = ids[:1] if model.tokenizer.add_bos and len(ids) > 1 else []  # kept when the oldest tokens go
     n_dropped = max(0, len(ids) - room)
-    prompt_ids = tuple(ids[n_dropped:])
+    prompt_ids = tuple(bos + ids[len(bos) + n_dropped:])
     if n_dropped:
         reads = (f"{name} reads at most {n_ctx:,}" if n_ctx == model.config.n_ctx else
                  f"the sidebar's limit is {n_ctx:,} tokens (raise it up to {name}'s context of "
