@@ -308,8 +308,6 @@ def _model_changed() -> None:
     st.session_state.pop("max_tokens", None)
 
 
-
-
 @dataclass(frozen=True)
 class View:
     """What every page shows: the model, the tokens it reads, their trace, the focus."""
@@ -373,8 +371,8 @@ def active_model() -> GPT | None:
     if is_hub_name(name) and not is_cached(name):  # never downloads without the button (and the allow-list)
         size = f"{DOWNLOAD_BYTES[repo_id(name)] / 1e6:,.0f} MB" if repo_id(name) in DOWNLOAD_BYTES else ""
         st.info(f"**{name}** is not downloaded yet ({size + ' ' * bool(size)}from the Hugging Face hub).")
-        allowed = repo_allowed(name, allowed_models())
-        if allowed and st.button(f"Download {name}" + f" ({size})" * bool(size), key="download"):
+        label_size = f" ({size})" if size else ""
+        if repo_allowed(name, allowed_models()) and st.button(f"Download {name}{label_size}", key="download"):
             bar = st.progress(0.0, text=f"Downloading {name}…")
             try:
                 download(name, lambda done, total: bar.progress(min(1.0, done / max(total, 1)),
@@ -552,10 +550,13 @@ def window_note(config: GPTConfig, layer: int | None = None) -> str:
     if not config.has_sliding_layers:
         return ""
     w, n_local = config.sliding_window, config.layer_types.count("sliding")
-    note = (f"\n\n**Sliding window.** {n_local} of this model's {config.n_layer} layers are *local*: a query there "
-            f"sees only itself and the {w - 1:,} tokens before it (a window of {w:,} keys, i − {w:,} < j ≤ i); keys "
-            f"further back are masked like future ones (drawn in orange). The other layers are *global*: every "
-            f"earlier token. Local layers make long prompts cheaper: their attention grows like T·{w:,}, not T².")
+    which = (f"All {n_local} of this model's layers are" if n_local == config.n_layer else
+             f"{n_local} of this model's {config.n_layer} layers are")
+    others = "" if n_local == config.n_layer else " The other layers are *global*: they see every earlier token."
+    note = (f"\n\n**Sliding window.** {which} *local*: a query there sees only itself and the {w - 1:,} tokens "
+            f"before it (a window of {w:,} keys, i − {w:,} < j ≤ i); keys further back are masked like future ones "
+            f"(drawn in orange).{others} Local layers make long prompts cheaper: their attention grows like "
+            f"T·{w:,}, not T².")
     if layer is not None:
         kind = (f"local: beyond {w:,} tokens its queries no longer see the start of the prompt"
                 if config.window(layer) else "global: its queries see every earlier token")

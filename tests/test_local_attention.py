@@ -127,6 +127,8 @@ def test_heatmap_draws_the_window_apart_from_the_future(local_trace):
     np.testing.assert_array_equal(np.isnan(np.asarray(main.z, dtype=float)), hidden(T, w))
     assert f"outside the sliding window of {w} tokens" in band.hovertemplate
     assert len(PA.pattern_heatmap(pattern, tr.tokens).data) == 1  # no window, no band
+    with pytest.raises(ValueError, match="number of keys"):
+        PA.pattern_heatmap(pattern, tr.tokens, window=True)
     start, key_start = 25, 10  # a window of queries 25.., keys 10..: the band moves with it
     part = PA.pattern_heatmap(pattern[start:, key_start:], tr.tokens, query_start=start, key_start=key_start, window=w)
     expected = (hidden(T, w) & ~hidden(T, None))[start:, key_start:]

@@ -63,6 +63,8 @@ def masked_blocks(
     With one-cell blocks (edges 0, 1, 2, ...) these are the causal and the window part of
     `attention_mask`, which decides them: at the block's newest query and oldest key.
     """
+    if window is not None and (isinstance(window, bool) or int(window) < 1):
+        raise ValueError(f"A sliding window is a number of keys >= 1 (or None for none), not {window!r}.")
     newest_query = torch.as_tensor(row_start + np.asarray(row_edges)[1:] - 1, dtype=torch.int64)
     oldest_key = torch.as_tensor(col_start + np.asarray(col_edges)[:-1], dtype=torch.int64)
     causal = attention_mask(len(newest_query), len(oldest_key), query_pos=newest_query, key_pos=oldest_key)
@@ -70,14 +72,13 @@ def masked_blocks(
     return (~causal).numpy(), (causal & ~seen).numpy()
 
 
-def window_overlay(outside: np.ndarray, x: Sequence[str], y: Sequence[str], window: int,
-                   **subplot) -> go.Heatmap:
+def window_overlay(outside: np.ndarray, x: Sequence[str], y: Sequence[str], window: int) -> go.Heatmap:
     """A one-colour heatmap over the cells (or blocks) a sliding window hides: outside (R, C) bool,
     labelled like the pattern it covers."""
     z = np.where(outside, 1.0, np.nan).astype(np.float32)
     return go.Heatmap(
         z=z, x=list(x), y=list(y), colorscale=[[0.0, WINDOW_COLOUR], [1.0, WINDOW_COLOUR]], zmin=0, zmax=1,
-        showscale=False, name="outside the window", **subplot,
+        showscale=False, name="outside the window",
         hovertemplate=f"query: %{{y}}<br>key: %{{x}}<br>outside the sliding window of {window} tokens: "
                       f"masked, weight 0<extra></extra>",
     )
