@@ -572,7 +572,7 @@ def test_download_without_hub_fails_fast(env, tmp_path):
     assert out["error"] is not None and out["seconds"] < 5
     assert "gpt2-medium is not in the Hugging Face cache" in out["error"] and "smollm2-135m" in out["error"]
     assert out["cached"] is False
-    assert out["offline"] == ["smollm2-135m"] and out["default"] == "smollm2-135m"
+    assert out["offline"] == ["smollm2-135m", "gemma3-270m"] and out["default"] == "smollm2-135m"
 
 
 def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
@@ -589,7 +589,7 @@ def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
         print(json.dumps({"offline": available_offline(), "default": default_model_name(), "name": model.name,
                           "wte": model.tok_emb.weight[:3, :3].tolist()}))
     """, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
-    assert out["offline"] == ["gpt2", "smollm2-135m"] and out["default"] == "gpt2" and out["name"] == "gpt2"
+    assert out["offline"] == ["gpt2", "smollm2-135m", "gemma3-270m"] and out["default"] == "gpt2" and out["name"] == "gpt2"
     expected = gpt2_dir[1].transformer.wte.weight[:3, :3]
     torch.testing.assert_close(torch.tensor(out["wte"]), expected, atol=0, rtol=0)
 
