@@ -589,7 +589,8 @@ def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
         print(json.dumps({"offline": available_offline(), "default": default_model_name(), "name": model.name,
                           "wte": model.tok_emb.weight[:3, :3].tolist()}))
     """, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
-    assert out["offline"] == ["gpt2", "smollm2-135m", "gemma3-270m"] and out["default"] == "gpt2" and out["name"] == "gpt2"
+    assert out["offline"] == ["gpt2", "smollm2-135m", "gemma3-270m"]
+    assert out["default"] == "gpt2" and out["name"] == "gpt2"
     expected = gpt2_dir[1].transformer.wte.weight[:3, :3]
     torch.testing.assert_close(torch.tensor(out["wte"]), expected, atol=0, rtol=0)
 
