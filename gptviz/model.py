@@ -72,7 +72,8 @@ def rotary_frequencies(rope: Rope, d_head: int) -> Tensor:
         low_wavelen = rope.original_context / rope.low_freq_factor  # longer waves: divided by factor
         high_wavelen = rope.original_context / rope.high_freq_factor  # shorter waves: kept
         scaled = torch.where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq)
-        smooth = (rope.original_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor)
+        smooth = ((rope.original_context / wavelen - rope.low_freq_factor)
+                  / (rope.high_freq_factor - rope.low_freq_factor))
         blended = (1 - smooth) * scaled / rope.factor + smooth * scaled
         between = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return torch.where(between, blended, scaled)

@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 
 from gptviz.model import (
-    GPT, ForwardRecord, KVCache, LayerKV, attend, attention_pattern, attention_scores, masked_scores,
+    GPT,
+    ForwardRecord,
+    KVCache,
+    LayerKV,
+    attend,
+    attention_pattern,
+    attention_scores,
+    masked_scores,
 )
 
 SCORE_STAGES = ("raw", "scaled", "masked")

@@ -9,9 +9,9 @@ import streamlit as st
 from gptviz import export, features, ui
 from gptviz.loading import weights_origin
 from gptviz.analysis import embeddings as emb
+from gptviz.analysis import lens
 from gptviz.plots import pipeline
 from gptviz.plots.common import show_whitespace
-
 
 LOGITS_DEFAULT_MAX_BYTES = 256 * 2**20  # above this the .npz leaves the logits out unless asked
 COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (deflate is slow, gains ~10%)
@@ -85,7 +85,8 @@ def pipeline_section(v: ui.View) -> None:
            "(grouped-query attention)." if cfg.n_kv_head != nh else "")
     ui.explain(
         f"Your prompt is cut into **T = {T} tokens**. Each token id picks a row of the token-embedding table "
-        f"({V:,} × {C}), giving a ({T}, {C}) matrix: one vector of C = {C} numbers per token. {cfg.name or 'The model'} "
+        f"({V:,} × {C}), giving a ({T}, {C}) matrix: one vector of C = {C} numbers per token. "
+        f"{cfg.name or 'The model'} "
         f"then {position}.\n\n"
         f"That matrix — the *residual stream* — flows through **{cfg.n_layer} identical blocks**. Each block adds "
         f"two things to it (the *shortcut* connections): `x = x + attention(norm(x))`, where every token looks back "
@@ -113,7 +114,7 @@ def prediction_section(v: ui.View) -> None:
     tr = v.trace
     st.subheader("What comes next?")
     k = st.slider("Tokens shown", 1, 50, 10, key="overview_top_k")
-    top = emb.top_next_tokens(tr, position=-1, k=k)
+    top = lens.top_next_tokens(tr, -1, k).drop(columns="actual next")
     last = show_whitespace(tr.tokens[-1])
     ui.explain(
         f"The last row of the logits, ({tr.model.config.vocab_size:,},), scores every token of the vocabulary as "
@@ -140,7 +141,8 @@ def export_section(v: ui.View) -> None:
     logits_bytes = tr.n_tokens * v.model.config.vocab_size * 4
     include_logits = st.checkbox("Include the logits in the .npz", value=logits_bytes <= LOGITS_DEFAULT_MAX_BYTES,
                                  key="export_logits",
-                                 help=f"The logits (T × vocab) are usually the largest array: here {megabytes(logits_bytes)}.")
+                                 help="The logits (T × vocab) are usually the largest array: here "
+                                      f"{megabytes(logits_bytes)}.")
     contents = export.npz_contents(tr, include_logits)
     table = pd.DataFrame({"array": list(contents), "shape": [str(s) for s, _ in contents.values()],
                           "size": [megabytes(b) for _, b in contents.values()]})
@@ -160,7 +162,8 @@ def export_section(v: ui.View) -> None:
                ", stored uncompressed (compressing this much would take long and save ~10%)."))
     stem = f"gptviz-{v.model_name.replace(' ', '').replace(':', '-')}-{tr.n_tokens}tok"
     left, right = st.columns(2)
-    left.download_button("Download .npz (all tensors)", data=lambda: export.trace_to_npz(tr, include_logits, compressed),
+    left.download_button("Download .npz (all tensors)",
+                         data=lambda: export.trace_to_npz(tr, include_logits, compressed),
                          file_name=f"{stem}.npz", mime="application/octet-stream", key="export_npz",
                          on_click="ignore")
     right.download_button("Download .json (readable summary)", data=lambda: export.trace_to_json(tr),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import math
 import os
-import time
 import unicodedata
 from pathlib import Path
 
@@ -20,11 +19,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import gptviz
+from conftest import save_tiny_gpt2
 from gptviz import ui
 from gptviz.sampling import SamplingSettings, next_token_distribution
 from gptviz.tokenizer import TokenizerError
-
-from conftest import save_tiny_gpt2
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 SMOLLM2 = "smollm2-135m"

@@ -117,7 +117,8 @@ def reference_bpe(gguf_vocab, with_special: bool = False) -> HFTokenizer:
     vocab = {t: i for i, t in enumerate(gguf_vocab["tokens"])}
     ref = HFTokenizer(models.BPE(vocab=vocab, merges=gguf_vocab["merges"]))
     ref.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [pre_tokenizers.Digits(individual_digits=True),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
     )
     ref.decoder = decoders.ByteLevel()
     if with_special:

@@ -29,7 +29,7 @@ from gptviz.architectures import config_from_hf
 from gptviz.loading import MODEL_NAMES, load_model
 from gptviz.model import GPT
 from gptviz.tokenizer import smollm2_gguf_path
-from gptviz.weights import WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir, param_shapes
+from gptviz.weights import WeightsError, download, is_cached, load_gguf, load_hf_dir, param_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT2_VOCAB = 50257  # dirs without tokenizer files get GPT-2's tokenizer: the model needs that many rows
@@ -253,8 +253,8 @@ def test_unknown_model_name_lists_the_valid_ones():
     assert all(name in str(e.value) for name in MODEL_NAMES)
     with pytest.raises(ValueError, match="does not exist"):
         load_model("/no/such/model.gguf")
-    with pytest.raises(WeightsError, match="gpt2-medium"):
-        download_gpt2("gpt3")
+    with pytest.raises(WeightsError, match="owner/name"):
+        download("gpt3")
 
 
 # ---------------------------------------------------------------- GGUF, on a tiny file written here
@@ -552,10 +552,10 @@ def run_python(code: str, env: dict[str, str]) -> dict:
 PROBE_DOWNLOAD = """
     import json, time
     from gptviz.loading import available_offline, default_model_name
-    from gptviz.weights import WeightsError, download_gpt2, is_cached
+    from gptviz.weights import WeightsError, download, is_cached
     start = time.monotonic()
     try:
-        download_gpt2("gpt2-medium")
+        download("gpt2-medium")
         error = None
     except WeightsError as e:
         error = str(e)
@@ -589,7 +589,8 @@ def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
         print(json.dumps({"offline": available_offline(), "default": default_model_name(), "name": model.name,
                           "wte": model.tok_emb.weight[:3, :3].tolist()}))
     """, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
-    assert out["offline"] == ["gpt2", "smollm2-135m", "gemma3-270m"] and out["default"] == "gpt2" and out["name"] == "gpt2"
+    assert out["offline"] == ["gpt2", "smollm2-135m", "gemma3-270m"]
+    assert out["default"] == "gpt2" and out["name"] == "gpt2"
     expected = gpt2_dir[1].transformer.wte.weight[:3, :3]
     torch.testing.assert_close(torch.tensor(out["wte"]), expected, atol=0, rtol=0)
 

@@ -74,7 +74,8 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         Stage("attn", f"Causal multi-head attention: {nh} heads × {hs}" + (f", {n_kv} kv heads" if n_kv != nh else ""),
               f"q {_shape(nh, T, hs)}, k v {_shape(n_kv, T, hs)}<br>pattern {_shape(nh, T, T)} → out {_shape(T, C)}",
               f"softmax(mask(q·kᵀ {scale})) · v per head{kv}{window}; heads concatenated, then W_O", 4),
-        Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}", "x + attention(norm(x)): the residual stream after attention", 5,
+        Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}",
+              "x + attention(norm(x)): the residual stream after attention", 5,
               kind="add"),
         Stage("ln2", f"{norm} 2", f"{_shape(T, C)}", f"{norm}: {norm_formula}", 6),
         Stage("mlp", f"MLP {C} → {d_mlp:,} → {C} ({mlp_act})", f"hidden {_shape(T, d_mlp)} → {_shape(T, C)}",
@@ -83,7 +84,7 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
               f"x + MLP(norm(x)): the block's output, the next block's input (× {n} blocks)", 8, kind="add"),
         Stage("ln_final", f"Final {norm}", f"{_shape(T, C)}", f"{norm} of the last block's output", 9),
         Stage("logits", "Unembedding → logits", f"{_shape(T, V)}",
-              "logits = final-normed x · W_Uᵀ" + (" (W_U is the token embedding: tied)" if config.tie_embeddings else ""), 10),
+              "logits = final-normed x · W_Uᵀ" + (" (W_U is the token embedding: tied)" * config.tie_embeddings), 10),
         Stage("probs", "softmax → next-token probabilities", f"{_shape(T, V)}",
               f"softmax over the {V:,} tokens at every position; the last row predicts the next token", 11),
     ]

@@ -75,7 +75,8 @@ def _gemma3_extra(field: Callable) -> dict:
 
 
 GGUF_ARCHITECTURES = {
-    "llama": GgufArchitecture(_LLAMA_BLOCK, permuted_qk=True, norm_shift=0.0, hf_extra=lambda field: {"model_type": "llama"}),
+    "llama": GgufArchitecture(_LLAMA_BLOCK, permuted_qk=True, norm_shift=0.0,
+                              hf_extra=lambda field: {"model_type": "llama"}),
     # llama.cpp stores Gemma's norm weights as w + 1 (its RMSNorm multiplies by w, Gemma's by 1 + w)
     "gemma3": GgufArchitecture(_GEMMA3_BLOCK, permuted_qk=False, norm_shift=1.0, hf_extra=_gemma3_extra),
 }
