@@ -82,7 +82,7 @@ def norm_section(v: ui.View, position: int, start: int, stop: int) -> None:
         + f"Each token is normalised on its own: the norm's input is ({stop - start}, {C}) here and its output the "
         "same shape. It keeps every block's input on one scale however large the residual stream grows: see the "
         "last chart of this section."
-        + (f" This model scales by (1 + γ): its checkpoint stores γ − 1." if steps.offset else "")
+        + (" This model scales by (1 + γ): its checkpoint stores γ − 1." if steps.offset else "")
     )
     spread = "standard deviation" if ln else "root mean square"
     cols = st.columns(4)

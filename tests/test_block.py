@@ -15,13 +15,12 @@ import torch
 import transformers
 
 import gptviz
+from conftest import save_tiny_gpt2, save_tiny_llama
 from gptviz import features
 from gptviz.analysis import block, positions
 from gptviz.architectures import ARCHITECTURES
 from gptviz.loading import weights_origin
 from gptviz.weights import tensor_types
-
-from conftest import save_tiny_gpt2, save_tiny_llama
 from test_fidelity import ARCH_CASES, GPT2_CASES, LLAMA_CASES, save_random
 
 TOL = 1e-5
