@@ -26,7 +26,10 @@ from gptviz.tokenizer import (
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
-from gptviz.weights import HUB_NAMES, Progress, WeightsError, download, is_cached, is_hub_name, load_gguf, load_hf_dir
+from gptviz.weights import (
+    HUB_NAMES, Progress, WeightsError, download, is_cached, is_hub_name, load_gguf, load_hf_dir, repo_id,
+    stored_dtypes, tensor_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,33 @@ def _weights_and_tokenizer(
         f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
         "a Hugging Face repo id (owner/name), a Hugging Face model directory, or a .gguf file."
     )
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def weights_origin(name_or_path: str) -> str:
+    """Where load_model(name_or_path) reads its weights from and at what precision they are stored,
+    in words (read from the file headers; gptviz always computes in float32)."""
+    local = Path(name_or_path).expanduser()
+    if name_or_path in HUB_NAMES or (is_hub_name(name_or_path) and not local.is_dir()):
+        where = f"{repo_id(name_or_path)} on the Hugging Face hub, safetensors"
+        if not is_cached(name_or_path):
+            return f"{where} (not downloaded yet)"
+        return f"{where}, stored as {_counted(stored_dtypes(download(name_or_path)))} tensors; used as float32"
+    gguf_path = PACKAGED_GGUF[name_or_path]() if name_or_path in PACKAGED_GGUF else local
+    if gguf_path.suffix.lower() == ".gguf" and gguf_path.is_file():
+        types = tensor_types(gguf_path)
+        quantized = any(kind.startswith(("Q", "IQ")) for kind in types)
+        note = (": the numbers are this quantized model's, slightly different from the unquantized original"
+                if quantized else "")
+        return (f"the GGUF file {gguf_path.name} ({_counted(types)} tensors), dequantized to float32 by gptviz"
+                f"{note}")
+    if gguf_path.is_dir():
+        return f"the local folder {gguf_path.name}, safetensors stored as {_counted(stored_dtypes(gguf_path))} " \
+               "tensors; used as float32"
+    raise ValueError(f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, a folder or a .gguf file.")
 
 
 def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:

@@ -287,15 +287,21 @@ class MLP(nn.Module):
         self.fc_in = nn.Linear(config.d_model, (2 if self.gated else 1) * config.d_mlp, bias=config.mlp_bias)
         self.fc_out = nn.Linear(config.d_mlp, config.d_model, bias=config.mlp_bias)
 
-    def hidden(self, x: Tensor) -> Tensor:
-        """x (B, T, C) -> hidden activation (B, T, d_mlp)."""
+    def expand(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> the pre-activation (B, T, d_mlp) (x W_in, or the gate x W_gate) and the
+        up projection x W_up (B, T, d_mlp) (None without a gate)."""
         if not self.gated:
-            return self.act(self.fc_in(x))
+            return self.fc_in(x), None
         # fc_in stores the gate and up projections as one weight; two matmuls on its halves are
         # faster on CPU than one on the whole and give contiguous outputs.
         w_gate, w_up = self.fc_in.weight.chunk(2, dim=0)  # each (d_mlp, C)
         b_gate, b_up = self.fc_in.bias.chunk(2) if self.fc_in.bias is not None else (None, None)
-        return self.act(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up)
+        return F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up)
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """x (B, T, C) -> hidden activation (B, T, d_mlp): act(pre), times up when gated."""
+        pre, up = self.expand(x)
+        return self.act(pre) if up is None else self.act(pre) * up
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc_out(self.hidden(x))

@@ -53,12 +53,13 @@ MAX_MODELS_LOADED = 2
 URL_KEYS = {
     "model": str, "prompt": str, "layer": int, "head": int, "gen": str,
     "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int, "max_tokens": int,
+    "norm": str, "neuron": int, "n_positions": int, "dropout_p": float, "dropout_seed": int,  # Inside a block
 }
 SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 # Widget values kept when their page is left: each page draws the sidebar itself, and
 # Streamlit forgets a widget's value when its page is not drawn unless it is re-set.
 PERSISTENT_KEYS = ("model", "prompt", "allow_special", "layer", "head", "seed", "temperature", "top_k",
-                   "top_p", "position", "max_tokens")
+                   "top_p", "position", "max_tokens", "norm", "neuron", "n_positions", "dropout_p", "dropout_seed")
 
 
 def local_model_dirs() -> dict[str, str]:

@@ -1,10 +1,13 @@
 """Overview: the path the prompt takes through the loaded model, what it predicts next, exports."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pandas as pd
 import streamlit as st
 
-from gptviz import export, ui
+from gptviz import export, features, ui
+from gptviz.loading import weights_origin
 from gptviz.analysis import embeddings as emb
 from gptviz.analysis import lens
 from gptviz.plots import pipeline
@@ -17,6 +20,51 @@ COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (de
 @st.cache_data(max_entries=16, show_spinner=False)
 def parameter_counts(model_name: str, _model) -> pd.DataFrame:
     return emb.parameter_counts(_model)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def origin_of(model_name: str) -> str:
+    """Where the model's weights come from and at what precision (read from the file headers)."""
+    try:
+        return weights_origin(ui.local_model_dirs().get(model_name, model_name))
+    except (ValueError, OSError) as err:
+        return f"as stored ({err})"
+
+
+PAGE_TITLES = {"overview": "Overview", "embeddings": "Embeddings", "attention": "Attention",
+               "inside_block": "Inside a block", "logit_lens": "Logit lens"}
+
+
+def md(text: str) -> str:
+    """Plain text safe inside a markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def book_section(v: ui.View) -> None:
+    cfg = v.model.config
+    st.subheader("This model vs the book's GPT-2", anchor="vs-book")
+    origin = origin_of(v.model_name)
+    table = features.feature_table(cfg, weights=origin)
+    ui.explain(
+        "Raschka's *Build a Large Language Model (from Scratch)* builds GPT-2 small (124M parameters). Models since "
+        "then keep its plan (embeddings, N identical blocks of attention and MLP with shortcuts, a final norm, an "
+        "output head) but change parts of it. Each row is one part, worded from the model's config by the same "
+        "function for both columns; **bold** marks where "
+        f"{cfg.name or 'this model'} differs. The last column links to where the app shows that part with this "
+        "model's numbers."
+    )
+    query = urlencode(dict(st.query_params))
+    lines = ["| component | the book's GPT-2 | " + md(cfg.name or "this model") + " | shown on |", "|---|---|---|---|"]
+    for row in table.itertuples(index=False):
+        mine = md(row[2])
+        target = ("./" if row.page == "overview" else f"./{row.page}") + (f"?{query}" if query else "") + (
+            f"#{row.anchor}" if row.anchor else "")
+        where = PAGE_TITLES.get(row.page, row.page) + (f" › {row.section}" if row.section else "")
+        lines.append(f"| {md(row.component)} | {md(row[1])} | {f'**{mine}**' if row.differs else mine} | "
+                     f"[{where}]({target}) |")
+    st.markdown("\n".join(lines))
+    st.caption(f"Weights: {origin}. gptviz computes in float32 whatever the file stores.")
+    ui.download_csv(table.set_index("component"), "model_vs_book_gpt2", key="overview_book_csv")
 
 
 def megabytes(n_bytes: int) -> str:
@@ -134,6 +182,7 @@ def main() -> None:
     cols[3].metric("d_model (C)", cfg.d_model)
     cols[4].metric("Context", f"{cfg.n_ctx:,}")
     pipeline_section(v)
+    book_section(v)
     prediction_section(v)
     export_section(v)
 

@@ -97,8 +97,8 @@ def test_the_table_covers_what_it_claims():
     assert planes == {0, 1, 2, 3, 14, 15, 16}  # every plane that has assigned characters
     assert all(unicodedata.category(c) != "Cn" for c in PLANES)
     assert len(MEGABYTE) == 1_000_000
-    assert set(PAGES) == {"overview", "tokens", "embeddings", "attention", "next_token", "compare_heads",
-                          "logit_lens", "attention_at_scale"}
+    assert set(PAGES) == {"overview", "tokens", "embeddings", "attention", "inside_block", "next_token",
+                          "compare_heads", "logit_lens", "attention_at_scale"}
 
 
 # ---- (a) the core ---------------------------------------------------------------------------

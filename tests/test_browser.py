@@ -18,11 +18,11 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox"
-PAGES = ["overview", "tokens", "embeddings", "attention", "next_token", "compare_heads", "logit_lens",
+PAGES = ["overview", "tokens", "embeddings", "attention", "inside_block", "next_token", "compare_heads", "logit_lens",
          "attention_at_scale"]
 PAGE_TITLES = {"overview": "Overview", "tokens": "Tokens", "embeddings": "Embeddings", "attention": "Attention",
-               "next_token": "Next token", "compare_heads": "Compare heads", "logit_lens": "Logit lens",
-               "attention_at_scale": "Attention at scale"}
+               "inside_block": "Inside a block", "next_token": "Next token", "compare_heads": "Compare heads",
+               "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale"}
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,27 @@ def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
     expect(sidebar).to_contain_text("1 generated token appended")
     shoot(page, "next_token", shots)
 
+    open_page(page, "inside_block")  # its figures: the norm's steps first, the dropout view last
+    for title in ("norm1 of layer 0", "The 9 heads' context vectors", "hidden activations: tokens × neurons",
+                  "the same q and k at different positions", "training view: dropout"):
+        expect(page.locator(".js-plotly-plot text", has_text=title).first).to_be_attached()
+    expect(page.locator(".js-plotly-plot")).to_have_count(19)
+    shoot(page, "inside_block", shots)
+    neurons = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="hidden activations")).first
+    neurons.scroll_into_view_if_needed()
+    names, x, y = neurons.evaluate("""el => {  // the centre of cell (token 0, neuron 1) on the page
+        const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
+        return [el.data[0].x, box.left + xa._offset + xa.l2p(1), box.top + ya._offset + ya.l2p(0)]; }""")
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)  # picks that neuron
+    settle(page)
+    expect(page.locator("body")).to_contain_text(f"Neuron {names[1][1:]} over the prompt")
+
     open_page(page, "tokens")
     expect(page.locator("body")).to_contain_text("generated")
     for name in PAGES:
-        if name not in ("attention", "next_token"):
+        if name not in ("attention", "next_token", "inside_block"):
             open_page(page, name)
             shoot(page, name, shots)
     assert {p.stem for p in shots.glob("*.png")} >= set(PAGES)
