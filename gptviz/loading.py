@@ -27,8 +27,17 @@ from gptviz.tokenizer import (
     tokenizer_from_hf_dir,
 )
 from gptviz.weights import (
-    HUB_NAMES, Progress, WeightsError, download, is_cached, is_hub_name, load_gguf, load_hf_dir, repo_id,
-    stored_dtypes, tensor_types,
+    HUB_NAMES,
+    Progress,
+    WeightsError,
+    download,
+    is_cached,
+    is_hub_name,
+    load_gguf,
+    load_hf_dir,
+    repo_id,
+    stored_dtypes,
+    tensor_types,
 )
 
 logger = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from gptviz import export, features, ui
-from gptviz.loading import weights_origin
 from gptviz.analysis import embeddings as emb
 from gptviz.analysis import lens
+from gptviz.loading import weights_origin
 from gptviz.plots import pipeline
 from gptviz.plots.common import show_whitespace
 
