@@ -226,7 +226,8 @@ def shortcut_section(v: ui.View, position: int, start: int, stop: int) -> None:
              key="block_shortcut_bars")
     bar = st.progress(0.0, text="What every layer writes…")
     everything = block.all_residual_writes(
-        tr, start, stop, lambda done, total: bar.progress(done / total, text=f"What every layer writes: {done}/{total}"))
+        tr, start, stop,
+        lambda done, total: bar.progress(done / total, text=f"What every layer writes: {done}/{total}"))
     bar.empty()
     ui.chart(plots.writes_figure(everything, tr.tokens[start:stop], start=start, focus=(layer, position)),
              key="block_writes")
@@ -388,7 +389,8 @@ def positions_section(v: ui.View, position: int) -> None:
     st.markdown(
         f"**Rotary in layer {layer}**{local}: θ base {rope.theta:g}{scaling}. Pair i turns by position · θ_i radians "
         f"per token. The fastest pair turns {rt.frequencies[0]:.3g} rad per token (a full turn every "
-        f"{rt.wavelengths[0]:.3g} tokens), the slowest {rt.frequencies[-1]:.3g} (every {rt.wavelengths[-1]:,.0f} tokens)."
+        f"{rt.wavelengths[0]:.3g} tokens), the slowest {rt.frequencies[-1]:.3g} "
+        f"(every {rt.wavelengths[-1]:,.0f} tokens)."
     )
     left, right = st.columns(2)
     with left:
@@ -452,13 +454,15 @@ def dropout_section(v: ui.View) -> None:
     n = min(tr.n_tokens, DROPOUT_TOKENS)
     pattern = heads.pattern_window(tr, layer, head, 0, n)
     view = block.dropout_view(pattern, p, seed)
-    ui.chart(plots.dropout_figure(pattern, view.dropped, tr.tokens[:n], p), key="block_dropout")
-    causal = np.tril(np.ones((n, n), dtype=bool))
+    ui.chart(plots.dropout_figure(pattern, view.dropped, tr.tokens[:n], p, tr.window(layer)), key="block_dropout")
+    causal = heads.visible_keys(np.arange(n), n, tr.window(layer)).numpy()  # the weights this layer can use
     st.caption(f"What training would see, not what the model does: layer {layer}, head {head}, the first {n} tokens. "
                f"{int((~view.mask & causal).sum())} of {int(causal.sum())} weights dropped; the rest × 1/(1 − {p:g}) = "
-               f"{1 / (1 - p):.3g}. Row sums now range {view.row_sums.min():.3f}–{view.row_sums.max():.3f} instead of 1.")
+               f"{1 / (1 - p):.3g}. Row sums now range {view.row_sums.min():.3f}–{view.row_sums.max():.3f} "
+               "instead of 1.")
     labels = position_labels(tr.tokens[:n])
-    ui.download_csv(pd.DataFrame(view.dropped, index=labels, columns=labels), f"dropout_p{p:g}_seed{seed}_L{layer}H{head}",
+    ui.download_csv(pd.DataFrame(view.dropped, index=labels, columns=labels),
+                    f"dropout_p{p:g}_seed{seed}_L{layer}H{head}",
                     key="block_dropout_csv")
 
 

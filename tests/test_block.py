@@ -315,7 +315,8 @@ def test_feature_table(tiny_gpt2, tiny_llama):
     assert gpt2["the book's GPT-2"].tolist() == [f.describe(features.BOOK_GPT2) for f in features.FEATURES]
     differs = dict(zip(gpt2["component"], gpt2["differs"]))
     assert differs["size"] and differs["MLP"]  # 48 → 192 → 48 is not 768 → 3,072 → 768
-    assert not any(differs[c] for c in ("norm", "where the norms are", "biases", "q/k norm", "sliding window", "dropout"))
+    same = ("norm", "where the norms are", "biases", "q/k norm", "sliding window", "dropout")
+    assert not any(differs[c] for c in same)
     assert "0.1" in gpt2.set_index("component").loc["dropout", "this model"]
     llama = features.feature_table(tiny_llama.config, weights="somewhere, F32").set_index("component")
     assert "RMSNorm" in llama.loc["norm", "this model"] and "LayerNorm" in llama.loc["norm", "the book's GPT-2"]

@@ -33,12 +33,18 @@ def app_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 2000})
-        yield tab
-        browser.close()
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url, browser):
+    tab = browser.new_page(viewport={"width": 1400, "height": 2000})
+    yield tab
+    tab.close()
 
 
 IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
@@ -121,7 +127,7 @@ def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
 LOCAL_PROMPT = "The quick brown fox jumps over the lazy dog. " * 6  # ~60 tokens: past the 16-token window
 
 
-def test_local_attention_and_the_repo_box(tmp_path_factory, tmp_path):
+def test_local_attention_and_the_repo_box(browser, tmp_path_factory, tmp_path):
     """A model with sliding-window layers (a random Gemma 3, window 16): the heatmap draws the window and
     the overview marks local layers; the repo-id box refuses what GPTVIZ_ALLOW_MODELS does not allow."""
     from test_fidelity import SMALL, save_random
@@ -133,8 +139,7 @@ def test_local_attention_and_the_repo_box(tmp_path_factory, tmp_path):
     folder = save_random(tmp_path_factory.mktemp("models") / "tiny-gemma3", "Gemma3TextConfig", 3, **gemma)
     env = dict(os.environ, GPTVIZ_MODEL_DIRS=str(folder), GPTVIZ_DEFAULT_MODEL="local: tiny-gemma3",
                HF_HUB_OFFLINE="1", GPTVIZ_ALLOW_MODELS="Qwen/Qwen2.5-0.5B*")
-    with serve(env, tmp_path / "streamlit.log", start_timeout_s=90) as (url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with serve(env, tmp_path / "streamlit.log", start_timeout_s=90) as (url, _):
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.goto(url, wait_until="networkidle")
         settle(page)
@@ -157,4 +162,4 @@ def test_local_attention_and_the_repo_box(tmp_path_factory, tmp_path):
         settle(page)
         expect(sidebar).to_contain_text("Qwen/Qwen2.5-0.5B is not downloaded yet")
         assert "model=Qwen%2FQwen2.5-0.5B" in page.url
-        browser.close()
+        page.close()

@@ -184,6 +184,24 @@ def test_overview_and_score_maps_mark_local_layers(local_trace):
     assert len(overlay(compare)) == kinds.count("local")
 
 
+def test_dropout_view_of_a_local_layer_shows_the_window(local_trace):
+    from gptviz.analysis import block
+    from gptviz.plots import block as PB
+
+    tr = local_trace
+    layer = tr.model.config.layer_types.index("sliding")
+    w, n = tr.window(layer), 30
+    pattern = H.pattern_window(tr, layer, 0, 0, n)
+    view = block.dropout_view(pattern, 0.2, 0)
+    fig = PB.dropout_figure(pattern, view.dropped, tr.tokens[:n], 0.2, w)
+    outside = hidden(n, w) & ~hidden(n, None)
+    bands = overlay(fig)
+    assert len(bands) == 2 and outside.any()
+    for band in bands:
+        np.testing.assert_array_equal(~np.isnan(np.asarray(band.z, dtype=float)), outside)
+    assert np.isnan(np.asarray(fig.data[0].z, dtype=float)[outside]).all()
+
+
 # ---- costs -----------------------------------------------------------------------------------------
 def test_attention_costs_count_each_layer_with_its_window(local_model):
     config = local_model.config

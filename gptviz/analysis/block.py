@@ -161,7 +161,7 @@ def norm_table(steps: NormSteps, tokens: list[str], start: int = 0) -> pd.DataFr
         other = v.std(-1) if steps.centred else np.sqrt((v**2).mean(-1))
         return mean, other, np.linalg.norm(v, axis=-1)
 
-    (m0, s0, n0), (m1, s1, n1), (m2, s2, n2) = stats(steps.x), stats(steps.normalized), stats(steps.out)
+    (m0, s0, n0), (m1, s1, _), (m2, s2, n2) = stats(steps.x), stats(steps.normalized), stats(steps.out)
     return pd.DataFrame({
         "position": np.arange(start, start + len(tokens)), "token": tokens,
         "mean before": m0, f"{spread} before": s0, "‖x‖ before": n0,

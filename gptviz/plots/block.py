@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gptviz.plots.attention import weight_colorscale
+from gptviz.plots.attention import masked_blocks, weight_colorscale, window_overlay
 from gptviz.plots.common import heatmap, show_whitespace
 from gptviz.plots.lens import position_labels
 
@@ -324,7 +324,8 @@ def position_similarity_figure(sim: np.ndarray, title: str = "") -> go.Figure:
         raise ValueError(f"sim must be square, got {sim.shape}.")
     labels = [str(p) for p in range(N)]
     fig = heatmap(sim, labels, labels, title=title, x_title="position", y_title="position", colorscale="RdBu_r",
-                  zmin=-1.0, zmax=1.0, zmid=0.0, hovertemplate="positions %{y} and %{x}<br>cos = %{z:.3f}<extra></extra>")
+                  zmin=-1.0, zmax=1.0, zmid=0.0,
+                  hovertemplate="positions %{y} and %{x}<br>cos = %{z:.3f}<extra></extra>")
     fig.update_layout(height=460)
     fig.update_xaxes(showticklabels=N <= 64)
     fig.update_yaxes(showticklabels=N <= 64)
@@ -361,15 +362,19 @@ def offset_figure(grid: np.ndarray, by_offset: np.ndarray, key_starts: Sequence[
 
 
 # ---- dropout ------------------------------------------------------------------------------------------
-def dropout_figure(pattern: np.ndarray, dropped: np.ndarray, tokens: Sequence[str], p: float) -> go.Figure:
+def dropout_figure(
+    pattern: np.ndarray, dropped: np.ndarray, tokens: Sequence[str], p: float, window: int | None = None
+) -> go.Figure:
     """Side by side: the pattern (W, W) the model uses and the same with a sampled dropout mask and the
-    1/(1−p) rescaling (what training would see); dropped entries are blank, future keys too."""
+    1/(1−p) rescaling (what training would see); dropped entries are blank, future keys too, and keys
+    outside a sliding window of `window` keys are drawn in the window colour."""
     pattern, dropped = _f32(pattern, 2, "pattern"), _f32(dropped, 2, "dropped")
     W = len(tokens)
     if pattern.shape != (W, W) or dropped.shape != (W, W):
         raise ValueError(f"pattern {pattern.shape} and dropped {dropped.shape} must both be ({W}, {W}).")
     labels = position_labels(tokens)
-    future = np.triu(np.ones((W, W), dtype=bool), k=1)
+    future, outside = masked_blocks(np.arange(W + 1), np.arange(W + 1), window)
+    future = future | outside
     shown = np.where(future | (dropped == 0), np.nan, dropped).astype(np.float32)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.05,
                         subplot_titles=["inference: the model's pattern", f"training view: dropout p = {p:g}"])
@@ -379,6 +384,8 @@ def dropout_figure(pattern: np.ndarray, dropped: np.ndarray, tokens: Sequence[st
                                  showscale=col == 2, colorbar=dict(thickness=10, title="weight"),
                                  hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"),
                       row=1, col=col)
+        if outside.any():
+            fig.add_trace(window_overlay(outside, labels, labels, window), row=1, col=col)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", showticklabels=W <= 32)
     fig.update_layout(height=min(800, 220 + 14 * W), margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white")
