@@ -310,15 +310,20 @@ def ablation_map_gradient(trace: Trace, metric: Metric, ablation: Ablation = "ze
 
 
 def agreement(exact: EffectMap, approx: EffectMap) -> dict[str, float]:
-    """How well the gradient estimate matches the exact map over every head and MLP: Pearson
-    correlation, and the fraction of the exact top-10 most negative heads the estimate also ranks top-10."""
-    a = np.concatenate([exact.heads.ravel(), exact.mlps[~np.isnan(exact.mlps)]])
-    b = np.concatenate([approx.heads.ravel(), approx.mlps[~np.isnan(exact.mlps)]])
-    corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+    """How well the gradient estimate matches the exact map: Pearson correlation over the heads
+    ("heads") and over the MLPs ("mlps", NaN if not computed), and the share of the exact map's
+    k most harmful heads that the estimate also puts among its k most harmful ("top_overlap")."""
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        ok = ~(np.isnan(a) | np.isnan(b))
+        a, b = a[ok], b[ok]
+        return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else float("nan")
+
     k = min(10, exact.heads.size)
     top_exact = set(np.argsort(exact.heads, axis=None)[:k].tolist())
     top_approx = set(np.argsort(approx.heads, axis=None)[:k].tolist())
-    return {"correlation": corr, "top_overlap": len(top_exact & top_approx) / k, "k": k}
+    return {"heads": corr(exact.heads.ravel(), approx.heads.ravel()), "mlps": corr(exact.mlps, approx.mlps),
+            "top_overlap": len(top_exact & top_approx) / k, "k": k}
 
 
 # ---- activation patching ---------------------------------------------------------------------------
