@@ -447,6 +447,17 @@ def name_swap(text: str) -> str | None:
     return re.sub(rf"\b(?:{re.escape(a)}|{re.escape(b)})\b", lambda m: b if m.group() == a else a, text)
 
 
+def token_stats(trace: Trace, ids: Sequence[int], position: int = -1) -> pd.DataFrame:
+    """For each token id at `position`: token, id, logit, probability, rank (1 = most likely)."""
+    logits = trace.logits[position].float()
+    probs = torch.softmax(logits, dim=-1)
+    return pd.DataFrame({
+        "token": trace.model.tokenizer.token_strings(list(ids)), "id": list(ids),
+        "logit": [float(logits[i]) for i in ids], "probability": [float(probs[i]) for i in ids],
+        "rank": [token_rank(probs, i) for i in ids],
+    })
+
+
 def compare_runs(before: Trace, after: Trace, position: int = -1, n: int = 10) -> tuple[pd.DataFrame, float]:
     """The top-n tokens of each run at `position`, with their probability in both runs (union of
     the two top lists, ordered by the probability before), and KL(before ‖ after) in nats."""
