@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/next_token.py", title="Next token", icon=":material/casino:"),
     st.Page("pages/compare_heads.py", title="Compare heads", icon=":material/compare:"),
     st.Page("pages/logit_lens.py", title="Logit lens", icon=":material/layers:"),
+    st.Page("pages/why.py", title="Why this token?", icon=":material/psychology_alt:"),
     st.Page("pages/attention_at_scale.py", title="Attention at scale", icon=":material/trending_up:"),
 ]
 

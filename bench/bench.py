@@ -15,6 +15,8 @@ that directory) and SmolLM2-135M (the shipped GGUF, loaded by both). Sections:
   step, vs recomputing the whole sequence, and Trace.extend (what the app uses to step).
 - render: data + figure build + fig.to_json() for the attention heatmap and the all-heads
   overview (gptviz.plots / gptviz.analysis.heads; "n/a" where those are missing).
+- attribution (issue 8): the ablation map of every head (and MLP), and its gradient estimate,
+  on a ready trace, as ratios to one plain forward pass of the same prompt (round-robin).
 
     python -m bench.bench                 # the full run (about 10 minutes on 2 cores)
     python -m bench.bench --quick         # a smoke run
@@ -81,10 +83,21 @@ MEMORY_ROWS = {
 FIXED_MMAP_THRESHOLD = 1 << 20  # MALLOC_MMAP_THRESHOLD_ for the "fixed threshold" memory column
 FIXED_THRESHOLD_CASES = ("hf_sdpa", "gv_forward", "gv_trace", "hf_eager_attn")
 
+ATTRIBUTION_ROWS = {
+    "gv_forward": "plain forward `model(ids)` (baseline)",
+    "ablation_heads": "ablation map, every head alone",
+    "ablation_all": "ablation map, every head and every MLP alone",
+    "gradient": "attribution patching (gradient estimate, heads and MLPs)",
+}
+ATTRIBUTION_LIMITS = {("ablation_heads", 16): 25.0, ("ablation_heads", 64): 150.0, ("gradient", 16): 4.0,
+                      ("gradient", 64): 4.0}
+
 DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 7, 64: 5, 256: 4, 1024: 3}, gen_context=256, gen_repeats=7,
-               memory_T=1024, memory_repeats=1, render_T=1024, render_repeats=3)
+               memory_T=1024, memory_repeats=1, render_T=1024, render_repeats=3,
+               attribution_Ts=(16, 64), attribution_repeats={16: 5, 64: 3})
 QUICK = dict(Ts=(16, 64), repeats={16: 3, 64: 2}, gen_context=32, gen_repeats=3,
-             memory_T=256, memory_repeats=1, render_T=64, render_repeats=1)
+             memory_T=256, memory_repeats=1, render_T=64, render_repeats=1,
+             attribution_Ts=(16,), attribution_repeats={16: 1})
 
 
 def warmup(T: int) -> int:
@@ -188,6 +201,44 @@ def render_section(subject: Subject, T: int, repeats: int) -> dict:
     if not results:
         return {"error": "n/a (no pattern_heatmap / overview_figure builders)"}
     return results
+
+
+def attribution_cases(subject: Subject, T: int) -> dict[str, Case]:
+    """The ablation maps and the gradient estimate on a ready trace of T random ids (the metric:
+    the log-probability of the top next token), and the plain forward they are compared with."""
+    from gptviz.analysis import attribution
+
+    ids = cases.random_ids(subject.gv.config.vocab_size, T)
+    tr = gptviz.trace(subject.gv, ids[0].tolist())
+    metric = attribution.Metric(int(tr.logits[-1].argmax()))
+    return {
+        "gv_forward": Case(lambda _: subject.gv(ids)),
+        "ablation_heads": Case(lambda _: attribution.ablation_map(tr, metric, mlps=False)),
+        "ablation_all": Case(lambda _: attribution.ablation_map(tr, metric)),
+        "gradient": Case(lambda _: attribution.ablation_map_gradient(tr, metric)),
+    }
+
+
+def attribution_section(subject: Subject, Ts, repeats: dict[int, int]) -> dict:
+    """{T: {case: summary}}: ratios to the plain forward of the same round."""
+    results = {}
+    for T in Ts:
+        timings = time_cases(attribution_cases(subject, T), repeats.get(T, 2), warmup=1)
+        results[T] = summarise(timings, "gv_forward")
+        log.info("%s attribution T=%d: %s", subject.name, T,
+                 ", ".join(f"{k} {v['ratio']:.1f}x" for k, v in results[T].items()))
+    return results
+
+
+def attribution_table(result: dict, key: str = "ratio") -> str:
+    by_T = result["attribution"]
+    Ts = list(by_T)
+    heads = f" ({result['n_heads']} heads)" if "n_heads" in result else ""
+    lines = ["| case | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---:|" * len(Ts)]
+    for case, label in ATTRIBUTION_ROWS.items():
+        label = label + heads if case == "ablation_heads" else label
+        lines.append(f"| {label} | " + " | ".join(cell(by_T[T].get(case), key) for T in Ts) + " |")
+    return "\n".join(lines)
 
 
 def run_child(cmd: list[str], env: dict | None = None, timeout: float = 600) -> dict:
@@ -365,6 +416,12 @@ def targets(results: dict[str, dict]) -> list[dict]:
             if eager:
                 add(f"{name}: … ≤ half of transformers eager + attentions ({eager:,.0f} MB / 2)", eager / 2,
                     trace_mem["extra_mb"], unit=" MB")
+        for T, by_case in result.get("attribution", {}).items():
+            for (case, at_T), limit in ATTRIBUTION_LIMITS.items():
+                if at_T == T and case in by_case:
+                    what = "all-heads ablation map" if case == "ablation_heads" else "gradient estimate"
+                    add(f"{name}: {what} ≤ {limit:g}× plain forward, T={T}", limit, by_case[case]["ratio"],
+                        by_case[case]["cpu_ratio"])
     return out
 
 
@@ -398,6 +455,10 @@ def report(results: dict[str, dict], meta: dict) -> str:
         if result.get("memory"):
             parts.append(f"\n### Extra peak RSS of one forward at T={next(iter(result['memory'].values())).get('T')}"
                          " (fresh process per run; VmHWM − VmRSS before the run)\n\n" + memory_table(result))
+        if "attribution" in result:
+            parts.append("\n### Why this token? Ablation maps (ratio to one plain forward, wall clock)\n\n"
+                         + attribution_table(result))
+            parts.append("\n### The same, by CPU time\n\n" + attribution_table(result, "cpu_ratio"))
     if any("render" in r for r in results.values()):
         parts.append("\n## Rendering (figure build and serialisation)\n\n" + render_table(results))
     parts.append("\n## Targets\n\n" + targets_table(targets(results)))
@@ -428,6 +489,9 @@ def bench_subject(subject: Subject, plan: dict, sections: set[str], threads: int
         result["generation"] = generation_section(subject, plan["gen_context"], plan["gen_repeats"])
     if "render" in sections:
         result["render"] = render_section(subject, plan["render_T"], plan["render_repeats"])
+    if "attribution" in sections:
+        result["n_heads"] = subject.n_heads_total
+        result["attribution"] = attribution_section(subject, plan["attribution_Ts"], plan["attribution_repeats"])
     if "memory" in sections and subject.name in plan.get("memory_models", (cases.GPT2_SMALL,)):
         result["memory"] = memory_section(subject, plan["memory_T"], plan["memory_repeats"], threads,
                                           with_peers="peers" in sections)
@@ -450,7 +514,7 @@ def to_jsonable(obj):
     return obj
 
 
-SECTIONS = ("forward", "peers", "generation", "memory", "render")
+SECTIONS = ("forward", "peers", "generation", "memory", "render", "attribution")
 
 
 def main(argv: list[str] | None = None) -> None:

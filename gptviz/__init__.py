@@ -1,5 +1,6 @@
 """gptviz: a from-scratch GPT that shows every intermediate tensor of its forward pass."""
 from gptviz.config import GPTConfig
+from gptviz.interventions import Patch, Site
 from gptviz.loading import MODEL_NAMES, available_offline, default_model_name, load_model
 from gptviz.model import GPT, KVCache
 from gptviz.sampling import (
@@ -21,7 +22,9 @@ __all__ = [
     "KVCache",
     "MODEL_NAMES",
     "NextTokenDistribution",
+    "Patch",
     "SamplingSettings",
+    "Site",
     "Step",
     "Trace",
     "available_offline",

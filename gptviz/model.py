@@ -7,19 +7,21 @@ input, or rotary turning q and k), the MLP (GELU, SwiGLU, GeGLU), biases, q/k no
 after each sublayer, an embedding scale, the attention scale and sliding-window layers.
 
 Nothing is ever stored on the modules during a forward pass: what a caller wants to keep
-(a trace, a KV cache) is passed in as an argument, so one model serves many threads.
+(a trace, a KV cache) or change (interventions: heads knocked out, activations patched in)
+is passed in as an argument, so one model serves many threads.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptviz.config import GPTConfig, Rope
+from gptviz.interventions import Interventions, LayerEdit
 
 if TYPE_CHECKING:
     from gptviz.tokenizer import Tokenizer
@@ -255,8 +257,10 @@ class CausalSelfAttention(nn.Module):
         rotary: tuple[Tensor, Tensor] | None,
         cache: LayerKV | None = None,
         record: ForwardRecord | None = None,
+        edit: LayerEdit | None = None,
     ) -> Tensor:
-        """x (B, T, C) -> attention output (B, T, C), via PyTorch's fused kernel."""
+        """x (B, T, C) -> attention output (B, T, C), via PyTorch's fused kernel; `edit` changes
+        the context vectors z and the output (interventions)."""
         B, T, _ = x.shape
         q, k, v = self.project(x, rotary)
         if cache is not None:
@@ -266,7 +270,10 @@ class CausalSelfAttention(nn.Module):
             record.k.append(k)
             record.v.append(v)
         z = attend(q, k, v, self.scale, self.window)  # (B, nh, T, hs): the context vectors
-        return self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head))
+        if edit is None:
+            return self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head))
+        z = edit.edit_z(z)  # heads knocked out or patched
+        return edit.edit_attn_out(self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)))
 
 
 ACTIVATIONS = {
@@ -328,11 +335,15 @@ class TransformerBlock(nn.Module):
         rotary: tuple[Tensor, Tensor] | None,
         cache: LayerKV | None = None,
         record: ForwardRecord | None = None,
+        edit: LayerEdit | None = None,
     ) -> Tensor:
-        x = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record))  # (B, T, C)
+        x = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record, edit))  # (B, T, C)
         if record is not None:
             record.resid_mid.append(x)
-        x = x + self.post_mlp_norm(self.mlp(self.norm2(x)))  # (B, T, C)
+        if edit is None:
+            x = x + self.post_mlp_norm(self.mlp(self.norm2(x)))  # (B, T, C)
+        else:  # interventions: the MLP's output knocked out or patched, then the residual stream
+            x = edit.edit_resid_post(x + self.post_mlp_norm(edit.edit_mlp_out(self.mlp(self.norm2(x)))))
         if record is not None:
             record.resid.append(x)
         return x
@@ -380,14 +391,19 @@ class GPT(nn.Module):
         return [tables[rope] for rope in ropes]
 
     def forward(
-        self, idx: Tensor, cache: KVCache | None = None, record: ForwardRecord | None = None
+        self, idx: Tensor, cache: KVCache | None = None, record: ForwardRecord | None = None,
+        edits: Interventions | None = None,
     ) -> Tensor:
+        """Token ids (B, T) -> logits (B, T, vocab). `cache` holds earlier tokens' keys and values,
+        `record` keeps what a trace needs, `edits` changes the run (not together with a cache)."""
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.n_ctx:
             raise ValueError(
                 f"{past + T} tokens do not fit this model's context of {self.config.n_ctx}: shorten the prompt."
             )
+        if edits is not None and cache is not None:
+            raise ValueError("Interventions need the whole sequence in one pass: run it without a KV cache.")
         positions = torch.arange(past, past + T)
         x = self.embed(idx)  # (B, T, C)
         if record is not None:
@@ -398,8 +414,53 @@ class GPT(nn.Module):
                 record.pos_embed = pos
             x = x + pos
         # rotary: position enters attention by turning q and k (per layer: Gemma's differ)
+        if edits is not None and edits.embed is not None:
+            x = torch.where(edits.embed[0][..., None], edits.embed[1], x)  # patched block-0 input
         if record is not None:
             record.resid.append(x)
         for i, (block, rotary) in enumerate(zip(self.blocks, self.rotary(positions))):
-            x = block(x, rotary, cache.layers[i] if cache is not None else None, record)
+            edit = edits.layer(i) if edits is not None else None
+            x = block(x, rotary, cache.layers[i] if cache is not None else None, record, edit)
         return self.unembed(self.final_norm(x))  # (B, T, vocab)
+
+    def forward_from(
+        self, layer: int, x: Tensor, edits: Interventions | None = None, positions: Tensor | None = None,
+        joining: dict[int, Tensor] | None = None, progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Run blocks layer, layer + 1, ... on the residual stream x (B, T, C) entering block `layer`
+        (layer = n_layer: none) and return the final-normed stream (B', P, C) at `positions` (P,)
+        (default: the last one). `unembed` it for logits, or project it on a few tokens' rows.
+
+        joining {j: (B_j, T, C)}: more copies entering at block j > layer, appended to the batch
+        (B' = B + Σ B_j; block j's edit then covers every copy present at block j). So reruns
+        that start at different layers share one pass: each block's weights are read once for all.
+        progress(blocks done, blocks to run) after each block. Positions 0..T-1, as in forward.
+        """
+        B, T, _ = x.shape
+        if not 0 <= layer <= self.config.n_layer:
+            raise ValueError(f"Layer {layer} does not exist: run from 0–{self.config.n_layer}.")
+        joining = joining or {}
+        if any(not layer < j < self.config.n_layer for j in joining):
+            raise ValueError(f"Copies can join at blocks {layer + 1}–{self.config.n_layer - 1}, not {sorted(joining)}.")
+        rotary = self.rotary(torch.arange(T))
+        last = self.config.n_layer - 1
+        for i in range(layer, self.config.n_layer):
+            if i in joining:
+                x = torch.cat((x, joining[i]))  # (B + ..., T, C)
+            edit = edits.layer(i) if edits is not None else None
+            if i == last and positions is None and edit is None and T > 1:
+                x = self._last_position(x, rotary[i])  # (B', 1, C): only the position read out
+            else:
+                x = self.blocks[i](x, rotary[i], None, None, edit)
+            if progress is not None:
+                progress(i + 1 - layer, self.config.n_layer - layer)
+        x = x[:, -1:] if positions is None else x[:, positions]  # (B', P, C)
+        return self.final_norm(x)
+
+    def _last_position(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The last block's output at the last position only, (B, 1, C) from x (B, T, C): the keys
+        and values of the earlier positions as a KV cache, one query (what generation does)."""
+        block = self.blocks[-1]
+        before, now = (None, None) if rotary is None else ((rotary[0][:-1], rotary[1][:-1]), (rotary[0][-1:], rotary[1][-1:]))
+        _, k, v = block.attn.project(block.norm1(x[:, :-1]), before)  # (B, n_kv, T - 1, hs)
+        return block(x[:, -1:], now, LayerKV(k, v))

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from gptviz import interventions as iv
+from gptviz.interventions import Ablation, Component, Interventions, Patch
 from gptviz.model import (
     GPT,
     ForwardRecord,
@@ -51,18 +53,28 @@ def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: b
     return ids
 
 
-def trace(model: GPT, text_or_ids: str | Sequence[int], *, allow_special: bool = False) -> "Trace":
+def trace(
+    model: GPT, text_or_ids: str | Sequence[int], *, allow_special: bool = False,
+    ablate: Sequence[Component] = (), ablation: Ablation = "zero", patch: Patch | None = None,
+) -> "Trace":
     """Run the model once on a prompt and keep what every view needs.
 
     text_or_ids: a string (tokenized; special-token-looking text stays plain text unless
     allow_special) or token ids. Raises ValueError for an empty prompt or one longer than
     the model's context (n_ctx).
+
+    Interventions (the trace is then of the changed run, and its stages show the change):
+    ablate: components knocked out, (layer, head) or (layer, "mlp"); ablation "zero" sets
+    their output to 0, "mean" to its mean over this run's positions. patch: copies activations
+    of a clean run of a prompt with as many tokens into this one (gptviz.Patch(clean_trace,
+    [(site, layer, position or head), ...]), sites as in gptviz.interventions.SITES).
     """
     ids = encode_prompt(model, text_or_ids, allow_special)
+    edits = iv.build(model.config, len(ids), ablate, ablation, patch)
     record = ForwardRecord()
     with torch.inference_mode():
-        logits = model(torch.tensor([ids]), record=record)  # (1, T, vocab)
-    return Trace.from_record(model, ids, record, logits[0])
+        logits = model(torch.tensor([ids]), record=record, edits=edits)  # (1, T, vocab)
+    return Trace.from_record(model, ids, record, logits[0], edits)
 
 
 def _first(batch: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -77,7 +89,8 @@ class Trace:
     resid_stream: n_layer + 1 tensors (T, C) (hook_resid_pre of each block, then the
     last block's hook_resid_post); resid_mids: per layer (T, C);
     qs: per layer (nh, T, hs); ks, vs: per layer (n_kv, T, hs), after q/k norms and rotary;
-    logits (T, vocab).
+    logits (T, vocab); interventions: what was changed in the run (None: nothing), applied
+    again when a stage is computed on demand.
     """
 
     model: GPT = field(repr=False)
@@ -91,11 +104,13 @@ class Trace:
     ks: tuple[Tensor, ...]
     vs: tuple[Tensor, ...]
     logits: Tensor
+    interventions: Interventions | None = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_record(cls, model: GPT, ids: list[int], record: ForwardRecord, logits: Tensor) -> "Trace":
+    def from_record(cls, model: GPT, ids: list[int], record: ForwardRecord, logits: Tensor,
+                    interventions: Interventions | None = None) -> "Trace":
         return cls(
             model=model,
             ids=list(ids),
@@ -108,7 +123,12 @@ class Trace:
             ks=_first(record.k),
             vs=_first(record.v),
             logits=logits,
+            interventions=interventions,
         )
+
+    def _edit(self, layer: int):
+        """The LayerEdit of `layer` in this run, or None."""
+        return None if self.interventions is None else self.interventions.layer(layer)
 
     def _memoized(self, key: tuple, compute):
         with self._lock:
@@ -213,22 +233,34 @@ class Trace:
     def z(self, layer: int) -> Tensor:
         """(nh, T, hs) context vectors: each head's pattern-weighted sum of values (hook_z).
 
-        Computed by the same fused kernel the forward pass ran, on the same q, k, v.
+        Computed by the same fused kernel the forward pass ran, on the same q, k, v (and with
+        this run's interventions: a knocked-out head's z is its ablated value).
         """
         layer = self._layer(layer)
         with torch.inference_mode():
             z = attend(self.qs[layer][None], self.ks[layer][None], self.vs[layer][None],
                        self.model.config.scale, self.window(layer))
+            if (edit := self._edit(layer)) is not None:
+                z = edit.edit_z(z)
         return z[0]
 
-    def attn_out(self, layer: int) -> Tensor:
-        """(T, C) what attention adds to the residual stream (hook_attn_out): the heads' context
-        vectors concatenated, through out_proj (and the post-attention norm, if the model has one)."""
+    def attn_module_out(self, layer: int) -> Tensor:
+        """(T, C) the heads' context vectors concatenated, through out_proj: attention's output
+        before any post-attention norm (what a forward hook on the attention module sees)."""
         z = self.z(layer)
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            merged = z.transpose(0, 1).reshape(self.n_tokens, -1)  # (T, nh * hs)
-            return block.post_attn_norm(block.attn.out_proj(merged))
+            out = block.attn.out_proj(z.transpose(0, 1).reshape(self.n_tokens, -1))[None]  # (1, T, C)
+            if (edit := self._edit(self._layer(layer))) is not None:
+                out = edit.edit_attn_out(out)
+        return out[0]
+
+    def attn_out(self, layer: int) -> Tensor:
+        """(T, C) what attention adds to the residual stream (hook_attn_out): attn_module_out
+        (through the post-attention norm, if the model has one)."""
+        block = self.model.blocks[self._layer(layer)]
+        with torch.inference_mode():
+            return block.post_attn_norm(self.attn_module_out(layer))
 
     # ---- MLP ------------------------------------------------------------------------
     def mlp_hidden(self, layer: int) -> Tensor:
@@ -237,11 +269,21 @@ class Trace:
         with torch.inference_mode():
             return block.mlp.hidden(block.norm2(self.resid_mid(layer)))
 
+    def mlp_module_out(self, layer: int) -> Tensor:
+        """(T, C) the MLP's output before any post-MLP norm (what a forward hook on the MLP module
+        sees), with this run's interventions."""
+        block = self.model.blocks[self._layer(layer)]
+        with torch.inference_mode():
+            out = block.mlp.fc_out(self.mlp_hidden(layer))[None]  # (1, T, C)
+            if (edit := self._edit(self._layer(layer))) is not None:
+                out = edit.edit_mlp_out(out)
+        return out[0]
+
     def mlp_out(self, layer: int) -> Tensor:
         """(T, C) what the MLP adds to the residual stream (hook_mlp_out; after the post-MLP norm, if any)."""
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            return block.post_mlp_norm(block.mlp.fc_out(self.mlp_hidden(layer)))
+            return block.post_mlp_norm(self.mlp_module_out(layer))
 
     # ---- output -----------------------------------------------------------------------
     @property
@@ -266,8 +308,11 @@ class Trace:
         return KVCache([LayerKV(k[None], v[None]) for k, v in zip(self.ks, self.vs)])
 
     def extend(self, new_ids: Sequence[int]) -> "Trace":
-        """The trace of ids + new_ids, running only the new tokens (KV cache)."""
+        """The trace of ids + new_ids, running only the new tokens (KV cache). Not for a run with
+        interventions (a mean ablation averages over every position): trace the longer sequence."""
         new_ids = encode_prompt(self.model, new_ids)
+        if self.interventions is not None:
+            raise ValueError("A trace with interventions cannot be extended: trace the longer sequence anew.")
         record = ForwardRecord()
         with torch.inference_mode():
             logits = self.model(torch.tensor([new_ids]), cache=self.kv_cache(), record=record)[0]

@@ -23,6 +23,7 @@ from streamlit.runtime.pages_manager import PagesManager
 import gptviz
 from gptviz.analysis import heads
 from gptviz.config import GPTConfig
+from gptviz.interventions import ABLATIONS, component_label, parse_components
 from gptviz.model import GPT
 from gptviz.tokenizer import TokenizerError
 from gptviz.trace import Trace
@@ -49,17 +50,28 @@ TRACE_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "3000")) *
 MAX_VIEW_TOKENS = max(2, int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024")))
 MAX_MODELS_LOADED = 2
 
+def flag(text: str) -> bool:
+    """A switch's value as the URL writes it ("True" / "False")."""
+    return text.strip().lower() in ("true", "1")
+
+
 # Session-state keys that live in the URL, with their type.
 URL_KEYS = {
     "model": str, "prompt": str, "layer": int, "head": int, "gen": str,
     "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int, "max_tokens": int,
     "norm": str, "neuron": int, "n_positions": int, "dropout_p": float, "dropout_seed": int,  # Inside a block
+    "why_target": str, "why_target_pick": str, "why_contrast": str, "why_contrast_pick": str,
+    "ablation": str, "knockout": str, "knockout_view": flag, "corrupt": str, "why_gradient": flag,
+    "why_compute": flag,
 }
+LONG_TEXT_KEYS = ("prompt", "corrupt")  # left out of the URL when longer than URL_PROMPT_LIMIT
 SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 # Widget values kept when their page is left: each page draws the sidebar itself, and
 # Streamlit forgets a widget's value when its page is not drawn unless it is re-set.
 PERSISTENT_KEYS = ("model", "prompt", "allow_special", "layer", "head", "seed", "temperature", "top_k",
-                   "top_p", "position", "max_tokens", "norm", "neuron", "n_positions", "dropout_p", "dropout_seed")
+                   "top_p", "position", "max_tokens", "norm", "neuron", "n_positions", "dropout_p", "dropout_seed",
+                   "why_target", "why_target_pick", "why_contrast", "why_contrast_pick", "ablation",
+                   "knockout_view", "corrupt", "why_gradient", "why_compute")
 
 
 def local_model_dirs() -> dict[str, str]:
@@ -208,7 +220,14 @@ class TraceStore:
         self._budget = budget_bytes
         self._keep = keep
 
-    def get(self, model_name: str, model: GPT, ids: tuple[int, ...]) -> Trace:
+    def get(self, model_name: str, model: GPT, ids: tuple[int, ...], knock_out: tuple | None = None) -> Trace:
+        """The trace of ids; with knock_out (components, ablation) the trace of that knocked-out run."""
+        if knock_out is not None:
+            key = (model_name, ids, knock_out)
+            with self._lock:
+                hit = self._cached(key, model)
+            return hit if hit is not None else self._keep_trace(
+                key, model, gptviz.trace(model, ids, ablate=knock_out[0], ablation=knock_out[1]))
         with self._lock:
             hit = self._cached((model_name, ids), model)
             if hit is not None:
@@ -220,10 +239,13 @@ class TraceStore:
                 None,
             )
         tr = parent.extend(ids[parent.n_tokens:]) if parent is not None else gptviz.trace(model, ids)
+        return self._keep_trace((model_name, ids), model, tr)
+
+    def _keep_trace(self, key: tuple, model: GPT, tr: Trace) -> Trace:
         with self._lock:  # forget() takes this lock too: a model unloaded after this check is forgotten later
-            if self._keep is not None and not self._keep(model_name, model):
+            if self._keep is not None and not self._keep(key[0], model):
                 return tr
-            self._traces[(model_name, ids)] = tr
+            self._traces[key] = tr
             while len(self._traces) > 1 and sum(map(trace_bytes, self._traces.values())) > self._budget:
                 self._traces.popitem(last=False)
         return tr
@@ -243,6 +265,51 @@ class TraceStore:
 @st.cache_resource
 def trace_store() -> TraceStore:
     return TraceStore(TRACE_CACHE_BYTES, keep=model_registry().holds)
+
+
+class Memo:
+    """Small results (maps of a few thousand numbers) by key, shared by every session; at most
+    `size`, the least recently used dropped. Unlike st.cache_data, the computation may drive a
+    progress bar drawn outside it."""
+
+    def __init__(self, size: int) -> None:
+        self._values: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, key: tuple, compute: Callable[[], object]) -> object:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = compute()  # outside the lock: other sessions keep reading meanwhile
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self._size:
+                self._values.popitem(last=False)
+        return value
+
+    def has(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._values
+
+
+@st.cache_resource
+def memo() -> Memo:
+    return Memo(64)
+
+
+def remembered(key: tuple, compute: Callable[[Callable[[int, int], None]], object], what: str) -> object:
+    """memo()'s value for key, computing it with a progress bar ("what: done/total") when missing;
+    compute gets the progress callback(done, total)."""
+    if memo().has(key):
+        return memo().get(key, lambda: None)
+    bar = st.progress(0.0, text=f"{what}…")
+    try:
+        return memo().get(key, lambda: compute(
+            lambda done, total: bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done}/{total}")))
+    finally:
+        bar.empty()
 
 
 # ---- the state every page shares -------------------------------------------------------------
@@ -281,8 +348,11 @@ def save_url() -> None:
     state = st.session_state
     params = {}
     for key in URL_KEYS:
-        if key in state and not (key == "prompt" and len(state[key]) > URL_PROMPT_LIMIT):
+        if key in state:
             params[key] = str(state[key])
+    for key in LONG_TEXT_KEYS:
+        if len(str(state.get(key, ""))) > URL_PROMPT_LIMIT:
+            params.pop(key, None)
     if params != dict(st.query_params):
         st.query_params.from_dict(params)
 
@@ -318,9 +388,11 @@ class View:
     prompt_ids: tuple[int, ...]  # the prompt's tokens that fit the context
     n_dropped: int  # prompt tokens cut from the start to fit the context
     generated: tuple[int, ...]
-    trace: Trace
+    trace: Trace  # what the pages show: plain_trace, or its knocked-out run when that switch is on
     layer: int
     head: int
+    plain_trace: Trace  # the run without interventions
+    knock_out: tuple | None = None  # (components, ablation) shown instead of the plain run, or None
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -458,12 +530,37 @@ def view() -> View:
             f"The prompt has {len(ids):,} tokens but {reads}: the first "
             f"{n_dropped:,} tokens are left out and every view shows the last {len(prompt_ids):,}."
         )
-    tr = trace_store().get(name, model, prompt_ids + generated)
+    plain = trace_store().get(name, model, prompt_ids + generated)
+    knock = knock_out_setting(model) if state.get("knockout_view") else None
+    shown = plain if knock is None else trace_store().get(name, model, prompt_ids + generated, knock)
+    if knock is not None:
+        with st.sidebar:
+            st.warning(f"Every page shows the run with {', '.join(map(component_label, knock[0]))} knocked out "
+                       f"({knock[1]} ablation).")
+            st.button("Show the plain run", key="knockout_off", on_click=lambda: state.update(knockout_view=False))
     return View(
         model_name=name, model=model, prompt_ids=prompt_ids, n_dropped=n_dropped, generated=generated,
-        trace=tr, layer=min(int(state.get("layer", 0)), model.config.n_layer - 1),
-        head=min(int(state.get("head", 0)), model.config.n_head - 1),
+        trace=shown, layer=min(int(state.get("layer", 0)), model.config.n_layer - 1),
+        head=min(int(state.get("head", 0)), model.config.n_head - 1), plain_trace=plain, knock_out=knock,
     )
+
+
+def ablation_setting() -> str:
+    """The page's ablation, "zero" or "mean" (anything else in a link: "zero")."""
+    value = st.session_state.get("ablation", "zero")
+    return value if value in ABLATIONS else "zero"
+
+
+def knock_out_setting(model: GPT) -> tuple | None:
+    """(components, ablation) of the knock-out set kept in the URL ("knockout"), or None if empty."""
+    components = parse_components(str(st.session_state.get("knockout", "")), model.config.n_layer,
+                                  model.config.n_head)
+    return (tuple(components), ablation_setting()) if components else None
+
+
+def trace_of(v: View, ids: tuple[int, ...], knock_out: tuple | None = None) -> Trace:
+    """The (cached) trace of other ids on the view's model, e.g. a corrupted prompt, or of a knocked-out run."""
+    return trace_store().get(v.model_name, v.model, tuple(ids), knock_out)
 
 
 def follow_position(T: int) -> None:

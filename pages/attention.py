@@ -247,6 +247,8 @@ def overview_section(v, T: int) -> None:
 def main() -> None:
     st.title("Attention")
     st.write("Which earlier tokens does each token look at, and how does one head compute that?")
+    st.page_link("pages/why.py", label="Which heads matter for the prediction? Why this token?",
+                 icon=":material/psychology_alt:")
     v = ui.view()
     T = v.trace.n_tokens
     labels = token_labels(v.trace.tokens)

@@ -52,6 +52,15 @@ def add_token(generated: tuple[int, ...], token_id: int, settings: SamplingSetti
     st.rerun()
 
 
+def on_bar_click(tokens: list[str]) -> None:
+    """A click on a top-token bar: that token becomes the target of the Why this token? page."""
+    for point in (st.session_state.get("top_chart") or {}).get("selection", {}).get("points", []):
+        index = point.get("point_index")
+        if isinstance(index, int) and 0 <= index < len(tokens):
+            st.session_state["why_target"] = st.session_state["why_target_pick"] = tokens[index]
+            return
+
+
 def main() -> None:
     st.title("Next token")
     st.write("Which token does the model expect next, and how does sampling pick one?")
@@ -88,7 +97,11 @@ def main() -> None:
     fig = plots.top_tokens_figure(top["token"].tolist(), top["probability"].to_numpy(), top["logit"].to_numpy(),
                                   top["actual next"].to_numpy(),
                                   title=f"Top {len(top)} next tokens after position {position}")
-    ui.chart(fig, key="top_chart")
+    ui.chart(fig, key="top_chart", on_select=lambda tokens=top["token"].tolist(): on_bar_click(tokens),
+             selection_mode="points")
+    why = st.session_state.get("why_target_pick") if st.session_state.get("why_target") else top["token"].iloc[0]
+    st.page_link("pages/why.py", label=f"Why {show_whitespace(why)}? Which heads and MLPs make this prediction",
+                 icon=":material/psychology_alt:", help="Click a bar to pick the token to explain.")
     with st.expander("Top tokens as a table"):
         st.dataframe(top.assign(token=top["token"].map(show_whitespace)), hide_index=True, key="top_table")
         ui.download_csv(top, f"next_tokens_pos{position}", key="top_csv")

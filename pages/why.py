@@ -1,0 +1,432 @@
+"""Why this token? Which heads and MLPs make the prediction, and what happens when they are knocked out."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis import attribution as at
+from gptviz.analysis.lens import top_next_tokens
+from gptviz.interventions import ABLATIONS, component_label, parse_components
+from gptviz.plots import attribution as plots
+from gptviz.plots.common import show_whitespace
+from gptviz.tokenizer import TokenizerError
+
+AUTO_MAX_T = 64  # longer prompts compute the maps only when asked (each map is ~n_layer / 2 batched reruns)
+TOP_NAMED = 5  # heads named under the ablation map
+
+
+def code(token: str) -> str:
+    """A token as markdown inline code, its whitespace made visible."""
+    return "`" + show_whitespace(token).replace("`", "ˋ") + "`"
+
+
+def focus(layer: int, head: int | None = None, position: int | None = None) -> None:
+    """Focus a head (and a position) on every page: the shared sidebar keys."""
+    state = st.session_state
+    state["layer"] = int(layer)
+    if head is not None:
+        state["head"] = int(head)
+    if position is not None:
+        state["position"] = int(position)
+
+
+def on_component_click(key: str, n_layer: int, n_head: int) -> None:
+    """A click on a layer × head map: focus that head (a click on the MLP column: its layer)."""
+    for point in (st.session_state.get(key) or {}).get("selection", {}).get("points", []):
+        picked = plots.component_pick(point, n_layer, n_head)
+        if picked is not None:
+            layer, what = picked
+            focus(layer, None if what == "mlp" else what)
+            return
+
+
+def on_map_click(key: str, n_rows: int, n_cols: int, first_layer_row: int, columns: str) -> None:
+    """A click on a layer × position (or head) map: focus that layer and position (or head)."""
+    for point in (st.session_state.get(key) or {}).get("selection", {}).get("points", []):
+        picked = plots.map_pick(point, n_rows, n_cols)
+        if picked is not None:
+            row, col = picked
+            layer = max(0, row - first_layer_row)
+            focus(layer, col if columns == "head" else None, col if columns == "position" else None)
+            return
+
+
+def clear_pick(key: str) -> None:
+    st.session_state.pop(f"{key}_pick", None)
+
+
+# ---- target and contrast -------------------------------------------------------------------------
+def pick_token(tr, position: int, label: str, key: str, placeholder: str, help_text: str) -> int | None:
+    """A typed word -> one token id: its leading-space variant and the bare one are offered with
+    their ranks, the likelier picked unless the user chose. None when nothing usable is typed."""
+    state = st.session_state
+    text = st.text_input(label, key=key, placeholder=placeholder, help=help_text, on_change=clear_pick, args=(key,))
+    if not text:
+        return None
+    choices = at.token_choices(tr, text, position)
+    if choices.empty:
+        st.warning(f"{text!r} has no token for this tokenizer: type a word.")
+        return None
+    options = choices["token"].tolist()
+    if state.get(f"{key}_pick") not in options:
+        state[f"{key}_pick"] = options[0]  # the likelier
+    rows = choices.set_index("token")
+    if len(options) > 1:
+        st.radio("Which token?", options, key=f"{key}_pick", horizontal=True,
+                 format_func=lambda t: f"{show_whitespace(t)}  (rank {rows.loc[t, 'rank']:,}, "
+                                       f"p = {rows.loc[t, 'probability']:.3g})")
+    row = rows.loc[state[f"{key}_pick"]]
+    if row["pieces"] > 1:
+        st.caption(f"{show_whitespace(row['typed'])!r} is {row['pieces']} tokens for this tokenizer: the first, "
+                   f"{code(state[f'{key}_pick'])}, stands for it.")
+    return int(row["id"])
+
+
+def metric_section(v, tr, position: int) -> at.Metric:
+    tok, config = v.model.tokenizer, v.model.config
+    top_id = int(top_next_tokens(tr, position, 1)["id"].iloc[0])
+    top = tok.token_strings([top_id])[0]
+    left, right = st.columns(2)
+    with left:
+        target = pick_token(tr, position, "Target token", "why_target", show_whitespace(top),
+                            "The token to explain. Empty: the model's top prediction. Words inside a sentence "
+                            "usually start with a space (' Mary'); both forms are offered. You can also click a bar "
+                            "on the Next token page.")
+    with right:
+        contrast = pick_token(tr, position, "Contrast token (optional)", "why_contrast", "none",
+                              "With a contrast, the question is 'why the target rather than this?': the metric is "
+                              "the logit difference. Empty: the target's log-probability.")
+    target = top_id if target is None else target
+    if contrast == target:
+        st.warning("The contrast is the target itself: the difference would be 0. Using no contrast.")
+        contrast = None
+    metric = at.Metric(target, contrast, position)
+    stats = at.token_stats(tr, [target] if contrast is None else [target, contrast], position)
+    row = stats.iloc[0]
+    value = at.metric_value(tr, metric)
+    cols = st.columns(4)
+    cols[0].metric("Target", show_whitespace(row["token"]), help=f"Token id {row['id']}, logit {row['logit']:.3f}.")
+    cols[1].metric("p(target), rank", f"{row['probability']:.3g}, #{row['rank']:,}")
+    if contrast is None:
+        cols[2].metric("Contrast", "none", help="Without a contrast the metric is the target's log-probability.")
+    else:
+        other = stats.iloc[1]
+        cols[2].metric(f"Contrast {show_whitespace(other['token'])}: p, rank",
+                       f"{other['probability']:.3g}, #{other['rank']:,}",
+                       help=f"Token id {other['id']}, logit {other['logit']:.3f}.")
+    cols[3].metric(f"Metric: {metric.name}", f"{value:.3f}",
+                   help=("logit(target) − logit(contrast)" if contrast is not None else "log softmax(logits)[target]"))
+    ui.explain(
+        f"The prediction after token {position} {code(tr.tokens[position])} is explained through one number, the "
+        f"**metric**: with a contrast token c, the **logit difference** z_target − z_c (\"why this rather than "
+        f"that?\", the standard question of interpretability papers); without one, the target's "
+        f"**log-probability** log softmax(z)_target. z = the logits, {config.vocab_size:,} numbers at each of the "
+        f"{tr.n_tokens} positions. Every map below shows how the metric moves."
+    )
+    return metric
+
+
+# ---- direct logit attribution ----------------------------------------------------------------------------
+def dla_section(v, tr, metric: at.Metric) -> None:
+    config = v.model.config
+    L, nh, C, hs = config.n_layer, config.n_head, config.d_model, config.d_head
+    st.subheader("Direct logit attribution: what each head writes into the logit")
+    what = "logit difference" if metric.contrast is not None else "logit"
+    norm = "LayerNorm" if config.norm == "layernorm" else "RMSNorm"
+    ui.explain(
+        f"The residual stream at the last layer is a **sum**: the embeddings, plus what every attention layer "
+        f"and every MLP added. Attention's output is itself a sum over heads: concat(z_0 … z_{nh - 1}) W_O = "
+        f"Σ_h z_h W_O[h], with z_h ({hs},) a head's context vector at this position and W_O[h] its ({hs}, {C}) "
+        f"slice of the output projection. The logit of a token t is final_norm(x) · W_U[t] (W_U: the "
+        f"({config.vocab_size:,}, {C}) output head). The final {norm} divides x by a scale s computed from the "
+        f"whole x; **holding s at its value for this position**"
+        + (" (and centring each part, as LayerNorm centres the whole)" if config.norm == "layernorm" else "")
+        + ", the norm is linear, so the logit splits exactly into one share per part:\n\n"
+        "share(part) = (part · s · w_norm) · W_U[t]"
+        + (" − the same for the contrast" if metric.contrast is not None else "")
+        + (", plus the final norm's bias as its own part" if config.norm == "layernorm" else "")
+        + ".\n\n"
+        + ("Gemma-style norms after each sublayer are held at their scale too. " if config.post_norms else "")
+        + f"The map shows the {L} × {nh} heads' shares, the column beside it the {L} MLPs'. Blue pushes the "
+        f"{what} up, red down. *Direct* means only the path straight to the output: a head that acts through "
+        f"later layers (moving information for them) shows up in the ablation map below, not here. "
+        f"**Click a cell** to focus that head on every page (Attention, Compare heads)."
+    )
+    dla = at.direct_logit_attribution(tr, metric)
+    key = "why_dla_map"
+    fig = plots.component_map(dla.heads, dla.mlps, f"Direct share of the {what}", what, focus=(v.layer, v.head))
+    ui.chart(fig, key=key, on_select=lambda: on_component_click(key, L, nh), selection_mode="points")
+    parts = dla.by_layer()
+    ui.chart(plots.layer_parts_figure({c: parts[c].to_numpy() for c in parts.columns}, list(parts.index), what),
+             key="why_dla_layers")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Sum of all shares", f"{dla.total:.5f}")
+    c2.metric(f"The model's {what}", f"{dla.logit:.5f}")
+    c3.metric("Difference", f"{abs(dla.total - dla.logit):.1e}",
+              help="The decomposition is exact: only float rounding separates the two.")
+    other = [f"embeddings {dla.embed + (dla.pos_embed or 0):+.3f}"]
+    if dla.attn_bias.any():
+        other.append(f"attention biases {dla.attn_bias.sum():+.3f}")
+    if dla.final_bias:
+        other.append(f"final norm bias {dla.final_bias:+.3f}")
+    st.caption("Parts outside the map: " + ", ".join(other) + ".")
+    ui.download_csv(dla.parts_frame().set_index("part"), "direct_logit_attribution", key="why_dla_csv")
+
+
+# ---- ablation -------------------------------------------------------------------------------------------------
+def allowed(T: int, what: str) -> bool:
+    """Short prompts compute at once; long ones when the user switches it on."""
+    if T <= AUTO_MAX_T:
+        return True
+    on = st.toggle(f"Compute {what} for this prompt of {T:,} tokens", key="why_compute",
+                   help=f"Prompts over {AUTO_MAX_T} tokens wait for this switch: each map reruns the model "
+                        "from every layer, which takes a while on a CPU.")
+    if not on:
+        st.info(f"Switch on the computation above to see {what}.")
+    return on
+
+
+def ablation_section(v, tr, metric: at.Metric) -> None:
+    config = v.model.config
+    L, nh, T = config.n_layer, config.n_head, tr.n_tokens
+    st.subheader("Knock out each head: the ablation map")
+    st.session_state["ablation"] = ui.ablation_setting()  # a bad value from a link: zero
+    st.radio("Ablation", ABLATIONS, key="ablation", horizontal=True,
+             format_func=lambda a: {"zero": "zero (output set to 0)", "mean": "mean (output set to its mean over "
+                                                                             "the positions)"}[a],
+             help="How a knocked-out head or MLP is replaced, here and in the knock-out set below.")
+    ablation = ui.ablation_setting()
+    ui.explain(
+        f"Each cell is one rerun of the model with **one** head knocked out: its context vector z_h (shape "
+        f"({T}, {config.d_head}): all positions) replaced by "
+        + ("0" if ablation == "zero" else "its mean over the prompt's positions (in that same run)")
+        + f" before the output projection. The value is metric(knocked out) − metric(plain run): red = the "
+        f"head helped the prediction (knocking it out hurts), blue = it worked against it. The MLP column does "
+        f"the same with each layer's MLP output ({T}, {config.d_model}).\n\n"
+        f"That is {L * nh} heads + {L} MLPs = {L * (nh + 1)} reruns. None starts from scratch: each starts at "
+        f"the knocked-out layer from the residual stream this page already has, and the {nh + 1} copies of "
+        f"a layer and every later layer's copies run as one batch, so each weight is read once per block. "
+        f"Unlike direct attribution, this counts every path, also through later layers."
+    )
+    if not allowed(T, "the ablation map"):
+        return
+    key = ("ablation", v.model_name, v.ids, metric, ablation)
+    amap = ui.remembered(key, lambda progress: at.ablation_map(tr, metric, ablation, progress=progress),
+                         f"Knocking out each of {L * nh} heads and {L} MLPs")
+    what = f"Δ {metric.name}"
+    chart_key = "why_ablation_map"
+    fig = plots.component_map(amap.heads, amap.mlps, f"Change of the {metric.name} when one component is knocked out",
+                              what, focus=(v.layer, v.head))
+    ui.chart(fig, key=chart_key, on_select=lambda: on_component_click(chart_key, L, nh), selection_mode="points")
+    worst = amap.most_negative(TOP_NAMED)
+    target = show_whitespace(v.model.tokenizer.token_strings([metric.target])[0])
+    if worst:
+        named = ", ".join(f"**L{l}H{h}** ({e:+.3f})" for l, h, e in worst)
+        st.markdown(f"Knocking out these heads hurts {code(target)} most: {named}.")
+    else:
+        st.markdown(f"No single head's knock-out lowers the metric for {code(target)}.")
+    mlp_order = np.argsort(amap.mlps)[:3]
+    st.caption("MLPs whose knock-out hurts most: " + ", ".join(f"L{l} MLP ({amap.mlps[l]:+.3f})" for l in mlp_order)
+               + f". Plain run's metric: {amap.base:.3f}.")
+    ui.download_csv(amap.frame().set_index(["layer", "head"]), f"ablation_map_{ablation}", key="why_ablation_csv")
+
+    if st.toggle("Compare with attribution patching (the gradient estimate)", key="why_gradient",
+                 help="One forward and one backward pass estimate the whole map to first order."):
+        gkey = ("gradient", v.model_name, v.ids, metric, ablation)
+        est = ui.remembered(gkey, lambda progress: at.ablation_map_gradient(tr, metric, ablation),
+                            "One forward and one backward pass")
+        agree = at.agreement(amap, est)
+        ui.explain(
+            "**Attribution patching** estimates every cell at once: with a = a component's output and a' its "
+            "knocked-out value, metric(a') − metric(a) ≈ (a' − a) · ∂metric/∂a, summed over positions and "
+            "dimensions. One forward pass gives every a, one backward pass every gradient: about the cost of 3 "
+            "forward passes instead of one rerun per component. It is a straight-line estimate, good for small "
+            "changes and poor where knocking a component out changes a lot non-linearly (often the first "
+            "layers' MLPs, which act as part of the embedding)."
+        )
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Correlation over heads", f"{agree['heads']:.2f}")
+        c2.metric("Correlation over MLPs", f"{agree['mlps']:.2f}")
+        c3.metric(f"Top-{agree['k']} harmful heads shared", f"{agree['top_overlap']:.0%}")
+        left, right = st.columns(2)
+        with left:
+            ekey = "why_gradient_map"
+            ui.chart(plots.component_map(est.heads, est.mlps, "Gradient estimate", what, focus=(v.layer, v.head)),
+                     key=ekey, on_select=lambda: on_component_click(ekey, L, nh), selection_mode="points")
+        with right:
+            labels = [component_label((l, h)) for l in range(L) for h in range(nh)] + \
+                     [component_label((l, "mlp")) for l in range(L)]
+            ui.chart(plots.agreement_figure(np.concatenate([amap.heads.ravel(), amap.mlps]),
+                                            np.concatenate([est.heads.ravel(), est.mlps]), labels, metric.name),
+                     key="why_agreement")
+        frame = amap.frame().merge(est.frame(), on=["layer", "head"]).set_index(["layer", "head"])
+        ui.download_csv(frame, f"ablation_exact_vs_gradient_{ablation}", key="why_gradient_csv")
+
+
+# ---- a knock-out set --------------------------------------------------------------------------------------------
+def set_knockout(components) -> None:
+    st.session_state["knockout"] = ",".join(map(component_label, components))
+
+
+def add_component(component, current) -> None:
+    if component not in current:
+        set_knockout([*current, component])
+
+
+def on_knockout_pick() -> None:
+    st.session_state["knockout"] = ",".join(st.session_state["why_knockout_pick"])
+
+
+def knockout_section(v, tr, metric: at.Metric) -> None:
+    config = v.model.config
+    L, nh = config.n_layer, config.n_head
+    state = st.session_state
+    st.subheader("Knock out a set: the prediction before and after")
+    current = parse_components(str(state.get("knockout", "")), L, nh)
+    set_knockout(current)  # drop what this model lacks
+    options = [component_label((l, h)) for l in range(L) for h in range(nh)] + \
+              [component_label((l, "mlp")) for l in range(L)]
+    state["why_knockout_pick"] = [component_label(c) for c in current]
+    b1, b2, b3 = st.columns(3)
+    b1.button(f"Knock out L{v.layer}H{v.head} (the head in focus)", key="why_add_head", width="stretch",
+              on_click=add_component, args=((v.layer, v.head), current))
+    b2.button(f"Knock out layer {v.layer}'s MLP", key="why_add_mlp", width="stretch",
+              on_click=add_component, args=((v.layer, "mlp"), current))
+    b3.button("Clear the set", key="why_clear", width="stretch", on_click=set_knockout, args=([],))
+    st.multiselect("Knocked out", options, key="why_knockout_pick", on_change=on_knockout_pick,
+                   help="Click a cell of a map to focus a head, then add it with the button; or pick here.")
+    ablation = ui.ablation_setting()
+    ui.explain(
+        f"Build a set of heads and MLPs by clicking (a map cell focuses a head, the buttons add the head or MLP in "
+        f"focus) and see the next-token distribution after token {metric.position} with all of them knocked out at "
+        f"once ({ablation} ablation, as chosen above), next to the plain run. **KL divergence** KL(before ‖ after) "
+        f"= Σ_t p_t log(p_t / q_t) over all {config.vocab_size:,} tokens measures how far the whole distribution "
+        f"moved (0 = not at all). The switch shows the knocked-out run on every page, and lives in the URL."
+    )
+    if not current:
+        st.info("The set is empty: add heads or MLPs above.")
+        return
+    after = ui.trace_of(v, v.ids, (tuple(current), ablation))
+    frame, kl = at.compare_runs(tr, after, metric.position, n=10)
+    before_value, after_value = at.metric_value(tr, metric), at.metric_value(after, metric)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"{metric.name}, plain run", f"{before_value:.3f}")
+    c2.metric(f"{metric.name}, knocked out", f"{after_value:.3f}", delta=f"{after_value - before_value:+.3f}")
+    c3.metric("KL(before ‖ after), nats", f"{kl:.4f}")
+    ui.chart(plots.compare_figure(frame["token"].tolist(), frame["before"].to_numpy(), frame["after"].to_numpy(),
+                                  f"Next token after position {metric.position}: "
+                                  f"{', '.join(map(component_label, current))} knocked out"), key="why_compare")
+    st.dataframe(frame.assign(token=frame["token"].map(show_whitespace)), hide_index=True, key="why_compare_table")
+    ui.download_csv(frame.set_index("token"), "knock_out_before_after", key="why_compare_csv")
+    st.toggle("Show this knocked-out run on every page", key="knockout_view",
+              help="Attention, Next token, Logit lens, … then show the run with this set knocked out.")
+
+
+# ---- activation patching ------------------------------------------------------------------------------------------
+def suggest_swap(prompt: str) -> None:
+    swapped = at.name_swap(prompt)
+    st.session_state["corrupt"] = swapped if swapped is not None else st.session_state.get("corrupt", "")
+    st.session_state["_why_no_swap"] = swapped is None
+
+
+def patching_section(v, tr, metric: at.Metric) -> None:
+    config = v.model.config
+    L, nh, T, C, hs = config.n_layer, config.n_head, tr.n_tokens, config.d_model, config.d_head
+    state = st.session_state
+    st.subheader("Activation patching: where does the difference live?")
+    ui.explain(
+        f"Run a **corrupted** prompt that differs from yours in a detail (swap the two names: the model should "
+        f"now expect the other one), then rerun it while copying **one** activation from your (clean) run. If "
+        f"copying it brings the clean prediction back, that activation carries the information. Each cell "
+        f"shows the fraction of the gap restored:\n\n"
+        f"restored = (metric(patched) − metric(corrupted)) / (metric(clean) − metric(corrupted))\n\n"
+        f"1 = the clean prediction is back, 0 = no change. Maps: the **residual stream** at (layer, position), "
+        f"a ({C},) vector (row 'embed' is the input of block 0, row 'after Ll' the stream leaving block l); "
+        f"each **head's z** ({T}, {hs}), all positions at once; the **attention output** and the **MLP output** "
+        f"of one layer at one position ({C},). Both prompts must have the same number of tokens ({T} here), since "
+        f"activations are copied position by position. **Click a cell** to focus its layer and head or position."
+    )
+    prompt = state.get("prompt", "")
+    c1, c2 = st.columns([3, 1])
+    with c2:
+        st.button("Suggest a name swap", key="why_swap", width="stretch", on_click=suggest_swap, args=(prompt,),
+                  help="Swap the first two names of the prompt everywhere (Mary ↔ John).")
+    if state.pop("_why_no_swap", False):
+        st.info("No two names found (capitalised words inside a sentence): type a corrupted prompt.")
+    with c1:
+        text = st.text_area("Corrupted prompt", key="corrupt", height=80,
+                            help="Your prompt with a detail changed, with as many tokens.")
+    if not text.strip():
+        st.info("Type a corrupted prompt, or press **Suggest a name swap**.")
+        return
+    try:
+        corrupt_ids = v.model.tokenizer.encode(text, allow_special=bool(state.get("allow_special")))
+    except TokenizerError as err:
+        st.error(f"The corrupted prompt cannot be tokenized: {err}")
+        return
+    n_clean = v.n_dropped + len(v.prompt_ids)  # the whole prompt, before any cut to the context
+    if len(corrupt_ids) != n_clean:
+        tok = v.model.tokenizer
+        clean_tokens = tok.token_strings(tok.encode(prompt, allow_special=bool(state.get("allow_special"))))
+        corrupt_tokens = tok.token_strings(corrupt_ids)
+        st.error(f"The two prompts tokenize to different lengths: yours has {len(clean_tokens)} tokens, the "
+                 f"corrupted one {len(corrupt_tokens)}. Patching copies activations position by position, so change "
+                 f"words for words of as many tokens (names are usually one token each, with their leading space).")
+        n = max(len(clean_tokens), len(corrupt_tokens))
+        st.dataframe(pd.DataFrame({"clean": (clean_tokens + [""] * n)[:n], "corrupted": (corrupt_tokens + [""] * n)[:n]})
+                     .map(show_whitespace), key="why_tokens_table")
+        return
+    ids = tuple(corrupt_ids[v.n_dropped:]) + v.generated  # cut and extended like the clean run
+    corrupted = ui.trace_of(v, ids)
+    clean_value, corrupted_value = at.metric_value(tr, metric), at.metric_value(corrupted, metric)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"{metric.name}, clean", f"{clean_value:.3f}")
+    c2.metric(f"{metric.name}, corrupted", f"{corrupted_value:.3f}")
+    top = top_next_tokens(corrupted, metric.position, 1)["token"].iloc[0]
+    c3.metric("Corrupted run's top token", show_whitespace(top))
+    if abs(clean_value - corrupted_value) < 1e-3:
+        st.warning("Both prompts give the same metric: there is no gap to restore. Change a detail that matters for "
+                   "the target (or pick a contrast token).")
+        return
+    if not allowed(T, "the patching maps"):
+        return
+    maps = {}
+    for site, info in at.PATCH_SITES.items():
+        key = ("patch", v.model_name, v.ids, ids, metric, site)
+        maps[site] = ui.remembered(key, lambda progress, site=site: at.patching_map(tr, corrupted, metric, site,
+                                                                                    progress),
+                                   f"Patching: {info.title.lower()}")
+    for site, pmap in maps.items():
+        info = at.PATCH_SITES[site]
+        chart_key = f"why_patch_{site}"
+        first_layer_row = 1 if site == "resid" else 0
+        rows, cols = pmap.restored.shape
+        ui.chart(plots.position_map(pmap.restored, pmap.rows, pmap.columns, f"{info.title}: fraction restored"),
+                 key=chart_key, on_select=lambda k=chart_key, r=rows, c=cols, f=first_layer_row, w=info.columns:
+                 on_map_click(k, r, c, f, w), selection_mode="points")
+        best = np.unravel_index(np.nanargmax(pmap.restored), pmap.restored.shape)
+        st.caption(f"Patched: {info.explanation}. Most restored: {pmap.rows[best[0]]}, {pmap.columns[best[1]]} "
+                   f"({pmap.restored[best]:.0%}).")
+        ui.download_csv(pmap.frame(), f"patching_{site}", key=f"why_patch_{site}_csv")
+
+
+def main() -> None:
+    st.title("Why this token?")
+    st.write("Which heads and MLPs make the prediction, and what happens when you knock them out?")
+    v = ui.view()
+    tr = v.plain_trace
+    T = tr.n_tokens
+    if v.knock_out is not None:
+        st.caption("Every other page shows the knocked-out run (sidebar); this page always starts from the plain run.")
+    ui.follow_position(T)
+    st.number_input("Position (explain the prediction after this token)", 0, T - 1, step=1, key="position",
+                    help=f"0 to {T - 1}; the last position predicts the token after the text.")
+    position = int(st.session_state["position"])
+    metric = metric_section(v, tr, position)
+    dla_section(v, tr, metric)
+    ablation_section(v, tr, metric)
+    knockout_section(v, tr, metric)
+    patching_section(v, tr, metric)
+
+
+main()

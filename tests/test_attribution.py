@@ -1,0 +1,257 @@
+"""Why this token? Direct logit attribution adds up to the logit and matches a transformers
+computation; the batched ablation and patching maps equal one intervened trace per cell; the
+gradient estimate is the derivative it claims to be; token picking, name swaps, run comparison."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import gptviz
+from gptviz.analysis import attribution as at
+from gptviz.interventions import Interventions, LayerEdit
+from test_fidelity import ARCH_CASES, save_random
+from test_interventions import capture, layers_of, o_proj_of
+
+TOL = 1e-5
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(tmp_path_factory):
+    config_class, kwargs, _ = ARCH_CASES["gemma3"]
+    return gptviz.load_model(str(save_random(tmp_path_factory.mktemp("gemma3") / "m", config_class, 5, **kwargs)))
+
+
+@pytest.fixture(params=["gpt2", "llama", "gemma3"])
+def model(request, tiny_gpt2, tiny_llama, tiny_gemma3):
+    return {"gpt2": tiny_gpt2, "llama": tiny_llama, "gemma3": tiny_gemma3}[request.param]
+
+
+def metrics_for(tr: gptviz.Trace) -> list[at.Metric]:
+    order = torch.argsort(tr.logits[-1], descending=True).tolist()
+    return [at.Metric(order[0]), at.Metric(order[0], order[1]), at.Metric(order[3], order[0], position=4)]
+
+
+# ---- direct logit attribution ------------------------------------------------------------------------
+def test_direct_logit_attribution_adds_up_to_the_logit(model):
+    """LayerNorm (GPT-2: centred parts, biases, position embedding), RMSNorm (Llama), and Gemma 3's
+    norms after each sublayer, each held at its scale: the parts sum to the logit (difference)."""
+    tr = gptviz.trace(model, PROMPT)
+    for metric in metrics_for(tr):
+        dla = at.direct_logit_attribution(tr, metric)
+        logits = tr.logits[metric.position]
+        expected = logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0)
+        assert dla.logit == pytest.approx(float(expected), abs=1e-6)
+        assert abs(dla.total - dla.logit) <= TOL
+        assert dla.heads.shape == (model.config.n_layer, model.config.n_head)
+        frame = dla.parts_frame()
+        assert frame["value"].sum() == pytest.approx(dla.total, abs=1e-9)
+        assert (dla.by_layer().sum().sum()) == pytest.approx(dla.total - dla.final_bias, abs=1e-9)
+    assert (dla.pos_embed is not None) == (model.config.positional == "learned")
+    if model.config.norm == "rmsnorm":
+        assert dla.final_bias == 0
+
+
+def test_direct_logit_attribution_with_every_bias_set(tiny_gpt2):
+    """transformers initialises GPT-2's biases to 0: set them all, so the bias parts are tested too."""
+    import copy
+
+    model = copy.deepcopy(tiny_gpt2)
+    g = torch.Generator().manual_seed(0)
+    for name, param in model.named_parameters():
+        if name.endswith("bias"):
+            param.data += 0.3 * torch.randn(param.shape, generator=g)
+    tr = gptviz.trace(model, PROMPT)
+    dla = at.direct_logit_attribution(tr, metrics_for(tr)[1])
+    assert dla.final_bias != 0 and (dla.attn_bias != 0).all()
+    assert abs(dla.total - dla.logit) <= TOL
+
+
+def test_direct_logit_attribution_of_a_knocked_out_run_adds_up(tiny_llama):
+    tr = gptviz.trace(tiny_llama, PROMPT, ablate=[(0, 1), (1, "mlp")], ablation="mean")
+    dla = at.direct_logit_attribution(tr, at.Metric(7, 11))
+    assert abs(dla.total - dla.logit) <= TOL
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_heads_share_matches_a_transformers_computation(family, tiny_gpt2, tiny_llama, tiny_gpt2_dir,
+                                                          tiny_llama_dir):
+    """One head's share from transformers' own tensors: the head's slice of o_proj's input times its
+    slice of the weight, through the final norm with transformers' scale, dotted with lm_head's row."""
+    ours, path = (tiny_gpt2, tiny_gpt2_dir) if family == "gpt2" else (tiny_llama, tiny_llama_dir)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    tr = gptviz.trace(ours, PROMPT)
+    metric = metrics_for(tr)[1]
+    dla = at.direct_logit_attribution(tr, metric)
+    hs, layer = ours.config.d_head, 1
+    hf.requires_grad_(False)
+    z = capture(hf, tr.ids, "z", layer)[0, -1].double()  # (nh * hs,)
+    final_in = capture(hf, tr.ids, "resid_post", ours.config.n_layer - 1)[0, -1].double()
+    norm = hf.transformer.ln_f if family == "gpt2" else hf.model.norm
+    w_u = hf.get_output_embeddings().weight.double()
+    direction = w_u[metric.target] - w_u[metric.contrast]
+    o_proj = o_proj_of(layers_of(hf)[layer])
+    for head in range(ours.config.n_head):
+        cols = slice(head * hs, (head + 1) * hs)
+        if family == "gpt2":  # Conv1D: weight (in, out)
+            part = z[cols] @ o_proj.weight.double()[cols]
+            scale = torch.rsqrt(final_in.var(unbiased=False) + norm.eps)
+            part = (part - part.mean()) * scale * norm.weight.double()
+        else:
+            part = o_proj.weight.double()[:, cols] @ z[cols]
+            scale = torch.rsqrt(final_in.pow(2).mean() + norm.variance_epsilon)
+            part = part * scale * norm.weight.double()
+        assert float(part @ direction) == pytest.approx(dla.heads[layer, head], abs=TOL)
+
+
+# ---- the batched maps equal one intervened trace per cell --------------------------------------------------
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_ablation_map_equals_one_knocked_out_trace_per_component(model, ablation, monkeypatch):
+    tr = gptviz.trace(model, PROMPT)
+    L, nh = model.config.n_layer, model.config.n_head
+    metric = metrics_for(tr)[1]
+    amap = at.ablation_map(tr, metric, ablation)
+    base = at.metric_value(tr, metric)
+    assert amap.base == base and amap.heads.shape == (L, nh) and amap.mlps.shape == (L,)
+    for layer in range(L):
+        for what in [*range(nh), "mlp"]:
+            single = gptviz.trace(model, tr.ids, ablate=[(layer, what)], ablation=ablation)
+            effect = at.metric_value(single, metric) - base
+            got = amap.mlps[layer] if what == "mlp" else amap.heads[layer, what]
+            assert got == pytest.approx(effect, abs=TOL), (layer, what)
+    monkeypatch.setattr(at, "SWEEP_TOKENS", 3 * tr.n_tokens)  # several shared passes: the same map
+    again = at.ablation_map(tr, metric, ablation)
+    assert np.abs(again.heads - amap.heads).max() <= TOL and np.abs(again.mlps - amap.mlps).max() <= TOL
+    other = metrics_for(tr)[2]  # another position, and a logit difference of two other tokens
+    layer, head = L - 1, 0
+    single = gptviz.trace(model, tr.ids, ablate=[(layer, head)], ablation=ablation)
+    expected = at.metric_value(single, other) - at.metric_value(tr, other)
+    assert at.ablation_map(tr, other, ablation).heads[layer, head] == pytest.approx(expected, abs=TOL)
+
+
+def test_ablation_map_reports_progress_and_can_skip_mlps(tiny_llama):
+    tr = gptviz.trace(tiny_llama, PROMPT)
+    seen = []
+    amap = at.ablation_map(tr, at.Metric(5), mlps=False, progress=lambda done, total: seen.append((done, total)))
+    assert np.isnan(amap.mlps).all() and not np.isnan(amap.heads).any()
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    worst = amap.most_negative(3)
+    assert [e for *_, e in worst] == sorted(e for *_, e in worst) and all(e < 0 for *_, e in worst)
+    with pytest.raises(ValueError, match="plain run"):
+        at.ablation_map(gptviz.trace(tiny_llama, PROMPT, ablate=[(0, 0)]), at.Metric(5))
+    with pytest.raises(ValueError, match="vocabulary"):
+        at.ablation_map(tr, at.Metric(10**9))
+
+
+@pytest.mark.parametrize("site", list(at.PATCH_SITES))
+def test_patching_map_equals_one_patched_trace_per_cell(model, site, monkeypatch):
+    monkeypatch.setattr(at, "SWEEP_TOKENS", 40)  # several passes
+    clean = gptviz.trace(model, PROMPT)
+    swapped = at.name_swap(PROMPT)
+    corrupted = gptviz.trace(model, swapped)
+    assert corrupted.n_tokens == clean.n_tokens
+    change = clean.logits[-1] - corrupted.logits[-1]
+    metric = at.Metric(int(change.argmax()), int(change.argmin()))
+    pmap = at.patching_map(clean, corrupted, metric, site)
+    L, T, nh = model.config.n_layer, clean.n_tokens, model.config.n_head
+    assert pmap.restored.shape == ((L + 1, T) if site == "resid" else (L, nh) if site == "z" else (L, T))
+    assert len(pmap.rows) == pmap.restored.shape[0] and len(pmap.columns) == pmap.restored.shape[1]
+    lo, hi = pmap.corrupted, pmap.clean
+    differ = [i for i, (a, b) in enumerate(zip(clean.ids, corrupted.ids)) if a != b]
+    cols = range(nh) if site == "z" else sorted({0, T // 2, T - 1, *differ})
+    for row in range(pmap.restored.shape[0]):
+        for col in cols:
+            if site == "resid":
+                kind, layer = ("resid_pre", row) if row < L else ("resid_post", L - 1)
+            else:
+                kind, layer = site, row
+            tr = gptviz.trace(model, corrupted.ids, patch=gptviz.Patch(clean, [(kind, layer, col)]))
+            expected = (at.metric_value(tr, metric) - lo) / (hi - lo)
+            assert pmap.restored[row, col] == pytest.approx(expected, abs=1e-4), (row, col)
+    if site == "resid":  # the last row: only the last position reaches the prediction
+        assert pmap.restored[-1, -1] == pytest.approx(1.0, abs=1e-6)
+        assert np.abs(pmap.restored[-1, :-1]).max() <= 1e-6
+
+
+def test_patching_map_needs_equal_lengths(tiny_gpt2):
+    clean = gptviz.trace(tiny_gpt2, PROMPT)
+    with pytest.raises(ValueError, match=f"{clean.n_tokens} tokens and the corrupted one"):
+        at.patching_map(clean, gptviz.trace(tiny_gpt2, "When Mary went home"), at.Metric(1), "resid")
+    with pytest.raises(ValueError, match="Unknown patching site"):
+        at.patching_map(clean, clean, at.Metric(1), "q")
+
+
+# ---- the gradient estimate ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_gradient_estimate_is_the_derivative_along_the_ablation(model, ablation):
+    """estimate = d/dε metric(a + ε (a_ablated − a)) at ε = 0, checked by a central difference."""
+    tr = gptviz.trace(model, PROMPT)
+    metric = metrics_for(tr)[1]
+    est = at.ablation_map_gradient(tr, metric, ablation)
+    assert est.base == pytest.approx(at.metric_value(tr, metric), abs=1e-4)
+    c, T, L = model.config, tr.n_tokens, model.config.n_layer
+    eps = 1e-2
+
+    def moved(layer, what, step):
+        if what == "mlp":
+            m = tr.mlp_module_out(layer)
+            fill = m.mean(0, keepdim=True) if ablation == "mean" else 0
+            edit = LayerEdit(mlp_add=(step * (fill - m))[None])
+        else:
+            z = tr.z(layer)
+            fill = z[what].mean(0, keepdim=True) if ablation == "mean" else 0
+            add = torch.zeros(1, c.n_head, T, c.d_head)
+            add[0, what] = step * (fill - z[what])
+            edit = LayerEdit(z_add=add)
+        with torch.inference_mode():
+            normed = model.forward_from(0, tr.resid_pre(0)[None], Interventions.at(L, {layer: edit}))
+            return float(metric.of_normed(model, normed[0, 0]))
+
+    for layer, what in [(0, 0), (L - 1, c.n_head - 1), (1, 1), (0, "mlp"), (L - 1, "mlp")]:
+        slope = (moved(layer, what, eps) - moved(layer, what, -eps)) / (2 * eps)
+        got = est.mlps[layer] if what == "mlp" else est.heads[layer, what]
+        assert got == pytest.approx(slope, abs=2e-3, rel=2e-3), (layer, what)
+    exact = at.ablation_map(tr, metric, ablation)
+    agree = at.agreement(exact, est)
+    assert -1 <= agree["heads"] <= 1 and 0 <= agree["top_overlap"] <= 1
+
+
+# ---- tokens, corrupted prompts, comparing runs ----------------------------------------------------------------
+def test_token_choices_offer_the_leading_space_variant(tiny_gpt2):
+    tr = gptviz.trace(tiny_gpt2, PROMPT)
+    choices = at.token_choices(tr, "Mary")
+    assert set(choices["token"]) == {" Mary", "Mary"}
+    assert list(choices["rank"]) == sorted(choices["rank"])
+    p = torch.softmax(tr.logits[-1], -1)
+    for _, row in choices.iterrows():
+        assert row["probability"] == pytest.approx(float(p[row["id"]]))
+    assert at.token_choices(tr, " Mary")["token"].tolist() == choices["token"].tolist()
+    long = at.token_choices(tr, "Supercalifragilistic")
+    assert (long["pieces"] > 1).all()
+    assert at.token_choices(tr, "   ").empty is False  # whitespace itself is a token
+    assert at.token_choices(tr, "").empty
+
+
+@pytest.mark.parametrize("text,expected", [
+    (PROMPT, "When John and Mary went to the store, Mary gave a drink to"),
+    ("Then Alice met Bob. Alice said hi to", "Then Bob met Alice. Bob said hi to"),
+    ("The cat sat. The dog ran.", None),
+    ("no names here", None),
+])
+def test_name_swap(text, expected):
+    assert at.name_swap(text) == expected
+
+
+def test_compare_runs(tiny_llama):
+    before = gptviz.trace(tiny_llama, PROMPT)
+    frame, kl = at.compare_runs(before, before, n=5)
+    assert kl == pytest.approx(0.0, abs=1e-9) and len(frame) == 5
+    assert (frame["before"] == frame["after"]).all()
+    after = gptviz.trace(tiny_llama, PROMPT, ablate=[(0, "mlp"), (1, "mlp")])
+    frame, kl = at.compare_runs(before, after, n=5)
+    assert kl > 0 and 5 <= len(frame) <= 10
+    assert list(frame["before"]) == sorted(frame["before"], reverse=True)
+    p = torch.softmax(after.logits[-1].double(), -1)
+    assert frame["after"].iloc[0] == pytest.approx(float(p[frame["id"].iloc[0]]))

@@ -1,0 +1,210 @@
+"""AppTest of the Why this token? page on both tiny models: picking target and contrast, the maps,
+a knock-out set shown on every page, activation patching, long and bad input; and its entry
+points on Next token and Attention."""
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from test_pages_attention_heads import APP, LONG_PROMPT, data, run_ok, spec, start
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+SWAPPED = "When John and Mary went to the store, Mary gave a drink to"
+MAPS = ["why_dla_map", "why_dla_layers", "why_ablation_map"]
+
+
+def z_shape(trace: dict) -> tuple[int, ...]:
+    """A heatmap's z shape, whether plotly sent it as a list or as a typed array."""
+    z = trace["z"]
+    if isinstance(z, dict):
+        return tuple(int(n) for n in z["shape"].split(","))
+    return np.shape(z)
+
+
+def values(array) -> np.ndarray:
+    """A plotly array as numpy, whether sent as a list or as a typed array (dtype + base64 bytes)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array)
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
+
+
+def metric(at: AppTest, label_start: str) -> str:
+    (found,) = [m.value for m in at.metric if m.label.startswith(label_start)]
+    return found
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_page_shows_the_maps_for_both_families(app_env, family):
+    at = start("why", app_env[family], PROMPT)
+    assert at.title[0].value == "Why this token?"
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert all(k in keys for k in MAPS), keys
+    heads, mlps = data(at, "why_ablation_map")
+    L, nh = (3, 3) if family == "gpt2" else (2, 6)
+    assert z_shape(heads) == (L, nh) and z_shape(mlps) == (L, 1) and mlps["x"] == ["MLP"]
+    assert z_shape(data(at, "why_dla_map")[0]) == (L, nh)
+    assert float(metric(at, "Difference")) < 1e-4  # the shares add up to the logit
+    assert "Knocking out these heads hurts" in texts(at) or "No single head" in texts(at)
+    assert metric(at, "Metric: log-probability")
+    assert [b.label for b in at.get("download_button") if "ablation_map" in b.label]
+    assert len(at.expander) >= 5  # a "What am I looking at?" note per section
+
+
+def test_target_and_contrast_picking(app_env):
+    at = start("why", app_env["gpt2"], PROMPT)
+    ablation = spec(at, "why_ablation_map")
+    at.text_input(key="why_target").set_value("Mary")
+    run_ok(at)
+    radio = at.radio(key="why_target_pick")
+    labels = [o.split("  (")[0] for o in radio.options]  # "␣Mary  (rank 4,950, p = …)"
+    assert sorted(labels) == ["Mary", "␣Mary"]  # with and without the leading space, likelier first
+    assert radio.value == labels[0].replace("␣", " ")
+    other = labels[1].replace("␣", " ")
+    radio.set_value(other)
+    run_ok(at)
+    assert at.session_state["why_target_pick"] == other and spec(at, "why_ablation_map") != ablation
+    at.text_input(key="why_contrast").set_value(" John")
+    run_ok(at)
+    assert metric(at, "Metric: logit difference")
+    assert any(m.label.startswith("Contrast") for m in at.metric)
+    at.text_input(key="why_contrast").set_value(other)
+    run_ok(at)
+    at.radio(key="why_contrast_pick").set_value(other)
+    run_ok(at)  # the contrast is the target itself
+    assert any("contrast is the target" in w.value for w in at.warning)
+    at.text_input(key="why_target").set_value("Supercalifragilistic")
+    run_ok(at)
+    assert any("tokens for this tokenizer" in c.value for c in at.caption)
+
+
+def test_ablation_kind_and_gradient_estimate(app_env):
+    at = start("why", app_env["llama"], PROMPT)
+    zero = spec(at, "why_ablation_map")
+    at.radio(key="ablation").set_value("mean")
+    run_ok(at)
+    assert spec(at, "why_ablation_map") != zero
+    at.toggle(key="why_gradient").set_value(True)
+    run_ok(at)
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert "why_gradient_map" in keys and "why_agreement" in keys
+    points = data(at, "why_agreement")[1]
+    assert len(values(points["x"])) == len(values(points["y"])) == 2 * 6 + 2  # every head and MLP
+    assert -1 <= float(metric(at, "Correlation over heads")) <= 1
+
+
+def test_knock_out_set_before_after_and_every_page(app_env):
+    at = start("why", app_env["gpt2"], PROMPT)
+    assert any("set is empty" in i.value for i in at.info)
+    at.session_state["layer"], at.session_state["head"] = 1, 2
+    run_ok(at)
+    at.button(key="why_add_head").click()
+    run_ok(at)
+    at.button(key="why_add_mlp").click()
+    run_ok(at)
+    assert at.multiselect(key="why_knockout_pick").value == ["L1H2", "L1 MLP"]
+    assert at.session_state["knockout"] == "L1H2,L1 MLP" and at.query_params["knockout"] == ["L1H2,L1 MLP"]
+    assert "why_compare" in [c.key for c in at.get("plotly_chart")]
+    assert float(metric(at, "KL(before")) > 0
+    before, after = data(at, "why_compare")
+    assert before["name"] == "before" and len(before["y"]) == len(after["y"]) >= 10
+    at.multiselect(key="why_knockout_pick").set_value(["L0H0"])
+    run_ok(at)
+    assert at.session_state["knockout"] == "L0H0"
+    at.toggle(key="knockout_view").set_value(True)
+    run_ok(at)
+    assert at.query_params["knockout_view"] == ["True"]
+    at.switch_page("pages/next_token.py")
+    run_ok(at)
+    assert any("knocked out" in w.value for w in at.sidebar.warning)
+    at.button(key="knockout_off").click()
+    run_ok(at)
+    assert not any("knocked out" in w.value for w in at.sidebar.warning)
+    assert at.session_state["knockout"] == "L0H0"  # the set stays; only the switch went off
+
+
+def test_knocked_out_run_from_a_link(app_env):
+    """Everything lives in the URL: a link with a knock-out set and the switch on shows that run."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"model": app_env["llama"], "knockout": "L1H5,L0 MLP,junk,L9H9", "knockout_view": "True",
+                            "ablation": "half", "why_target": "Mary", "prompt": PROMPT})
+    at.run()
+    at.switch_page("pages/logit_lens.py")
+    run_ok(at)
+    assert any("L1H5, L0 MLP knocked out (zero ablation)" in w.value for w in at.sidebar.warning)
+    at.switch_page("pages/why.py")
+    run_ok(at)
+    assert at.multiselect(key="why_knockout_pick").value == ["L1H5", "L0 MLP"]
+    assert at.radio(key="ablation").value == "zero"
+    assert at.text_input(key="why_target").value == "Mary"
+    assert any("always starts from the plain run" in c.value for c in at.caption)
+
+
+def test_patching_with_a_name_swap_and_bad_corruptions(app_env):
+    at = start("why", app_env["llama"], PROMPT)
+    assert any("Suggest a name swap" in i.value for i in at.info)
+    at.button(key="why_swap").click()
+    run_ok(at)
+    assert at.text_area(key="corrupt").value == SWAPPED
+    keys = [c.key for c in at.get("plotly_chart")]
+    for site in ("resid", "z", "attn_out", "mlp_out"):
+        assert f"why_patch_{site}" in keys
+    (resid,) = data(at, "why_patch_resid")
+    T = len(resid["x"])
+    assert z_shape(resid) == (2 + 1, T) and resid["y"][0] == "embed"
+    assert z_shape(data(at, "why_patch_z")[0]) == (2, 6)
+    at.text_area(key="corrupt").set_value("When Mary went to the store")
+    run_ok(at)
+    assert any("different lengths" in e.value for e in at.error)
+    assert "why_tokens_table" in [d.key for d in at.dataframe]
+    at.text_area(key="corrupt").set_value(PROMPT)
+    run_ok(at)
+    assert any("no gap" in w.value for w in at.warning)
+    at.session_state["prompt"] = "the cat sat on the mat"
+    run_ok(at)
+    at.button(key="why_swap").click()
+    run_ok(at)
+    assert any("No two names" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_long_empty_and_short_prompts(app_env, family):
+    at = start("why", app_env[family], LONG_PROMPT)
+    assert any("left out" in w.value for w in at.warning)
+    assert "why_ablation_map" not in [c.key for c in at.get("plotly_chart")]  # long: waits for the switch
+    at.toggle(key="why_compute").set_value(True)
+    run_ok(at)
+    assert "why_ablation_map" in [c.key for c in at.get("plotly_chart")]
+    at.session_state["prompt"] = "   "
+    run_ok(at)
+    assert any("empty" in i.value for i in at.info)
+    at.session_state["prompt"] = "Hi"
+    run_ok(at)
+    assert "why_ablation_map" in [c.key for c in at.get("plotly_chart")]
+    at.number_input(key="position").set_value(0)
+    run_ok(at)
+    assert "after token 0" in texts(at)
+
+
+def test_entry_points_on_next_token_and_attention(app_env):
+    at = start("next_token", app_env["gpt2"], PROMPT)
+    (link,) = [p for p in at.get("page_link") if "Which heads" in p.proto.label]
+    assert link.proto.page.endswith("why")
+    at.session_state["why_target"] = at.session_state["why_target_pick"] = " Mary"
+    run_ok(at)
+    (link,) = [p for p in at.get("page_link") if "Which heads" in p.proto.label]
+    assert "␣Mary" in link.proto.label
+    at.switch_page("pages/why.py")
+    run_ok(at)
+    assert metric(at, "Target") == "␣Mary"
+    at.switch_page("pages/attention.py")
+    run_ok(at)
+    assert [p for p in at.get("page_link") if "Why this token" in p.proto.label]
+    assert json.loads(spec(at, "attn_overview"))  # the page itself is unchanged
