@@ -331,7 +331,7 @@ def suggest_swap(prompt: str) -> None:
 
 def patching_section(v, tr, metric: at.Metric) -> None:
     config = v.model.config
-    L, nh, T, C, hs = config.n_layer, config.n_head, tr.n_tokens, config.d_model, config.d_head
+    T, C, hs = tr.n_tokens, config.d_model, config.d_head
     state = st.session_state
     st.subheader("Activation patching: where does the difference live?")
     ui.explain(
@@ -373,8 +373,9 @@ def patching_section(v, tr, metric: at.Metric) -> None:
                  f"corrupted one {len(corrupt_tokens)}. Patching copies activations position by position, so change "
                  f"words for words of as many tokens (names are usually one token each, with their leading space).")
         n = max(len(clean_tokens), len(corrupt_tokens))
-        st.dataframe(pd.DataFrame({"clean": (clean_tokens + [""] * n)[:n], "corrupted": (corrupt_tokens + [""] * n)[:n]})
-                     .map(show_whitespace), key="why_tokens_table")
+        padded = {"clean": clean_tokens, "corrupted": corrupt_tokens}
+        table = pd.DataFrame({name: (tokens + [""] * n)[:n] for name, tokens in padded.items()})
+        st.dataframe(table.map(show_whitespace), key="why_tokens_table")
         return
     ids = tuple(corrupt_ids[v.n_dropped:]) + v.generated  # cut and extended like the clean run
     corrupted = ui.trace_of(v, ids)
