@@ -24,6 +24,7 @@ import gptviz
 from gptviz.analysis import heads
 from gptviz.config import GPTConfig
 from gptviz.interventions import ABLATIONS, component_label, parse_components
+from gptviz.loading import LICENCE_NOTES
 from gptviz.model import GPT
 from gptviz.tokenizer import TokenizerError
 from gptviz.trace import Trace
@@ -407,6 +408,8 @@ def sidebar() -> None:
         choices = model_choices()
         st.selectbox("Model", choices + [state["model"]] * (state["model"] not in choices), key="model",
                      on_change=_model_changed, help="Pick a model; hub models not downloaded yet offer a download.")
+        if note := LICENCE_NOTES.get(state["model"]):
+            st.caption(note)
         st.text_input("…or a Hugging Face repo id", key="hub_repo", on_change=_pick_repo,
                       placeholder="owner/name, e.g. Qwen/Qwen2.5-0.5B",
                       help=f"Any repo of an architecture gptviz runs that this server allows: {_patterns()}")
