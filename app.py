@@ -8,6 +8,7 @@ PAGES = [
     st.Page("pages/tokens.py", title="Tokens", icon=":material/text_fields:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("pages/inside_block.py", title="Inside a block", icon=":material/view_agenda:"),
     st.Page("pages/next_token.py", title="Next token", icon=":material/casino:"),
     st.Page("pages/compare_heads.py", title="Compare heads", icon=":material/compare:"),
     st.Page("pages/logit_lens.py", title="Logit lens", icon=":material/layers:"),

@@ -8,9 +8,8 @@ import argparse
 import json
 import sys
 
-import torch
-
 from gptviz.loading import default_model_name, load_model
+from gptviz.sampling import top_tokens
 from gptviz.trace import trace
 
 
@@ -18,6 +17,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m gptviz", description=__doc__.splitlines()[0])
     parser.add_argument("prompt", help="the text to read")
     parser.add_argument("--model", default=None, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, "
+                        "a Hugging Face repo id (owner/name), "
                         "a local HF-format directory or a .gguf file (default: the first available offline)")
     parser.add_argument("--top", type=int, default=10, help="how many next tokens to list")
     parser.add_argument("--allow-special", action="store_true", help="treat <|...|> text as special tokens")
@@ -27,15 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summarize(model, prompt: str, top: int, allow_special: bool) -> dict:
     tr = trace(model, prompt, allow_special=allow_special)
-    probs = tr.probs_at(-1)
-    values, ids = torch.topk(probs, min(top, probs.numel()))
+    ids, logits, probs = top_tokens(tr.logits[-1], top)
     return {
-        "model": getattr(model, "name", ""),
+        "model": model.name,
         "tokens": [{"id": i, "token": t} for i, t in zip(tr.ids, tr.tokens)],
         "next": [
-            {"id": int(i), "token": model.tokenizer.token_strings([int(i)])[0], "prob": float(p),
-             "logit": float(tr.logits[-1, int(i)])}
-            for p, i in zip(values, ids)
+            {"id": i, "token": token, "prob": p, "logit": g}
+            for i, token, p, g in zip(ids.tolist(), model.tokenizer.token_strings(ids.tolist()), probs.tolist(),
+                                      logits.tolist())
         ],
     }
 

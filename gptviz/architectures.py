@@ -85,14 +85,16 @@ def _gpt2(hf: dict) -> dict:
         vocab_size=hf["vocab_size"], n_ctx=hf.get("n_positions", hf.get("n_ctx", 1024)), d_model=d_model,
         n_layer=hf["n_layer"], n_head=hf["n_head"], n_kv_head=hf["n_head"], d_mlp=hf.get("n_inner") or 4 * d_model,
         norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm="layernorm", positional="learned", mlp="gelu",
-        qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=True,
+        qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=True, dropout=float(hf.get("resid_pdrop", 0.1)),
     )
 
 
 def _rope(hf: dict, params: dict | None = None) -> Rope:
     """A Rope from transformers 5's rope_parameters, or the older rope_theta + rope_scaling."""
     if params is None:
-        params = hf.get("rope_parameters") or {"rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {})}
+        params = hf.get("rope_parameters") or {
+            "rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {})
+        }
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ("default", "linear", "llama3"):
         raise _unsupported(hf, f"rope type {kind!r}")
@@ -125,6 +127,7 @@ def _llama(hf: dict, activation: str = "silu", activation_key: str = "hidden_act
         d_head=hf.get("head_dim") or hf["hidden_size"] // n_head, d_mlp=hf["intermediate_size"],
         norm_eps=hf.get("rms_norm_eps", 1e-6), rope=_rope(hf), qkv_bias=bias, out_bias=bias,
         mlp_bias=bool(hf.get("mlp_bias", False)), tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        dropout=float(hf.get("attention_dropout", 0.0)),
     )
 
 
@@ -147,7 +150,8 @@ def _qwen3(hf: dict) -> dict:
 
 def _mistral(hf: dict) -> dict:
     window = hf.get("sliding_window")
-    return _llama(hf) | dict(sliding_window=window, layer_types=("sliding",) * hf["num_hidden_layers"] if window else ())
+    types = ("sliding",) * hf["num_hidden_layers"] if window else ()
+    return _llama(hf) | dict(sliding_window=window, layer_types=types)
 
 
 def _gemma3(hf: dict) -> dict:

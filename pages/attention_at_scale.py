@@ -28,13 +28,22 @@ def measure(run: tuple, model, progress) -> pd.DataFrame:
     return runs[run]
 
 
-def fmt_bytes(n: float) -> str:
-    """Bytes in binary units: 9,216 B, 2.2 MB, 2.3 GB."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024:
-            return f"{n:,.0f} B" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:,.1f} TB"
+def local_layers_note(config, analytic: pd.DataFrame) -> str:
+    """How sliding-window layers change the count ("" for a model without them)."""
+    if not config.has_sliding_layers:
+        return ""
+    w, L = config.sliding_window, config.n_layer
+    n_local = config.layer_types.count("sliding")
+    full = analytic.iloc[-1]
+    return (
+        f"\n\n**Local layers.** {n_local} of the {L} layers use a sliding window of w = {w:,} keys: a query there "
+        f"reads at most {w:,} keys, so its attention is 4·T·min(T, {w:,})·d FLOPs, **linear in T** beyond T = {w:,} "
+        f"(the dashed line). Over all {L} layers, attention at T = {config.n_ctx:,} is "
+        f"{full['attention_flops_model']:.3g} FLOPs instead of {L * full['attention_flops_layer']:.3g} if every layer "
+        f"were global. The saving needs a kernel that skips the blocks the mask hides (FlashAttention's sliding "
+        f"window does); here PyTorch's kernel gets the window as a mask over the whole T × T grid (the measurement "
+        f"below times a local layer too), and a materialised pattern is still nh·T²·4 bytes."
+    )
 
 
 def main() -> None:
@@ -61,9 +70,11 @@ def main() -> None:
         + (f" (its context is {config.n_ctx:,}, so within it attention never dominates by this count)."
            if crossover > config.n_ctx else f", inside its context of {config.n_ctx:,}.")
         + f"\n\nMemory: a pattern that is materialised holds {nh}·T²·4 bytes per layer: at T = {config.n_ctx:,} "
-        f"that is {fmt_bytes(full['pattern_bytes_layer'])} per layer and {fmt_bytes(full['pattern_bytes_model'])} "
+        f"that is {ui.fmt_bytes(full['pattern_bytes_layer'])} per layer and "
+        f"{ui.fmt_bytes(full['pattern_bytes_model'])} "
         f"for all {L} layers. Fused kernels (FlashAttention, PyTorch's `scaled_dot_product_attention`) never "
         f"store the whole pattern: they compute it in tiles, so their memory grows like T, not T²."
+        + local_layers_note(config, analytic)
     )
     st.subheader("Computed from the model's shapes")
     left, right = st.columns(2)
@@ -79,7 +90,7 @@ def main() -> None:
         f"model's shapes) through the fused kernel the model uses and through the eager path that builds the "
         f"({nh}, T, T) pattern, the rest of one layer (the model's own norms, projections and MLP on a random "
         f"input), and a whole forward pass of random tokens. Each time is the best of a few runs. The eager path "
-        f"is skipped where one layer's pattern would exceed {fmt_bytes(scaling.MAX_EAGER_BYTES)} (it holds about "
+        f"is skipped where one layer's pattern would exceed {ui.fmt_bytes(scaling.MAX_EAGER_BYTES)} (it holds about "
         f"four such tensors at once)."
     )
     c1, c2 = st.columns([1, 3])
@@ -125,6 +136,11 @@ def main() -> None:
     else:
         st.markdown(f"Measured: up to T = {measured_to:,} the rest of the layer takes longer than attention "
                     f"(computed crossover by FLOPs: {crossover:,.0f}).")
+    if "attention_local_fused_s" in frame.columns:
+        last = frame.iloc[-1]
+        st.markdown(f"Measured at T = {int(last['T']):,}: a local layer's attention (window {config.sliding_window:,}) "
+                    f"took {last['attention_local_fused_s'] / last['attention_fused_s']:.2f}× the time of a global "
+                    f"layer's.")
     st.dataframe(frame, hide_index=True, key="scale_table")
     ui.download_csv(frame.set_index("T"), "attention_costs_measured", key="measured_csv")
 

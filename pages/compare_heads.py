@@ -11,21 +11,9 @@ MAX_HEADS = 8
 PICK_KEY = "cmp_heads"
 
 
-# Defined identically on the Attention and Compare heads pages: same source and module name, so
-# Streamlit keeps one cache for both and the numbers are computed once per prompt.
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_head_stats(model_name: str, ids: tuple[int, ...], _trace) -> heads.HeadStats:
-    return heads.head_stats(_trace)
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_similarity(model_name: str, ids: tuple[int, ...], _stats: heads.HeadStats) -> np.ndarray:
     return heads.js_divergence_matrix(_stats.js_rows)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_pooled(model_name: str, ids: tuple[int, ...], layer: int, head: int, size: int, _trace):
-    return heads.pooled_pattern(_trace, layer, head, size)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -57,6 +45,7 @@ def compare_section(v, T: int) -> None:
         f"Each panel is one head's ({T}, {T}) attention pattern (rows: query tokens, columns: the key tokens "
         f"they attend to; future keys blank), all on the same colour scale 0..1 so the panels compare directly. "
         f"Heads in early layers often look at the previous token or at themselves; later ones look further back."
+        + ui.window_note(tr.model.config)
     )
     chosen = st.multiselect(f"Heads to compare (up to {MAX_HEADS})", options, key=PICK_KEY,
                             max_selections=MAX_HEADS, help="L3H2 = layer 3, head 2.")
@@ -65,14 +54,17 @@ def compare_section(v, T: int) -> None:
         return
     gamma = 0.3 if st.toggle("Boost faint weights (colour ∝ weight^0.3)", key="cmp_boost") else 1.0
     pairs = [(int(lab[1:].split("H")[0]), int(lab.split("H")[1])) for lab in chosen]
-    pooled = [cached_pooled(v.model_name, v.ids, l, h, plots.MAX_COMPARE_CELLS, tr) for l, h in pairs]
+    pooled = [ui.pooled_pattern(v, l, h, plots.MAX_COMPARE_CELLS) for l, h in pairs]
+    windows = [tr.window(l) for l, _ in pairs]
     edges = pooled[0][1]
     if T > plots.MAX_COMPARE_CELLS:
         st.caption(f"{T:,} tokens: each pattern is shown in {len(edges) - 1}×{len(edges) - 1} blocks of up to "
                    f"{int(np.diff(edges).max())} tokens, each showing its largest weight (max-pooled).")
-        fig = plots.compare_patterns_figure([p for p, _ in pooled], chosen, tr.tokens, edges, gamma=gamma)
+        fig = plots.compare_patterns_figure([p for p, _ in pooled], chosen, tr.tokens, edges, gamma=gamma,
+                                            windows=windows)
     else:
-        fig = plots.compare_patterns_figure([np.nan_to_num(p) for p, _ in pooled], chosen, tr.tokens, gamma=gamma)
+        fig = plots.compare_patterns_figure([np.nan_to_num(p) for p, _ in pooled], chosen, tr.tokens, gamma=gamma,
+                                            windows=windows)
     ui.chart(fig, key="cmp_patterns")
     index = pd.MultiIndex.from_product([chosen, edges[:-1], edges[:-1]], names=["head", "query from", "key from"])
     frame = pd.DataFrame({"weight": np.stack([p for p, _ in pooled]).reshape(-1)}, index=index)
@@ -119,40 +111,31 @@ def scores_section(v, stats: heads.HeadStats) -> None:
         induction, ids = cached_induction(v.model_name, int(period), int(seed), v.model)
     sampled = len(stats.positions) < T
     over = (f"{len(stats.positions)} evenly spaced query positions" if sampled else "all query positions")
+    config = v.model.config
+    window_note = (f" In a local layer only the queries i < {config.sliding_window} still see position 0; the "
+                   "others do not count." if config.has_sliding_layers else "")
     ui.explain(
         f"Each map shows one number per head (rows: layers, columns: heads), averaged over {over} of your prompt:\n\n"
-        f"- **previous token**: mean of a_(i, i−1), the weight from each token to the one just before it (i ≥ 1).\n"
-        f"- **first token** (attention sink): mean of a_(i, 0), the weight on position 0, over queries i ≥ 1. "
-        f"Many heads park unneeded attention there.\n"
-        f"- **duplicate token**: mean over the tokens that occurred before of Σ a_(i, j) over the earlier "
-        f"positions j holding the same token; blank if no token of the prompt repeats.\n"
-        f"- **induction**: on a separate input, a first token then R = {period} random tokens repeated twice "
-        f"({2 * period + 1} tokens, seed {seed}): mean over each position i of the second copy of a_(i, i−R+1), "
-        f"the weight on the token that *followed* the previous occurrence of token i. Induction heads copy "
-        f"\"what came next last time\" and score near 1.\n"
-        f"- **entropy**: mean of −Σ_j a_(i, j) log₂ a_(i, j) in bits (0 = one token; lower = more focused)."
+        + "\n".join("- " + score.explanation.format(period=period, length=2 * period + 1, seed=seed,
+                                                     window_note=window_note) for score in heads.HEAD_SCORES)
+        + ui.window_note(config)
     )
     focus = (v.layer, v.head)
-    maps = {
-        "previous token": (stats.previous_token, "Blues", 0.0, 1.0),
-        "first token": (stats.first_token, "Blues", 0.0, 1.0),
-        "duplicate token": (stats.duplicate_token, "Blues", 0.0, 1.0),
-        "induction": (induction, "Blues", 0.0, 1.0),
-        "entropy (bits)": (stats.entropy, "Viridis_r", 0.0, None),
-    }
+    windows = [config.window(layer) for layer in range(L)]
+    maps = {score.key: induction if score.rows is None else stats.scores[score.key] for score in heads.HEAD_SCORES}
     columns = st.columns(2)
-    for i, (name, (values, scale, lo, hi)) in enumerate(maps.items()):
+    for i, score in enumerate(heads.HEAD_SCORES):
         with columns[i % 2]:
-            if np.isnan(values).all():
-                st.markdown(f"**{name}**")
-                st.info("No token of this prompt occurs twice, so no head has a duplicate-token score.")
+            if np.isnan(maps[score.key]).all():
+                st.markdown(f"**{score.name}**")
+                st.info(f"No head has a {score.name} score: {score.undefined}.")
                 continue
-            unit = "bits" if name.startswith("entropy") else "weight"
-            ui.chart(plots.layer_head_heatmap(values, name, unit, colorscale=scale, zmin=lo, zmax=hi, focus=focus),
+            ui.chart(plots.layer_head_heatmap(maps[score.key], score.name, score.unit, colorscale=score.colorscale,
+                                              zmin=score.zmin, zmax=score.zmax, focus=focus, windows=windows),
                      key=f"cmp_score_{i}")
-    table = score_table({name: values for name, (values, *_rest) in maps.items()}, L, nh)
-    tops = [f"{name} {plots.head_label(*table[name].idxmax())} ({table[name].max():.2f})"
-            for name in table.columns if name != "entropy (bits)" and table[name].notna().any()]
+    table = score_table({score.name: maps[score.key] for score in heads.HEAD_SCORES}, L, nh)
+    tops = [f"{score.name} {plots.head_label(*table[score.name].idxmax())} ({table[score.name].max():.2f})"
+            for score in heads.HEAD_SCORES if score.rank_highest and table[score.name].notna().any()]
     st.caption("Highest per score: " + ", ".join(tops))
     ui.download_csv(table, "head_scores", key="cmp_scores_csv")
 
@@ -164,7 +147,7 @@ def main() -> None:
     T = v.trace.n_tokens
     compare_section(v, T)
     with st.spinner(f"Computing the patterns of all {v.trace.n_layer * v.trace.n_head} heads…"):
-        stats = cached_head_stats(v.model_name, v.ids, v.trace)
+        stats = ui.head_stats(v)
     similarity_section(v, stats)
     scores_section(v, stats)
 

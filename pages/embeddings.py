@@ -1,7 +1,6 @@
 """Embeddings: the vectors the model starts from, and how alike the prompt's tokens are."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -25,25 +24,15 @@ def position_pca(model_name: str, _model) -> emb.PCA | None:
     return None if table is None else emb.pca(table)
 
 
-def clamp_state(key: str, low: int, high: int, default: int) -> None:
-    """Keep a widget's remembered value inside its current range (the prompt may have shrunk)."""
-    value = st.session_state.get(key, default)
-    st.session_state[key] = min(max(int(value), low), high)
-
-
 def window_of(T: int) -> tuple[int, int]:
     """The tokens [start, stop) the heatmaps draw: all of them, or WINDOW picked with a slider."""
     if T <= WINDOW:
         return 0, T
-    clamp_state("emb_start", 0, T - WINDOW, 0)
+    ui.clamp_state("emb_start", 0, T - WINDOW, 0)
     start = st.slider(f"First token drawn (the prompt has {T:,} tokens; the heatmaps show {WINDOW} at a time)",
                       0, T - WINDOW, key="emb_start")
     st.caption(f"Heatmaps and similarities show tokens {start}–{start + WINDOW - 1}; the norms and PCA use all {T:,}.")
     return start, start + WINDOW
-
-
-def matrix_frame(matrix: np.ndarray, labels: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(matrix, index=labels, columns=columns)
 
 
 def heatmap_section(v: ui.View, start: int, stop: int) -> None:
@@ -78,7 +67,7 @@ def heatmap_section(v: ui.View, start: int, stop: int) -> None:
     ui.chart(plots.embedding_heatmap(part, tokens, title=f"{name}: ({T}, {C}){shown}", first_position=start),
              key="emb_heatmap")
     labels = [f"{start + i}·{show_whitespace(t)}" for i, t in enumerate(tokens)]
-    ui.download_csv(matrix_frame(part, labels), name.split(" (")[0].replace(" ", "_"), key="emb_heatmap_csv")
+    ui.download_csv(ui.matrix_frame(part, labels), name.split(" (")[0].replace(" ", "_"), key="emb_heatmap_csv")
 
     norms = emb.embedding_norms(tr)
     ui.explain(
@@ -112,7 +101,7 @@ def similarity_section(v: ui.View, start: int, stop: int) -> None:
     ui.chart(plots.cosine_heatmap(sim, tokens, title=f"cosine similarity: {choice}", first_position=start),
              key="emb_cosine")
     labels = [f"{start + i}·{show_whitespace(t)}" for i, t in enumerate(tokens)]
-    ui.download_csv(matrix_frame(sim, labels, labels), "cosine_similarity", key="emb_cosine_csv")
+    ui.download_csv(ui.matrix_frame(sim, labels, labels), "cosine_similarity", key="emb_cosine_csv")
 
     st.subheader("The tokens in two dimensions (PCA)")
     ui.explain(

@@ -1,14 +1,17 @@
 """Overview: the path the prompt takes through the loaded model, what it predicts next, exports."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pandas as pd
 import streamlit as st
 
-from gptviz import export, ui
+from gptviz import export, features, ui
+from gptviz.loading import weights_origin
 from gptviz.analysis import embeddings as emb
+from gptviz.analysis import lens
 from gptviz.plots import pipeline
 from gptviz.plots.common import show_whitespace
-
 
 LOGITS_DEFAULT_MAX_BYTES = 256 * 2**20  # above this the .npz leaves the logits out unless asked
 COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (deflate is slow, gains ~10%)
@@ -17,6 +20,51 @@ COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (de
 @st.cache_data(max_entries=16, show_spinner=False)
 def parameter_counts(model_name: str, _model) -> pd.DataFrame:
     return emb.parameter_counts(_model)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def origin_of(model_name: str) -> str:
+    """Where the model's weights come from and at what precision (read from the file headers)."""
+    try:
+        return weights_origin(ui.local_model_dirs().get(model_name, model_name))
+    except (ValueError, OSError) as err:
+        return f"as stored ({err})"
+
+
+PAGE_TITLES = {"overview": "Overview", "embeddings": "Embeddings", "attention": "Attention",
+               "inside_block": "Inside a block", "logit_lens": "Logit lens"}
+
+
+def md(text: str) -> str:
+    """Plain text safe inside a markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def book_section(v: ui.View) -> None:
+    cfg = v.model.config
+    st.subheader("This model vs the book's GPT-2", anchor="vs-book")
+    origin = origin_of(v.model_name)
+    table = features.feature_table(cfg, weights=origin)
+    ui.explain(
+        "Raschka's *Build a Large Language Model (from Scratch)* builds GPT-2 small (124M parameters). Models since "
+        "then keep its plan (embeddings, N identical blocks of attention and MLP with shortcuts, a final norm, an "
+        "output head) but change parts of it. Each row is one part, worded from the model's config by the same "
+        "function for both columns; **bold** marks where "
+        f"{cfg.name or 'this model'} differs. The last column links to where the app shows that part with this "
+        "model's numbers."
+    )
+    query = urlencode(dict(st.query_params))
+    lines = ["| component | the book's GPT-2 | " + md(cfg.name or "this model") + " | shown on |", "|---|---|---|---|"]
+    for row in table.itertuples(index=False):
+        mine = md(row[2])
+        target = ("./" if row.page == "overview" else f"./{row.page}") + (f"?{query}" if query else "") + (
+            f"#{row.anchor}" if row.anchor else "")
+        where = PAGE_TITLES.get(row.page, row.page) + (f" › {row.section}" if row.section else "")
+        lines.append(f"| {md(row.component)} | {md(row[1])} | {f'**{mine}**' if row.differs else mine} | "
+                     f"[{where}]({target}) |")
+    st.markdown("\n".join(lines))
+    st.caption(f"Weights: {origin}. gptviz computes in float32 whatever the file stores.")
+    ui.download_csv(table.set_index("component"), "model_vs_book_gpt2", key="overview_book_csv")
 
 
 def megabytes(n_bytes: int) -> str:
@@ -37,7 +85,8 @@ def pipeline_section(v: ui.View) -> None:
            "(grouped-query attention)." if cfg.n_kv_head != nh else "")
     ui.explain(
         f"Your prompt is cut into **T = {T} tokens**. Each token id picks a row of the token-embedding table "
-        f"({V:,} × {C}), giving a ({T}, {C}) matrix: one vector of C = {C} numbers per token. {cfg.name or 'The model'} "
+        f"({V:,} × {C}), giving a ({T}, {C}) matrix: one vector of C = {C} numbers per token. "
+        f"{cfg.name or 'The model'} "
         f"then {position}.\n\n"
         f"That matrix — the *residual stream* — flows through **{cfg.n_layer} identical blocks**. Each block adds "
         f"two things to it (the *shortcut* connections): `x = x + attention(norm(x))`, where every token looks back "
@@ -65,7 +114,7 @@ def prediction_section(v: ui.View) -> None:
     tr = v.trace
     st.subheader("What comes next?")
     k = st.slider("Tokens shown", 1, 50, 10, key="overview_top_k")
-    top = emb.top_next_tokens(tr, position=-1, k=k)
+    top = lens.top_next_tokens(tr, -1, k).drop(columns="actual next")
     last = show_whitespace(tr.tokens[-1])
     ui.explain(
         f"The last row of the logits, ({tr.model.config.vocab_size:,},), scores every token of the vocabulary as "
@@ -92,7 +141,8 @@ def export_section(v: ui.View) -> None:
     logits_bytes = tr.n_tokens * v.model.config.vocab_size * 4
     include_logits = st.checkbox("Include the logits in the .npz", value=logits_bytes <= LOGITS_DEFAULT_MAX_BYTES,
                                  key="export_logits",
-                                 help=f"The logits (T × vocab) are usually the largest array: here {megabytes(logits_bytes)}.")
+                                 help="The logits (T × vocab) are usually the largest array: here "
+                                      f"{megabytes(logits_bytes)}.")
     contents = export.npz_contents(tr, include_logits)
     table = pd.DataFrame({"array": list(contents), "shape": [str(s) for s, _ in contents.values()],
                           "size": [megabytes(b) for _, b in contents.values()]})
@@ -112,7 +162,8 @@ def export_section(v: ui.View) -> None:
                ", stored uncompressed (compressing this much would take long and save ~10%)."))
     stem = f"gptviz-{v.model_name.replace(' ', '').replace(':', '-')}-{tr.n_tokens}tok"
     left, right = st.columns(2)
-    left.download_button("Download .npz (all tensors)", data=lambda: export.trace_to_npz(tr, include_logits, compressed),
+    left.download_button("Download .npz (all tensors)",
+                         data=lambda: export.trace_to_npz(tr, include_logits, compressed),
                          file_name=f"{stem}.npz", mime="application/octet-stream", key="export_npz",
                          on_click="ignore")
     right.download_button("Download .json (readable summary)", data=lambda: export.trace_to_json(tr),
@@ -131,6 +182,7 @@ def main() -> None:
     cols[3].metric("d_model (C)", cfg.d_model)
     cols[4].metric("Context", f"{cfg.n_ctx:,}")
     pipeline_section(v)
+    book_section(v)
     prediction_section(v)
     export_section(v)
 

@@ -90,3 +90,18 @@ def smollm2_hf(tmp_path_factory):
         folder, gguf_file="model.gguf", torch_dtype=torch.float32, attn_implementation="eager"
     )
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def gemma3_hf(tmp_path_factory):
+    """transformers' own reading of the Gemma 3 270M GGUF (fp32, eager attention; ~2 min, ~3 GB peak)."""
+    from transformers import AutoModelForCausalLM
+
+    from gptviz.tokenizer import gemma3_gguf_path
+
+    folder = tmp_path_factory.mktemp("hf-gemma3")
+    (folder / "model.gguf").symlink_to(gemma3_gguf_path())
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file="model.gguf", dtype=torch.float32, attn_implementation="eager"
+    )
+    return model.eval()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import math
 import os
-import time
 import unicodedata
 from pathlib import Path
 
@@ -20,11 +19,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import gptviz
+from conftest import save_tiny_gpt2
 from gptviz import ui
 from gptviz.sampling import SamplingSettings, next_token_distribution
 from gptviz.tokenizer import TokenizerError
-
-from conftest import save_tiny_gpt2
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 SMOLLM2 = "smollm2-135m"
@@ -99,8 +97,8 @@ def test_the_table_covers_what_it_claims():
     assert planes == {0, 1, 2, 3, 14, 15, 16}  # every plane that has assigned characters
     assert all(unicodedata.category(c) != "Cn" for c in PLANES)
     assert len(MEGABYTE) == 1_000_000
-    assert set(PAGES) == {"overview", "tokens", "embeddings", "attention", "next_token", "compare_heads",
-                          "logit_lens", "attention_at_scale"}
+    assert set(PAGES) == {"overview", "tokens", "embeddings", "attention", "inside_block", "next_token",
+                          "compare_heads", "logit_lens", "attention_at_scale"}
 
 
 # ---- (a) the core ---------------------------------------------------------------------------

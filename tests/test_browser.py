@@ -18,11 +18,11 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox"
-PAGES = ["overview", "tokens", "embeddings", "attention", "next_token", "compare_heads", "logit_lens",
+PAGES = ["overview", "tokens", "embeddings", "attention", "inside_block", "next_token", "compare_heads", "logit_lens",
          "attention_at_scale"]
 PAGE_TITLES = {"overview": "Overview", "tokens": "Tokens", "embeddings": "Embeddings", "attention": "Attention",
-               "next_token": "Next token", "compare_heads": "Compare heads", "logit_lens": "Logit lens",
-               "attention_at_scale": "Attention at scale"}
+               "inside_block": "Inside a block", "next_token": "Next token", "compare_heads": "Compare heads",
+               "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale"}
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +92,69 @@ def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
     expect(sidebar).to_contain_text("1 generated token appended")
     shoot(page, "next_token", shots)
 
+    open_page(page, "inside_block")  # its figures: the norm's steps first, the dropout view last
+    for title in ("norm1 of layer 0", "The 9 heads' context vectors", "hidden activations: tokens × neurons",
+                  "the same q and k at different positions", "training view: dropout"):
+        expect(page.locator(".js-plotly-plot text", has_text=title).first).to_be_attached()
+    expect(page.locator(".js-plotly-plot")).to_have_count(19)
+    shoot(page, "inside_block", shots)
+    neurons = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="hidden activations")).first
+    neurons.scroll_into_view_if_needed()
+    names, x, y = neurons.evaluate("""el => {  // the centre of cell (token 0, neuron 1) on the page
+        const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
+        return [el.data[0].x, box.left + xa._offset + xa.l2p(1), box.top + ya._offset + ya.l2p(0)]; }""")
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)  # picks that neuron
+    settle(page)
+    expect(page.locator("body")).to_contain_text(f"Neuron {names[1][1:]} over the prompt")
+
     open_page(page, "tokens")
     expect(page.locator("body")).to_contain_text("generated")
     for name in PAGES:
-        if name not in ("attention", "next_token"):
+        if name not in ("attention", "next_token", "inside_block"):
             open_page(page, name)
             shoot(page, name, shots)
-    assert sorted(p.stem for p in shots.glob("*.png")) == sorted(PAGES)
+    assert {p.stem for p in shots.glob("*.png")} >= set(PAGES)
+
+
+LOCAL_PROMPT = "The quick brown fox jumps over the lazy dog. " * 6  # ~60 tokens: past the 16-token window
+
+
+def test_local_attention_and_the_repo_box(tmp_path_factory, tmp_path):
+    """A model with sliding-window layers (a random Gemma 3, window 16): the heatmap draws the window and
+    the overview marks local layers; the repo-id box refuses what GPTVIZ_ALLOW_MODELS does not allow."""
+    from test_fidelity import SMALL, save_random
+
+    shots = Path(os.environ.get("GPTVIZ_SCREENSHOTS", tmp_path))
+    gemma = dict(SMALL, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
+                 head_dim=16, sliding_window=16, max_position_embeddings=512,
+                 layer_types=["sliding_attention", "full_attention"] * 2)
+    folder = save_random(tmp_path_factory.mktemp("models") / "tiny-gemma3", "Gemma3TextConfig", 3, **gemma)
+    env = dict(os.environ, GPTVIZ_MODEL_DIRS=str(folder), GPTVIZ_DEFAULT_MODEL="local: tiny-gemma3",
+               HF_HUB_OFFLINE="1", GPTVIZ_ALLOW_MODELS="Qwen/Qwen2.5-0.5B*")
+    with serve(env, tmp_path / "streamlit.log", start_timeout_s=90) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.goto(url, wait_until="networkidle")
+        settle(page)
+        prompt = page.locator('[data-testid="stTextArea"] textarea').first
+        prompt.fill(LOCAL_PROMPT)
+        prompt.press("Control+Enter")
+        settle(page)
+        open_page(page, "attention")
+        expect(page.locator("h3", has_text="(a local layer)")).to_be_visible()
+        expect(page.locator(".js-plotly-plot text", has_text="global").first).to_be_attached()  # overview ticks
+        shoot(page, "attention_local", shots)
+        box = page.get_by_placeholder("owner/name, e.g. Qwen/Qwen2.5-0.5B")
+        box.fill("someone/huge-model")
+        box.press("Enter")
+        settle(page)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        expect(sidebar).to_contain_text("someone/huge-model is not allowed on this server")
+        box.fill("Qwen/Qwen2.5-0.5B")
+        box.press("Enter")
+        settle(page)
+        expect(sidebar).to_contain_text("Qwen/Qwen2.5-0.5B is not downloaded yet")
+        assert "model=Qwen%2FQwen2.5-0.5B" in page.url
+        browser.close()

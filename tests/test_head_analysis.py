@@ -181,9 +181,10 @@ def test_head_stats_equal_direct_computation(tiny_trace):
         p = tr.patterns(layer).numpy()
         np.testing.assert_allclose(stats.tiles[layer], H.block_mean(p, 8), atol=1e-6)
         np.testing.assert_allclose(stats.entropy[layer], H.entropy_scores(p), atol=1e-5)
-        np.testing.assert_allclose(stats.previous_token[layer], H.previous_token_scores(p), atol=1e-6)
-        np.testing.assert_allclose(stats.first_token[layer], H.first_token_scores(p), atol=1e-6)
-        np.testing.assert_allclose(stats.duplicate_token[layer], H.duplicate_token_scores(p, tr.ids), atol=1e-6)
+        np.testing.assert_allclose(stats.scores["previous_token"][layer], H.previous_token_scores(p), atol=1e-6)
+        np.testing.assert_allclose(stats.scores["first_token"][layer], H.first_token_scores(p), atol=1e-6)
+        np.testing.assert_allclose(stats.scores["duplicate_token"][layer], H.duplicate_token_scores(p, tr.ids),
+                                   atol=1e-6)
         sums = stats.js_rows.reshape(tr.n_layer, tr.n_head, len(stats.js_positions), -1)[layer]
         np.testing.assert_allclose(sums.sum(-1), 1.0, atol=1e-5)
     assert stats.js_rows.shape[0] == tr.n_layer * tr.n_head
@@ -197,7 +198,8 @@ def test_head_stats_on_sampled_rows(tiny_trace):
     assert len(stats.js_positions) == 5 and set(stats.js_positions) <= set(pos)
     p = tr.patterns(1).numpy()[:, pos]
     np.testing.assert_allclose(stats.entropy[1], H.entropy_rows(p).mean(-1), atol=1e-5)
-    np.testing.assert_allclose(stats.previous_token[1], H.mean_over_rows(H.previous_token_rows(p, pos)), atol=1e-6)
+    np.testing.assert_allclose(stats.scores["previous_token"][1], H.mean_over_rows(H.previous_token_rows(p, pos)),
+                               atol=1e-6)
 
 
 def test_query_breakdown_rebuilds_the_context_vector(tiny_trace):

@@ -10,9 +10,8 @@ import weakref
 from dataclasses import asdict
 
 import gptviz
-from gptviz import ui
-
 from conftest import save_tiny_gpt2
+from gptviz import ui
 from load_test import run_load_test
 
 

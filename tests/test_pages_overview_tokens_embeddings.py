@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 import gptviz
 from gptviz.analysis import embeddings as emb
+from gptviz.analysis import lens
 from gptviz.plots import embeddings as emb_plots
 from gptviz.plots import pipeline
 
@@ -96,17 +97,17 @@ def test_parameter_counts_sum_to_model_total(model):
 
 def test_top_next_tokens_are_the_softmax_top(model):
     tr = gptviz.trace(model, PROMPT)
-    top = emb.top_next_tokens(tr, k=7)
+    top = lens.top_next_tokens(tr, -1, 7)
     probs = torch.softmax(tr.logits[-1], dim=-1)
     assert list(top["id"]) == torch.topk(probs, 7).indices.tolist()
     np.testing.assert_allclose(top["probability"], probs[list(top["id"])].numpy(), rtol=1e-6)
     np.testing.assert_allclose(top["logit"], tr.logits[-1, list(top["id"])].numpy(), rtol=1e-6)
     assert list(top["rank"]) == list(range(1, 8))
     assert list(top["token"]) == model.tokenizer.token_strings(list(top["id"]))
-    first = emb.top_next_tokens(tr, position=0, k=1)
+    first = lens.top_next_tokens(tr, 0, 1)
     assert first["id"][0] == int(tr.logits[0].argmax())
     with pytest.raises(ValueError, match="outside"):
-        emb.top_next_tokens(tr, position=tr.n_tokens)
+        lens.top_next_tokens(tr, tr.n_tokens, 1)
 
 
 def test_token_table_bytes_spell_the_prompt(model):
@@ -154,7 +155,8 @@ def test_pipeline_stages_carry_the_real_shapes(tiny_gpt2, tiny_llama):
     lcfg = tiny_llama.config
     ll = {s.key: s for s in pipeline.pipeline_stages(lcfg, 5)}
     assert "hook_pos_embed" not in ll and ll["rotary"].side and "SwiGLU" in ll["mlp"].title
-    assert f"{lcfg.n_kv_head} kv heads" in ll["attn"].title and f"({lcfg.n_kv_head}, 5, {lcfg.d_head})" in ll["attn"].shape
+    assert f"{lcfg.n_kv_head} kv heads" in ll["attn"].title
+    assert f"({lcfg.n_kv_head}, 5, {lcfg.d_head})" in ll["attn"].shape
     assert "RMSNorm" in ll["ln1"].title
     with pytest.raises(ValueError):
         pipeline.pipeline_stages(lcfg, 0)
@@ -269,7 +271,7 @@ def test_overview_shows_pipeline_params_and_top_tokens(app_env, tiny_gpt2):
     params = at.dataframe[0].value
     assert int(params["parameters"].sum()) == sum(p.numel() for p in tiny_gpt2.parameters())
     top = at.dataframe[1].value
-    expected = emb.top_next_tokens(gptviz.trace(tiny_gpt2, PROMPT), k=10)
+    expected = lens.top_next_tokens(gptviz.trace(tiny_gpt2, PROMPT), -1, 10)
     assert list(top["id"]) == list(expected["id"])
     before = chart(at, "overview_top_chart")
     at.slider(key="overview_top_k").set_value(3)
@@ -328,7 +330,8 @@ def test_embeddings_widgets_change_the_charts(app_env):
     heat = chart(at, "emb_heatmap")
     at.radio(key="emb_matrix").set_value(emb.POSITION_EMBEDDING)
     at.run()
-    assert chart(at, "emb_heatmap") != heat and "position embedding" in chart(at, "emb_heatmap")["layout"]["title"]["text"]
+    assert chart(at, "emb_heatmap") != heat
+    assert "position embedding" in chart(at, "emb_heatmap")["layout"]["title"]["text"]
     cos = chart(at, "emb_cosine")
     pca_before = chart(at, "emb_pca")
     at.selectbox(key="emb_vectors").set_value("residual after layer 1")

@@ -29,7 +29,7 @@ from gptviz.architectures import config_from_hf
 from gptviz.loading import MODEL_NAMES, load_model
 from gptviz.model import GPT
 from gptviz.tokenizer import smollm2_gguf_path
-from gptviz.weights import WeightsError, download_gpt2, is_cached, load_gguf, load_hf_dir, param_shapes
+from gptviz.weights import WeightsError, download, is_cached, load_gguf, load_hf_dir, param_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT2_VOCAB = 50257  # dirs without tokenizer files get GPT-2's tokenizer: the model needs that many rows
@@ -253,8 +253,8 @@ def test_unknown_model_name_lists_the_valid_ones():
     assert all(name in str(e.value) for name in MODEL_NAMES)
     with pytest.raises(ValueError, match="does not exist"):
         load_model("/no/such/model.gguf")
-    with pytest.raises(WeightsError, match="gpt2-medium"):
-        download_gpt2("gpt3")
+    with pytest.raises(WeightsError, match="owner/name"):
+        download("gpt3")
 
 
 # ---------------------------------------------------------------- GGUF, on a tiny file written here
@@ -301,6 +301,70 @@ def write_tiny_gguf(path: Path, hf: LlamaForCausalLM, arch: str = "llama") -> Pa
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_tiny_gemma3_gguf(path: Path, hf) -> Path:
+    """A GGUF file of a transformers Gemma 3 model laid out as llama.cpp writes it: its own
+    tensor names, every norm weight stored + 1, q/k rows not permuted, the head tied."""
+    c = hf.config
+    writer = gguf.GGUFWriter(path, "gemma3")
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_freq_base(c.rope_parameters["full_attention"]["rope_theta"])
+    writer.add_sliding_window(c.sliding_window)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([f"t{i}" for i in range(c.vocab_size)])
+    sd = {k: v.numpy() for k, v in hf_sd(hf).items()}
+    names = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+             "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
+             "attn_k_norm": "self_attn.k_norm", "post_attention_norm": "post_attention_layernorm",
+             "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    writer.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    for i in range(c.num_hidden_layers):
+        for gguf_name, hf_name in names.items():
+            w = sd[f"model.layers.{i}.{hf_name}.weight"]
+            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", np.ascontiguousarray(w + 1 if "norm" in gguf_name else w))
+    writer.add_tensor("output_norm.weight", sd["model.norm.weight"] + 1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_tiny_gemma3_gguf_matches_transformers(tmp_path):
+    """Gemma 3 from GGUF: norms shifted back, no q/k permutation, 5-of-6 sliding layers, two rotary θ."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    n_layer = 7
+    hf = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=300, hidden_size=48, intermediate_size=80, num_hidden_layers=n_layer, num_attention_heads=3,
+        num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=256, sliding_window=5,
+        max_position_embeddings=64, attn_implementation="eager",
+        layer_types=["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layer)],
+    )).eval()
+    with torch.no_grad():  # norms away from their zero init, so a missed shift shows
+        for name, p in hf.named_parameters():
+            if name.endswith("norm.weight"):
+                p.normal_(0, 0.3)
+    path = write_tiny_gemma3_gguf(tmp_path / "gemma.gguf", hf)
+    config, sd = load_gguf(path, cache_dir=tmp_path)
+    assert (config.arch, config.sliding_window, config.layer_types[5], config.rope_local.theta) == (
+        "gemma3", 5, "full", 10000.0)
+    model = GPT(config)
+    model.load_state_dict(sd, strict=True)
+    ids = torch.randint(0, 300, (1, 13), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
@@ -488,10 +552,10 @@ def run_python(code: str, env: dict[str, str]) -> dict:
 PROBE_DOWNLOAD = """
     import json, time
     from gptviz.loading import available_offline, default_model_name
-    from gptviz.weights import WeightsError, download_gpt2, is_cached
+    from gptviz.weights import WeightsError, download, is_cached
     start = time.monotonic()
     try:
-        download_gpt2("gpt2-medium")
+        download("gpt2-medium")
         error = None
     except WeightsError as e:
         error = str(e)
@@ -508,7 +572,7 @@ def test_download_without_hub_fails_fast(env, tmp_path):
     assert out["error"] is not None and out["seconds"] < 5
     assert "gpt2-medium is not in the Hugging Face cache" in out["error"] and "smollm2-135m" in out["error"]
     assert out["cached"] is False
-    assert out["offline"] == ["smollm2-135m"] and out["default"] == "smollm2-135m"
+    assert out["offline"] == ["smollm2-135m", "gemma3-270m"] and out["default"] == "smollm2-135m"
 
 
 def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
@@ -525,7 +589,8 @@ def test_cached_gpt2_loads_offline(gpt2_dir, tmp_path):
         print(json.dumps({"offline": available_offline(), "default": default_model_name(), "name": model.name,
                           "wte": model.tok_emb.weight[:3, :3].tolist()}))
     """, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
-    assert out["offline"] == ["gpt2", "smollm2-135m"] and out["default"] == "gpt2" and out["name"] == "gpt2"
+    assert out["offline"] == ["gpt2", "smollm2-135m", "gemma3-270m"]
+    assert out["default"] == "gpt2" and out["name"] == "gpt2"
     expected = gpt2_dir[1].transformer.wte.weight[:3, :3]
     torch.testing.assert_close(torch.tensor(out["wte"]), expected, atol=0, rtol=0)
 

@@ -2,7 +2,7 @@
 
 The input side: the prompt's tokens (ids, bytes), the token and position embeddings and
 their sum, the residual stream's vectors compared by cosine similarity and PCA. The
-model's parts and their parameter counts, and the top next tokens after a position.
+model's parts and their parameter counts (the top next tokens: analysis/lens.py).
 Pure functions of a Trace, a model or tensors; they return numpy arrays or pandas frames.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from gptviz.model import GPT
@@ -243,34 +242,5 @@ def parameter_counts(model: GPT) -> pd.DataFrame:
             "per block": pd.array([counts[p] // n_layer if p in in_blocks else None for p in parts], dtype="Int64"),
             "share": np.asarray([counts[p] / total if total else 0.0 for p in parts]),
             "tensors (block 0)": ["; ".join(shapes.get(p, [])) for p in parts],
-        }
-    )
-
-
-# ---- what comes out ---------------------------------------------------------------------------
-
-
-def top_next_tokens(trace: Trace, position: int = -1, k: int = 10) -> pd.DataFrame:
-    """The k most likely next tokens after `position`: rank, token, id, probability, logit.
-
-    probability = softmax(logits[position]) over the whole vocabulary (temperature 1).
-    """
-    if not -trace.n_tokens <= position < trace.n_tokens:
-        raise ValueError(f"Position {position} is outside the {trace.n_tokens} tokens of this trace.")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, not {k}.")
-    logits = trace.logits[position].float()  # (vocab,)
-    k = min(k, logits.shape[0])
-    with torch.inference_mode():
-        probs = torch.softmax(logits, dim=-1)
-        top = torch.topk(logits, k)
-    ids = top.indices.tolist()
-    return pd.DataFrame(
-        {
-            "rank": np.arange(1, k + 1),
-            "token": trace.model.tokenizer.token_strings(ids),
-            "id": np.asarray(ids, dtype=np.int64),
-            "probability": probs[top.indices].numpy().astype(np.float64),
-            "logit": top.values.numpy().astype(np.float64),
         }
     )

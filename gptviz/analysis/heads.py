@@ -1,27 +1,30 @@
 """What attention heads do, in numbers: per-head scores, pattern similarity, one query's sum.
 
 Every score is a mean over query rows of a per-row quantity, so it can be computed a few
-rows of a pattern at a time. `head_stats` walks the layers one by one and the query rows in
+rows of a pattern at a time; the scores are one registry, HEAD_SCORES, that `head_stats` and the
+Compare heads page loop over. `head_stats` walks the layers one by one and the query rows in
 chunks, recomputing each chunk of patterns from the trace's q and k with the model's maths
-(scores ÷ √hs, keys after the query masked to -inf, softmax) and reducing it at once: at
+(scores × scale, keys the layer's mask hides set to -inf, softmax) and reducing it at once: at
 SmolLM2's full context (T = 8192) one layer's patterns alone are 2.4 GB, so they are never
 held whole, and never memoised on the shared trace. For long prompts the rows are an even
 sample of query positions (`query_positions`).
 
 Shapes: nh heads, T tokens; rows of patterns are (nh, r, K): r query positions
-(`positions`), keys 0..K-1 (keys after a query have weight 0).
+(`positions`), keys 0..K-1 (keys after a query, or outside a sliding-window layer's window,
+have weight 0). A score whose key a query cannot see is undefined (NaN) for that row, not 0:
+in a local layer of window w, query i >= w cannot see the first token at all.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gptviz.model import attention_pattern, masked_scores
+from gptviz.model import attention_mask, attention_pattern, masked_scores
 from gptviz.trace import Trace
 from gptviz.trace import trace as run_trace
 
@@ -99,44 +102,58 @@ def entropy_rows(p) -> np.ndarray:
         return (torch.special.entr(p).sum(-1) / LN2).double().numpy()
 
 
-def previous_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray:
+def visible_keys(positions, n_keys: int, window: int | None = None) -> Tensor:
+    """(r, K) bool: which keys 0..K-1 the queries at `positions` may attend to (the model's mask:
+    causal, and with a sliding window only the `window` most recent)."""
+    pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+    return attention_mask(len(pos), n_keys, window, query_pos=pos, key_pos=torch.arange(n_keys))
+
+
+def _key_rows(p: Tensor, pos: Tensor, keys: Tensor, window: int | None, visible_from: int) -> np.ndarray:
+    """(nh, r) attention of each query row to its key keys[row]; NaN where the query is before
+    `visible_from` or cannot see that key."""
+    out = p[:, torch.arange(len(pos)), keys.clamp_min(0)].double().numpy().copy()  # never write into p
+    seen = visible_keys(pos, p.shape[2], window)[torch.arange(len(pos)), keys.clamp_min(0)].numpy()
+    out[:, (pos.numpy() < visible_from) | ~seen] = np.nan
+    return out
+
+
+def previous_token_rows(p, positions: Sequence[int] | None = None, window: int | None = None) -> np.ndarray:
     """(nh, r, K) rows of queries `positions` (default 0..r-1) -> (nh, r): attention from
-    query i to key i-1 (NaN for i = 0)."""
+    query i to key i-1 (NaN for i = 0, and where a window of 1 hides it)."""
     p, pos = _rows(p, positions)
-    out = p[:, torch.arange(len(pos)), (pos - 1).clamp_min(0)].double().numpy()
-    out[:, pos.numpy() == 0] = np.nan
-    return out
+    return _key_rows(p, pos, pos - 1, window, 1)
 
 
-def first_token_rows(p, positions: Sequence[int] | None = None) -> np.ndarray:
-    """(nh, r, K) -> (nh, r): attention from query i to key 0 (NaN for i = 0, which has no choice)."""
+def first_token_rows(p, positions: Sequence[int] | None = None, window: int | None = None) -> np.ndarray:
+    """(nh, r, K) -> (nh, r): attention from query i to key 0 (NaN for i = 0, which has no choice,
+    and for queries whose sliding window no longer reaches key 0, i >= window)."""
     p, pos = _rows(p, positions)
-    out = p[:, :, 0].double().numpy().copy()  # a copy: never write into the caller's pattern
-    out[:, pos.numpy() == 0] = np.nan
-    return out
+    return _key_rows(p, pos, torch.zeros_like(pos), window, 1)
 
 
-def duplicate_pairs(ids: Sequence[int], positions: Sequence[int], n_keys: int) -> tuple[Tensor, Tensor, np.ndarray]:
-    """For query rows at `positions`: (row, key) index pairs of the earlier keys j < i with
-    ids[j] == ids[i], and (r,) bool "has an earlier copy"."""
+def duplicate_pairs(
+    ids: Sequence[int], positions: Sequence[int], n_keys: int, window: int | None = None
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    """For query rows at `positions`: (row, key) index pairs of the earlier keys j < i the query
+    can see (inside its window) with ids[j] == ids[i], and (r,) bool "has such a copy"."""
     ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
     if len(ids) < n_keys:
         raise ValueError(f"ids has {len(ids)} tokens but the rows have {n_keys} keys.")
-    same = (ids[None, :n_keys] == ids[pos][:, None]) & (torch.arange(n_keys)[None, :] < pos[:, None])  # (r, K)
+    earlier = visible_keys(pos, n_keys, window) & (torch.arange(n_keys)[None, :] < pos[:, None])  # (r, K)
+    same = (ids[None, :n_keys] == ids[pos][:, None]) & earlier
     rows, keys = torch.nonzero(same, as_tuple=True)
     return rows, keys, same.any(dim=1).numpy()
 
 
 def duplicate_token_rows(
-    p, ids: Sequence[int], positions: Sequence[int] | None = None,
-    pairs: tuple[Tensor, Tensor, np.ndarray] | None = None,
+    p, ids: Sequence[int], positions: Sequence[int] | None = None, window: int | None = None,
 ) -> np.ndarray:
-    """(nh, r, K) -> (nh, r): total attention from query i to the earlier keys j < i that hold
-    the same token id (ids[j] == ids[i]); NaN for a query whose token did not occur before.
-    `pairs` = duplicate_pairs(ids, positions, K), if already computed."""
+    """(nh, r, K) -> (nh, r): total attention from query i to the earlier keys j < i it can see
+    that hold the same token id (ids[j] == ids[i]); NaN for a query with no such copy."""
     p, pos = _rows(p, positions)
-    rows, keys, has = duplicate_pairs(ids, pos, p.shape[2]) if pairs is None else pairs
+    rows, keys, has = duplicate_pairs(ids, pos, p.shape[2], window)
     with torch.inference_mode():
         out = torch.zeros(p.shape[0], len(pos), dtype=torch.float64)
         out.index_add_(1, rows, p[:, rows, keys].double())
@@ -160,35 +177,37 @@ def entropy_scores(patterns) -> np.ndarray:
     return entropy_rows(_rows(patterns, None)[0]).mean(axis=-1)
 
 
-def previous_token_scores(patterns) -> np.ndarray:
+def previous_token_scores(patterns, window: int | None = None) -> np.ndarray:
     """(nh, T, T) -> (nh,) mean attention from position i to i-1 over i >= 1 (NaN when T = 1)."""
-    return mean_over_rows(previous_token_rows(patterns))
+    return mean_over_rows(previous_token_rows(patterns, window=window))
 
 
-def first_token_scores(patterns) -> np.ndarray:
-    """(nh, T, T) -> (nh,) mean attention to position 0 (the "attention sink") over queries i >= 1."""
-    return mean_over_rows(first_token_rows(patterns))
+def first_token_scores(patterns, window: int | None = None) -> np.ndarray:
+    """(nh, T, T) -> (nh,) mean attention to position 0 (the "attention sink") over the queries
+    i >= 1 that can see it."""
+    return mean_over_rows(first_token_rows(patterns, window=window))
 
 
-def duplicate_token_scores(patterns, ids: Sequence[int]) -> np.ndarray:
+def duplicate_token_scores(patterns, ids: Sequence[int], window: int | None = None) -> np.ndarray:
     """(nh, T, T) -> (nh,) mean attention to earlier copies of the query's own token, over the
-    queries that have one (NaN if no token repeats)."""
-    return mean_over_rows(duplicate_token_rows(patterns, ids))
+    queries that have one in sight (NaN if none has)."""
+    return mean_over_rows(duplicate_token_rows(patterns, ids, window=window))
 
 
-def induction_scores(patterns, period: int) -> np.ndarray:
+def induction_scores(patterns, period: int, window: int | None = None) -> np.ndarray:
     """(nh, T, T) of a sequence whose last 2·period tokens are one block repeated -> (nh,).
 
     Mean attention from each query i in the second copy (the last `period` positions) to
     key i - period + 1: the token after the previous occurrence of the query's token.
-    An induction head ("what came next last time?") scores near 1.
+    An induction head ("what came next last time?") scores near 1. NaN in a sliding-window
+    layer whose window (w <= period - 1 keys back) hides that token.
     """
     p = _rows(patterns, None)[0]
     T = p.shape[1]
     if period < 1 or 2 * period > T:
         raise ValueError(f"A repeat of period {period} needs at least {2 * period} tokens, got {T}.")
     i = torch.arange(T - period, T)
-    return p[:, i, i - period + 1].double().mean(-1).numpy()
+    return mean_over_rows(_key_rows(p[:, i], i, i - period + 1, window, 0))
 
 
 # ---- downsampling ------------------------------------------------------------------------------
@@ -233,11 +252,12 @@ def block_max(
 def pooled_pattern(
     trace: Trace, layer: int, head: int, size: int, max_elements: int = CHUNK_ELEMENTS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One head's (T, T) pattern max-pooled into (n, n) blocks, n = min(size, T); keys after
-    the query are NaN (a block wholly in the future stays NaN). Returns (pooled, edges (n+1,)).
+    """One head's (T, T) pattern max-pooled into (n, n) blocks, n = min(size, T); a block of
+    only masked keys stays NaN. Returns (pooled, edges (n+1,)).
 
+    Keys the layer's mask hides (after the query, or outside a sliding window) are NaN too.
     Computed a few row blocks at a time, so even T = 8192 never builds the whole pattern.
-    With T <= size it is the pattern itself (future keys NaN).
+    With T <= size it is the pattern itself (masked keys NaN).
     """
     T = trace.n_tokens
     edges = bin_edges(T, size)
@@ -248,7 +268,7 @@ def pooled_pattern(
         b1 = min(n, b0 + bins_per_chunk)
         positions = np.arange(edges[b0], edges[b1])
         rows = pattern_at(trace, layer, positions, [head])[0].numpy()  # (c, T)
-        rows = np.where(np.arange(T)[None, :] > positions[:, None], np.nan, rows)
+        rows = np.where(visible_keys(positions, T, trace.window(layer)).numpy(), rows, np.nan)
         out[b0:b1] = block_max(rows, T, row_edges=edges[b0 : b1 + 1] - edges[b0], col_edges=edges)[0]
     return out, edges
 
@@ -324,23 +344,84 @@ def cell_sums(p: Tensor, cells: np.ndarray, n_cells: int) -> Tensor:
     return out.index_add_(1, index, p.reshape(n, r * K)).reshape(n, r, n_cells)
 
 
+# ---- the head scores: one registry -----------------------------------------------------------------
+RowScore = Callable[[Tensor, np.ndarray, np.ndarray, "int | None"], np.ndarray]
+
+
+@dataclass(frozen=True)
+class HeadScore:
+    """One per-head score. rows(p (nh, c, T), positions (c,), ids (T,), window) -> (nh, c), NaN
+    where undefined, is averaged over the query rows of the prompt; None for a score computed
+    by its own experiment (induction). explanation: one markdown bullet; "{window_note}" in it
+    is replaced by a note on sliding-window layers when the model has them. rank_highest: the
+    page names the highest-scoring head (False when low is the notable end). undefined: why
+    no head has a value, when none has."""
+
+    key: str
+    name: str
+    unit: str
+    colorscale: str
+    zmin: float
+    zmax: float | None
+    explanation: str
+    rows: RowScore | None = None
+    rank_highest: bool = True
+    undefined: str = "no query of this prompt has the key it needs in sight"
+
+
+HEAD_SCORES: tuple[HeadScore, ...] = (
+    HeadScore(
+        "previous_token", "previous token", "weight", "Blues", 0.0, 1.0,
+        "**previous token**: mean of a_(i, i−1), the weight from each token to the one just before it (i ≥ 1).",
+        lambda p, pos, ids, window: previous_token_rows(p, pos, window),
+        undefined="a one-token prompt has no previous token",
+    ),
+    HeadScore(
+        "first_token", "first token", "weight", "Blues", 0.0, 1.0,
+        "**first token** (attention sink): mean of a_(i, 0), the weight on position 0, over queries i ≥ 1. "
+        "Many heads park unneeded attention there.{window_note}",
+        lambda p, pos, ids, window: first_token_rows(p, pos, window),
+        undefined="a one-token prompt has nothing before its first token",
+    ),
+    HeadScore(
+        "duplicate_token", "duplicate token", "weight", "Blues", 0.0, 1.0,
+        "**duplicate token**: mean over the tokens that occurred before of Σ a_(i, j) over the earlier "
+        "positions j holding the same token; blank if no token of the prompt repeats.",
+        lambda p, pos, ids, window: duplicate_token_rows(p, ids, pos, window),
+        undefined="no token of this prompt occurs twice",
+    ),
+    HeadScore(
+        "induction", "induction", "weight", "Blues", 0.0, 1.0,
+        "**induction**: on a separate input, a first token then R = {period} random tokens repeated twice "
+        "({length} tokens, seed {seed}): mean over each position i of the second copy of a_(i, i−R+1), the "
+        "weight on the token that *followed* the previous occurrence of token i. Induction heads copy "
+        "\"what came next last time\" and score near 1; blank in a local layer whose window is R or less.",
+    ),
+    HeadScore(
+        "entropy", "entropy (bits)", "bits", "Viridis_r", 0.0, None,
+        "**entropy**: mean of −Σ_j a_(i, j) log₂ a_(i, j) in bits (0 = one token; lower = more focused; at most "
+        "log₂ of the number of keys the query sees: i + 1, or the window w in a local layer).",
+        lambda p, pos, ids, window: entropy_rows(p),
+        rank_highest=False,
+    ),
+)
+SCORES_BY_KEY = {score.key: score for score in HEAD_SCORES}
+
+
 # ---- everything at once, one layer and chunk of rows at a time -----------------------------------
 @dataclass(frozen=True)
 class HeadStats:
     """Per-head numbers for all layers (L layers, nh heads, N = L·nh heads, head index l·nh + h).
 
     tiles (L, nh, n, n): each pattern's block means (n = min(tile, T));
-    entropy, previous_token, first_token, duplicate_token (L, nh) (NaN where undefined);
+    scores: key -> (L, nh) for every HEAD_SCORES entry with rows (NaN where undefined);
     positions (r,): the query rows the means are over (all of them unless T > max_rows);
     js_rows (N, R, 1 + near + far): each head's attention on the R query rows js_positions,
     summed into cells (`js_cells`), for `js_divergence_matrix`.
     """
 
     tiles: np.ndarray
-    entropy: np.ndarray
-    previous_token: np.ndarray
-    first_token: np.ndarray
-    duplicate_token: np.ndarray
+    scores: dict[str, np.ndarray]
     positions: np.ndarray
     js_rows: np.ndarray
     js_positions: np.ndarray
@@ -353,18 +434,19 @@ class HeadStats:
     def n_head(self) -> int:
         return self.tiles.shape[1]
 
-    def scores(self) -> dict[str, np.ndarray]:
-        """The (L, nh) score maps by name."""
-        return {"previous token": self.previous_token, "first token": self.first_token,
-                "duplicate token": self.duplicate_token, "entropy (bits)": self.entropy}
+    @property
+    def entropy(self) -> np.ndarray:
+        """(L, nh) mean attention entropy in bits."""
+        return self.scores["entropy"]
 
 
 def head_stats(
     trace: Trace, tile: int = 32, max_rows: int = MAX_ROWS, js_rows: int = JS_ROWS,
     max_elements: int = CHUNK_ELEMENTS,
 ) -> HeadStats:
-    """Scores, overview tiles and similarity rows of every head, from one pass over the
-    patterns of the query rows `query_positions(T, max_rows)` (see the module doc)."""
+    """Scores (HEAD_SCORES), overview tiles and similarity rows of every head, from one pass over
+    the patterns of the query rows `query_positions(T, max_rows)` (see the module doc); each
+    layer's scores use its own mask (sliding window or not)."""
     T, L, nh = trace.n_tokens, trace.n_layer, trace.n_head
     if max_rows < 2 * tile:
         raise ValueError(f"max_rows={max_rows} leaves some of the {tile} tile rows without a query row.")
@@ -379,22 +461,19 @@ def head_stats(
     row_bin = np.searchsorted(edges, positions, side="right") - 1  # (r,) tile row of each query row
     rows_per_bin = np.bincount(row_bin, minlength=len(widths))
     tiles = np.zeros((L, nh, len(widths), len(widths)))
-    per_row = {name: np.zeros((L, nh, len(positions))) for name in ("entropy", "previous", "first", "duplicate")}
+    per_row_scores = [score for score in HEAD_SCORES if score.rows is not None]
+    per_row = {score.key: np.zeros((L, nh, len(positions))) for score in per_row_scores}
     js = np.zeros((L, nh, len(js_positions), n_cells), dtype=np.float32)
-    pairs: dict[int, tuple] = {}  # duplicate-token pairs of each chunk of rows (the same in every layer)
     for layer in range(L):
+        window = trace.window(layer)
         done = 0
         for chunk, p in iter_pattern_rows(trace, layer, positions, max_elements=max_elements):
             rows = slice(done, done + len(chunk))
             done += len(chunk)
             col_sums = np.add.reduceat(p.numpy(), edges[:-1], axis=-1) / widths  # (nh, c, n) block-column means
             np.add.at(tiles[layer], (slice(None), row_bin[rows]), col_sums)
-            per_row["entropy"][layer, :, rows] = entropy_rows(p)
-            per_row["previous"][layer, :, rows] = previous_token_rows(p, chunk)
-            per_row["first"][layer, :, rows] = first_token_rows(p, chunk)
-            if done not in pairs:
-                pairs[done] = duplicate_pairs(ids, chunk, T)
-            per_row["duplicate"][layer, :, rows] = duplicate_token_rows(p, ids, chunk, pairs[done])
+            for score in per_row_scores:
+                per_row[score.key][layer, :, rows] = score.rows(p, chunk, ids, window)
             take = np.isin(chunk, js_positions)
             if take.any():
                 at = np.searchsorted(js_positions, chunk[take])
@@ -402,10 +481,7 @@ def head_stats(
         tiles[layer] /= rows_per_bin[None, :, None]
     return HeadStats(
         tiles=tiles,
-        entropy=per_row["entropy"].mean(axis=-1),
-        previous_token=mean_over_rows(per_row["previous"]),
-        first_token=mean_over_rows(per_row["first"]),
-        duplicate_token=mean_over_rows(per_row["duplicate"]),
+        scores={key: mean_over_rows(values) for key, values in per_row.items()},
         positions=positions,
         js_rows=js.reshape(L * nh, len(js_positions), n_cells),
         js_positions=js_positions,
@@ -431,10 +507,11 @@ def repeated_random_ids(tokenizer, vocab_size: int, period: int = 30, seed: int 
 
 
 def induction_head_scores(induction_trace: Trace, period: int) -> np.ndarray:
-    """(L, nh) induction score of every head on a trace of [first] + r + r (len(r) = period)."""
+    """(L, nh) induction score of every head on a trace of [first] + r + r (len(r) = period);
+    NaN for the heads of a sliding-window layer whose window does not reach back `period` - 1 tokens."""
     T = induction_trace.n_tokens
     return np.stack(
-        [induction_scores(pattern_at(induction_trace, layer, np.arange(T)), period)
+        [induction_scores(pattern_at(induction_trace, layer, np.arange(T)), period, induction_trace.window(layer))
          for layer in range(induction_trace.n_layer)]
     )
 
@@ -454,10 +531,10 @@ class QueryBreakdown:
     """How query position `position` of one head builds its context vector (hs = d_head).
 
     q (hs,); keys (n_shown, hs) and values (n_shown, hs) of the shown key positions
-    `shown` (all keys 0..position when few, else the `top` keys with the largest weights,
-    in order); raw, scaled, weights (position + 1,) over all keys; weighted (n_shown, hs)
-    = weights[shown, None] * values; rest (hs,) = the weighted values of the keys not shown,
-    summed; z (hs,) = weighted.sum(0) + rest = Σ_j weights[j] v_j.
+    `shown` (all keys the query sees, 0..position or its sliding window, when few, else the
+    `top` of them with the largest weights, in order); raw, scaled, weights (position + 1,) over
+    all keys; weighted (n_shown, hs) = weights[shown, None] * values; rest (hs,) = the weighted
+    values of the keys not shown, summed; z (hs,) = weighted.sum(0) + rest = Σ_j weights[j] v_j.
     """
 
     position: int
@@ -487,10 +564,11 @@ def query_breakdown(trace: Trace, layer: int, head: int, position: int, top: int
     scaled = raw * trace.model.config.scale
     masked = masked_scores(torch.from_numpy(raw)[None], trace.model.config.scale, trace.window(layer))[0]
     weights = torch.softmax(masked, dim=-1).numpy()  # 0 outside a sliding window
-    if position + 1 <= top:
-        shown = np.arange(position + 1)
+    seen = np.flatnonzero(visible_keys([position], position + 1, trace.window(layer))[0].numpy())  # keys in sight
+    if len(seen) <= top:
+        shown = seen
     else:
-        shown = np.sort(np.argsort(-weights, kind="stable")[:top])
+        shown = np.sort(seen[np.argsort(-weights[seen], kind="stable")[:top]])
     weighted_all = weights[:, None] * v  # (position + 1, hs)
     weighted = weighted_all[shown]
     z = weighted_all.sum(axis=0)

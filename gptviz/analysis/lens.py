@@ -19,7 +19,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gptviz.sampling import SamplingSettings, choose, make_generator, next_token_distribution, token_rank
+from gptviz.sampling import (
+    SamplingSettings,
+    choose,
+    make_generator,
+    next_token_distribution,
+    token_rank,
+    top_tokens,
+)
 from gptviz.trace import Trace
 
 LENS_CHUNK = 512  # cells read out at once: a (chunk, vocab) float32 block, ~100 MB for SmolLM2
@@ -143,18 +150,15 @@ def top_next_tokens(trace: Trace, position: int, n: int) -> pd.DataFrame:
     """The n most likely tokens after the token at `position`: rank, token, id, probability, logit,
     and whether it is the token that actually comes next in the sequence."""
     position = _position(trace, position)
-    logits = trace.logits[position].float()  # (vocab,)
-    probs = torch.softmax(logits, dim=-1)
-    n = max(1, min(int(n), probs.numel()))
-    top_p, top_i = torch.topk(probs, n)
+    top_i, top_logits, top_p = top_tokens(trace.logits[position], max(1, int(n)))  # each (n,)
     ids = top_i.numpy()
     actual = trace.ids[position + 1] if position + 1 < trace.n_tokens else -1
     return pd.DataFrame({
-        "rank": np.arange(1, n + 1),
+        "rank": np.arange(1, len(ids) + 1),
         "token": trace.model.tokenizer.token_strings(ids.tolist()),
         "id": ids,
-        "probability": top_p.numpy(),
-        "logit": logits[top_i].numpy(),
+        "probability": top_p.numpy().astype(np.float64),
+        "logit": top_logits.numpy().astype(np.float64),
         "actual next": ids == actual,
     })
 
@@ -191,8 +195,8 @@ def sampling_table(
     logits = trace.logits[position].float()  # (vocab,)
     dist = next_token_distribution(logits, settings)
     original = torch.softmax(logits, dim=-1)
-    n = max(1, min(int(n), original.numel()))
-    top_p, top_i = torch.topk(original, n)
+    top_i, _, top_p = top_tokens(logits, max(1, int(n)))
+    n = len(top_i)
     summary = FilterSummary(
         vocab=original.numel(),
         n_kept=int(dist.kept.sum()),

@@ -4,7 +4,9 @@ Per layer, attention compares every token with every earlier one: q·kᵀ and pa
 each T²·d multiply-adds, 2·T²·d FLOPs (d = n_head · d_head), and the pattern is an (nh, T, T)
 matrix.
 The projections and the MLP cost a fixed amount per token, O(T·d²). So attention's share
-grows with T, and past some length it dominates.
+grows with T, and past some length it dominates. A sliding-window (local) layer compares each
+token with at most w keys: T·min(T, w) pairs, linear in T beyond w, if the kernel skips what
+the mask hides (PyTorch's CPU kernel computes the whole T × T grid and masks it).
 
 `analytic_costs` computes sizes and operation counts; `measure_scaling` times the parts of
 one layer and a whole forward pass on random inputs of the model's own shapes, with the
@@ -20,7 +22,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from gptviz.config import GPTConfig
@@ -54,9 +55,11 @@ def rest_flops_per_token(config: GPTConfig) -> int:
     return qkv + out + mlp
 
 
-def attention_flops(config: GPTConfig, T: int) -> int:
-    """FLOPs of one layer's q·kᵀ and pattern·v over the full (T, T) grid: 2 · 2·T²·d."""
-    return 4 * T * T * config.n_head * config.d_head
+def attention_flops(config: GPTConfig, T: int, window: int | None = None) -> int:
+    """FLOPs of one layer's q·kᵀ and pattern·v over its (T, K) grid, K = T, or min(T, window) keys
+    per query in a sliding-window layer: 2 · 2·T·K·d."""
+    keys = T if window is None else min(T, window)
+    return 4 * T * keys * config.n_head * config.d_head
 
 
 def crossover_length(config: GPTConfig) -> float:
@@ -66,16 +69,23 @@ def crossover_length(config: GPTConfig) -> float:
 
 def analytic_costs(config: GPTConfig, sizes: list[int]) -> pd.DataFrame:
     """Computed (not measured) per T: pattern bytes per layer (nh·T·T·4) and for all layers,
-    and one layer's FLOPs for attention and for the rest (projections + MLP)."""
+    one global layer's FLOPs for attention and for the rest (projections + MLP), and attention's
+    FLOPs summed over all layers, each with its own window (`attention_flops`). A model with
+    sliding-window layers also gets attention_flops_local_layer: one local layer's."""
     T = np.asarray(sizes, dtype=np.int64)
     per_layer = config.n_head * T * T * FLOAT_BYTES
-    return pd.DataFrame({
+    flops = lambda window: np.array([attention_flops(config, int(t), window) for t in T], dtype=np.int64)
+    frame = pd.DataFrame({
         "T": T,
         "pattern_bytes_layer": per_layer,
         "pattern_bytes_model": per_layer * config.n_layer,
-        "attention_flops_layer": 4 * T * T * config.n_head * config.d_head,
+        "attention_flops_layer": flops(None),
         "rest_flops_layer": T * rest_flops_per_token(config),
+        "attention_flops_model": sum(flops(config.window(layer)) for layer in range(config.n_layer)),
     })
+    if config.has_sliding_layers:
+        frame["attention_flops_local_layer"] = flops(config.sliding_window)
+    return frame
 
 
 def peak_allocated(fn: Callable[[], object]) -> int:
@@ -103,7 +113,9 @@ def best_time(fn: Callable[[], object], min_total: float = 0.2, max_repeats: int
 @torch.inference_mode()
 def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes: int = MAX_EAGER_BYTES) -> dict:
     """Time one layer's parts and one forward pass at context length T (random inputs, batch 1),
-    and the peak memory PyTorch allocates for one layer's attention, fused and eager."""
+    and the peak memory PyTorch allocates for one layer's attention, fused and eager. Attention
+    is timed as in a global layer; a model with sliding-window layers also gets
+    attention_local_fused_s, the fused kernel with its window's mask."""
     config = model.config
     nh, n_kv, hs, C = config.n_head, config.n_kv_head, config.d_head, config.d_model
     block = model.blocks[0]
@@ -115,11 +127,11 @@ def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes
     rotary = model.rotary(torch.arange(T))[0]
     idx = torch.randint(0, config.vocab_size, (1, T), generator=generator)
 
-    def fused() -> torch.Tensor:  # what the model runs: PyTorch's fused kernel
-        return attend(q, k, v, config.scale, block.attn.window)
+    def fused(window: int | None = None) -> torch.Tensor:  # what the model runs: PyTorch's fused kernel
+        return attend(q, k, v, config.scale, window)
 
     def eager() -> torch.Tensor:  # the textbook path: the (nh, T, T) pattern is materialised
-        pattern = attention_pattern(attention_scores(q[0], k[0]), config.scale, block.attn.window)  # (nh, T, T)
+        pattern = attention_pattern(attention_scores(q[0], k[0]), config.scale)  # (nh, T, T)
         return pattern @ v[0].repeat_interleave(nh // n_kv, dim=0)  # (nh, T, hs)
 
     def rest() -> torch.Tensor:  # everything else in the layer: norms, projections, MLP
@@ -130,6 +142,8 @@ def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes
     row = {"T": T, "attention_fused_s": best_time(fused), "attention_eager_s": math.nan,
            "rest_of_layer_s": best_time(rest), "peak_bytes_fused": float(peak_allocated(fused)),
            "peak_bytes_eager": math.nan}
+    if config.has_sliding_layers:
+        row["attention_local_fused_s"] = best_time(lambda: fused(config.sliding_window))
     if nh * T * T * FLOAT_BYTES <= max_eager_bytes:
         row["attention_eager_s"] = best_time(eager)
         row["peak_bytes_eager"] = float(peak_allocated(eager))
@@ -162,7 +176,8 @@ def measure_scaling(
     of `analytic_costs` plus, measured, in seconds:
     attention_fused_s (scores + softmax + weighted sum, one layer, all heads, the model's fused
     kernel), attention_eager_s (the same with the (nh, T, T) pattern materialised; NaN when
-    that is over MAX_EAGER_BYTES), rest_of_layer_s (norms, projections, MLP of one layer),
+    that is over MAX_EAGER_BYTES), attention_local_fused_s (models with sliding-window layers only:
+    the fused kernel with the window's mask), rest_of_layer_s (norms, projections, MLP of one layer),
     forward_s (the whole model); and, measured in bytes, peak_bytes_fused and peak_bytes_eager
     (the most memory PyTorch held at once during one layer's attention, see peak_allocated).
     df.attrs: budget_s, elapsed_s, stopped_before (first T not measured, or None), threads.

@@ -1,15 +1,20 @@
 """Figures of one attention head: its pattern, its four stages, one query's weighted sum,
-bertviz-style lines, and the overview of every head. Arrays and token strings in, figures out."""
+bertviz-style lines, and the overview of every head. Arrays and token strings in, figures out.
+
+Masked cells come from the model's attention primitive (`gptviz.model.attention_mask`): keys
+after the query are left blank, keys a sliding window hides are drawn in WINDOW_COLOUR."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from gptviz.analysis.heads import QueryBreakdown, block_max
+from gptviz.model import attention_mask
 from gptviz.plots.common import heatmap, show_whitespace, token_labels
 
 MAX_CELLS = 512  # a heatmap side longer than this is max-pooled
@@ -20,6 +25,7 @@ STAGE_TITLES = {
     "masked": "3. mask the future",
     "softmax": "4. softmax",
 }
+WINDOW_COLOUR = "#f6c28b"  # keys outside a sliding window: masked like the future, but drawn apart from it
 
 
 def weight_colorscale(gamma: float = 1.0) -> list:
@@ -43,7 +49,39 @@ def range_labels(edges: np.ndarray, tokens: Sequence[str], start: int = 0) -> li
 
 def future_mask(n_rows: int, n_cols: int, row_start: int = 0, col_start: int = 0) -> np.ndarray:
     """(n_rows, n_cols) bool, True where key position col_start + j is after query row_start + i."""
-    return (col_start + np.arange(n_cols))[None, :] > (row_start + np.arange(n_rows))[:, None]
+    return masked_blocks(np.arange(n_rows + 1), np.arange(n_cols + 1), None, row_start, col_start)[0]
+
+
+def masked_blocks(
+    row_edges: np.ndarray, col_edges: np.ndarray, window: int | None, row_start: int = 0, col_start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which blocks of a pattern the mask hides: (future, outside_window), each (n, m) bool for the
+    blocks of queries row_start + [row_edges[a], row_edges[a+1]) and keys col_start + [col_edges[b], ...).
+
+    future: every key of the block is after every query of it; outside_window: the block holds a key
+    that a sliding window of `window` keys hides from some query of it (key <= query - window).
+    With one-cell blocks (edges 0, 1, 2, ...) these are the causal and the window part of
+    `attention_mask`, which decides them: at the block's newest query and oldest key.
+    """
+    if window is not None and (isinstance(window, bool) or int(window) < 1):
+        raise ValueError(f"A sliding window is a number of keys >= 1 (or None for none), not {window!r}.")
+    newest_query = torch.as_tensor(row_start + np.asarray(row_edges)[1:] - 1, dtype=torch.int64)
+    oldest_key = torch.as_tensor(col_start + np.asarray(col_edges)[:-1], dtype=torch.int64)
+    causal = attention_mask(len(newest_query), len(oldest_key), query_pos=newest_query, key_pos=oldest_key)
+    seen = attention_mask(len(newest_query), len(oldest_key), window, query_pos=newest_query, key_pos=oldest_key)
+    return (~causal).numpy(), (causal & ~seen).numpy()
+
+
+def window_overlay(outside: np.ndarray, x: Sequence[str], y: Sequence[str], window: int) -> go.Heatmap:
+    """A one-colour heatmap over the cells (or blocks) a sliding window hides: outside (R, C) bool,
+    labelled like the pattern it covers."""
+    z = np.where(outside, 1.0, np.nan).astype(np.float32)
+    return go.Heatmap(
+        z=z, x=list(x), y=list(y), colorscale=[[0.0, WINDOW_COLOUR], [1.0, WINDOW_COLOUR]], zmin=0, zmax=1,
+        showscale=False, name="outside the window",
+        hovertemplate=f"query: %{{y}}<br>key: %{{x}}<br>outside the sliding window of {window} tokens: "
+                      f"masked, weight 0<extra></extra>",
+    )
 
 
 def pattern_heatmap(
@@ -56,8 +94,10 @@ def pattern_heatmap(
     max_cells: int = MAX_CELLS,
     title: str = "",
     gamma: float = 1.0,
+    window: int | None = None,
 ) -> go.Figure:
-    """Attention weights as a heatmap, query tokens as rows, key tokens as columns; future keys blank.
+    """Attention weights as a heatmap, query tokens as rows, key tokens as columns; future keys blank,
+    keys outside a sliding window of `window` keys (None: no window) in WINDOW_COLOUR.
     gamma < 1 stretches the colours of small weights (see `weight_colorscale`).
 
     pattern (R, C): query rows query_start.., key columns key_start.. of `tokens` (the whole
@@ -73,7 +113,8 @@ def pattern_heatmap(
         R, C = pattern.shape
         if query_start + R > len(tokens) or key_start + C > len(tokens):
             raise ValueError(f"A ({R}, {C}) window at ({query_start}, {key_start}) does not fit {len(tokens)} tokens.")
-        z = np.where(future_mask(R, C, query_start, key_start), np.nan, pattern)
+        future, outside = masked_blocks(np.arange(R + 1), np.arange(C + 1), window, query_start, key_start)
+        z = np.where(future | outside, np.nan, pattern)
         if R > max_cells or C > max_cells:
             z, row_edges, col_edges = block_max(z, max_cells)
             edges = (row_edges, col_edges)
@@ -96,6 +137,11 @@ def pattern_heatmap(
     fig = heatmap(z, x, y, title=title, x_title="key token (attended to)", y_title="query token (attending)",
                   zmin=0.0, zmax=1.0, hovertemplate=hover)
     fig.update_traces(colorbar_title="weight", colorscale=weight_colorscale(gamma))
+    if window is not None:
+        cells = edges if edges is not None else (np.arange(z.shape[0] + 1), np.arange(z.shape[1] + 1))
+        outside = masked_blocks(*cells, window, query_start, key_start)[1] & np.isnan(z)
+        if outside.any():
+            fig.add_trace(window_overlay(outside, x, y, window))
     fig.update_layout(height=int(np.clip(200 + 14 * len(y), 320, 800)), plot_bgcolor="#f4f4f4")
     if max(len(x), len(y)) > 48:
         fig.update_xaxes(showticklabels=len(x) <= 128, tickfont_size=8)
@@ -103,10 +149,13 @@ def pattern_heatmap(
     return fig
 
 
-def stages_figure(stages: Mapping[str, np.ndarray], tokens: Sequence[str], start: int = 0) -> go.Figure:
+def stages_figure(
+    stages: Mapping[str, np.ndarray], tokens: Sequence[str], start: int = 0, window: int | None = None
+) -> go.Figure:
     """Four (w, w) heatmaps side by side, raw → scaled → masked → softmax, each with its own
-    colour scale. stages: "raw", "scaled", "masked" (-inf above the diagonal, drawn blank),
-    "softmax"; the window holds positions start..start+w-1 of `tokens`."""
+    colour scale. stages: "raw", "scaled", "masked" (-inf above the diagonal, drawn blank; with a
+    sliding window of `window` keys, -inf also for older keys, drawn in WINDOW_COLOUR in the last two
+    panels), "softmax"; the panels show positions start..start+w-1 of `tokens`."""
     if set(stages) != set(STAGE_TITLES):
         raise ValueError(f"stages needs exactly the keys {list(STAGE_TITLES)}, got {list(stages)}.")
     shapes = {np.asarray(s).shape for s in stages.values()}
@@ -117,7 +166,9 @@ def stages_figure(stages: Mapping[str, np.ndarray], tokens: Sequence[str], start
         raise ValueError(f"A window of {w} tokens at {start} does not fit {len(tokens)} tokens.")
     labels = token_labels(tokens)[start : start + w]
     small = w > 24  # too many tokens for tick labels
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[STAGE_TITLES[k] for k in STAGE_TITLES],
+    titles = dict(STAGE_TITLES, masked="3. mask the future and beyond the window") if window else STAGE_TITLES
+    outside = masked_blocks(np.arange(w + 1), np.arange(w + 1), window, start, start)[1] if window else None
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[titles[k] for k in STAGE_TITLES],
                         horizontal_spacing=0.035)
     for i, name in enumerate(STAGE_TITLES, start=1):
         z = np.asarray(stages[name], dtype=np.float32)
@@ -129,10 +180,14 @@ def stages_figure(stages: Mapping[str, np.ndarray], tokens: Sequence[str], start
             bound = float(np.abs(finite).max()) if finite.size else 1.0
             lo, hi, scale = -bound, bound, "RdBu_r"
         axis = "coloraxis" if i == 1 else f"coloraxis{i}"
+        if outside is not None and name in ("masked", "softmax"):
+            z = np.where(outside, np.nan, z)
         fig.add_trace(go.Heatmap(
             z=z, x=labels, y=labels, coloraxis=axis,
             hovertemplate="query: %{y}<br>key: %{x}<br>value: %{z:.3f}<extra>" + name + "</extra>",
         ), row=1, col=i)
+        if outside is not None and outside.any() and name in ("masked", "softmax"):
+            fig.add_trace(window_overlay(outside, labels, labels, window), row=1, col=i)
         fig.update_layout({axis: dict(
             colorscale=scale, cmin=lo, cmax=hi,
             colorbar=dict(orientation="h", x=(i - 0.5) / 4, xanchor="center", y=-0.02 if small else -0.3,
@@ -173,8 +228,11 @@ def query_vectors_figure(b: QueryBreakdown, tokens: Sequence[str]) -> go.Figure:
     return fig
 
 
-def weights_figure(b: QueryBreakdown, tokens: Sequence[str], max_labelled: int = 256) -> go.Figure:
-    """The attention weights of one query over keys 0..position, as bars (sum = 1)."""
+def weights_figure(
+    b: QueryBreakdown, tokens: Sequence[str], max_labelled: int = 256, window: int | None = None
+) -> go.Figure:
+    """The attention weights of one query over keys 0..position, as bars (sum = 1); keys a sliding
+    window of `window` keys hides are shaded in WINDOW_COLOUR."""
     n = len(b.weights)
     if n <= max_labelled:
         x = token_labels(tokens)[:n]
@@ -187,6 +245,10 @@ def weights_figure(b: QueryBreakdown, tokens: Sequence[str], max_labelled: int =
         fig.update_xaxes(title_text="key position")
     fig.update_layout(title=f"weights of query {token_labels(tokens)[b.position]} (softmax of its scores)",
                       yaxis_title="weight", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    hidden = int(masked_blocks(np.array([b.position, b.position + 1]), np.arange(n + 1), window)[1].sum())
+    if hidden:  # keys 0..hidden-1 are outside the window: a band behind the bars
+        fig.add_vrect(x0=-0.5, x1=hidden - 0.5, fillcolor=WINDOW_COLOUR, opacity=0.5, layer="below", line_width=0,
+                      annotation_text=f"outside the window ({window} keys)", annotation_position="top left")
     return fig
 
 
@@ -272,9 +334,18 @@ def lines_figure(
     return fig
 
 
+def layer_ticks(windows: Sequence[int | None] | None, n_layer: int, sep: str = "<br>") -> list[str]:
+    """"L3" per layer, marked "local" (sliding window) or "global" when the model has local layers."""
+    if windows is None or all(w is None for w in windows):
+        return [f"L{layer}" for layer in range(n_layer)]
+    if len(windows) != n_layer:
+        raise ValueError(f"Give one window per layer: {len(windows)} for {n_layer} layers.")
+    return [f"L{layer}{sep}{'local' if w else 'global'}" for layer, w in enumerate(windows)]
+
+
 def overview_figure(
     tiles: np.ndarray, focus: tuple[int, int] | None = None, hover_values: np.ndarray | None = None,
-    value_name: str = "entropy (bits)",
+    value_name: str = "entropy (bits)", windows: Sequence[int | None] | None = None,
 ) -> go.Figure:
     """Every head's pattern as one small tile: tiles (L, nh, n, n) block means -> one heatmap
     with a column of tiles per layer (left to right) and a row per head (top to bottom), each
@@ -283,7 +354,8 @@ def overview_figure(
     Coordinates are in layer (x) and head (y) units: a cell of layer l, head h lies within
     0.5 of (l, h). A transparent marker at each tile centre makes heads clickable (plotly
     selects points, not heatmap cells); `focus` (layer, head) gets a red frame.
-    hover_values (L, nh), if given, shows in the hover as value_name.
+    hover_values (L, nh), if given, shows in the hover as value_name. windows: per layer its sliding
+    window (None: global); local layers are marked on the axis, in the hover and by an orange band.
     """
     tiles = np.asarray(tiles, dtype=np.float32)
     if tiles.ndim != 4 or tiles.shape[2] != tiles.shape[3] or 0 in tiles.shape:
@@ -306,7 +378,8 @@ def overview_figure(
         x=layers.ravel().astype(np.float32), y=heads.ravel().astype(np.float32), mode="markers",
         marker=dict(symbol="square", size=tile_px * 0.8, color="rgba(0,0,0,0)"),
         customdata=np.stack([layers.ravel(), heads.ravel(), values.ravel()], axis=1),
-        hovertemplate=("L%{customdata[0]}H%{customdata[1]}" +
+        text=np.repeat(_layer_kinds(windows, L), nh).tolist(),
+        hovertemplate=("L%{customdata[0]}H%{customdata[1]}%{text}" +
                        ("" if hover_values is None else f"<br>{value_name}: %{{customdata[2]:.3f}}") +
                        "<br>click to focus on this head<extra></extra>"),
         selected=dict(marker=dict(color="rgba(255,127,14,0.35)")), unselected=dict(marker=dict(opacity=1)),
@@ -317,14 +390,27 @@ def overview_figure(
             x=[focus[0]], y=[focus[1]], mode="markers", hoverinfo="skip", showlegend=False, name="focus",
             marker=dict(symbol="square-open", size=tile_px * 1.05, color="red", line=dict(width=2)),
         ))
-    fig.update_xaxes(tickvals=np.arange(L), ticktext=[f"L{l}" for l in range(L)], side="top", title_text="layer",
+    top = -0.55  # the axis' upper end; with local layers, room above the tiles for their band
+    for layer, w in enumerate(windows or []):
+        if w:
+            top = -0.8
+            fig.add_shape(type="rect", x0=layer - 0.45, x1=layer + 0.45, y0=-0.78, y1=-0.56, line_width=0,
+                          fillcolor=WINDOW_COLOUR)
+    fig.update_xaxes(tickvals=np.arange(L), ticktext=layer_ticks(windows, L), side="top", title_text="layer",
                      range=[-0.55, L - 0.45], showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(tickvals=np.arange(nh), ticktext=[f"H{h}" for h in range(nh)], title_text="head",
-                     range=[nh - 0.45, -0.55], showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1,
+                     range=[nh - 0.45, top], showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1,
                      constrain="domain")
     fig.update_layout(height=int(90 + tile_px * nh), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
                       hovermode="closest", hoverdistance=int(tile_px), clickmode="event+select", dragmode=False)
     return fig
+
+
+def _layer_kinds(windows: Sequence[int | None] | None, n_layer: int) -> list[str]:
+    """Per layer a hover suffix: " · local (window w)" / " · global", or "" without local layers."""
+    if windows is None or all(w is None for w in windows):
+        return [""] * n_layer
+    return [f" · local (window {w})" if w else " · global" for w in windows]
 
 
 def overview_pick(point: Mapping, n_layer: int, n_head: int) -> tuple[int, int] | None:

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gptviz.plots.attention import future_mask, range_labels, weight_colorscale
+from gptviz.plots.attention import layer_ticks, masked_blocks, range_labels, weight_colorscale, window_overlay
 from gptviz.plots.common import token_labels
 
 MAX_COMPARE_CELLS = 128  # each compared pattern is max-pooled to at most this many cells a side
@@ -32,9 +32,11 @@ def layer_head_heatmap(
     zmin: float | None = None,
     zmax: float | None = None,
     focus: tuple[int, int] | None = None,
+    windows: Sequence[int | None] | None = None,
 ) -> go.Figure:
     """values (n_layer, n_head) as a heatmap with layers as rows; NaN cells blank.
-    Hover: "L3H2: 0.123 <value_name>". `focus` (layer, head) gets a red frame."""
+    Hover: "L3H2: 0.123 <value_name>". `focus` (layer, head) gets a red frame. windows: per layer
+    its sliding window (None: global); with local layers the rows are labelled local / global."""
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or 0 in values.shape:
         raise ValueError(f"values must be (layers, heads), got shape {values.shape}.")
@@ -49,6 +51,8 @@ def layer_head_heatmap(
     fig.update_xaxes(title_text="head", tickvals=np.arange(nh) if nh <= 32 else None, showgrid=False)
     fig.update_yaxes(title_text="layer", tickvals=np.arange(L) if L <= 48 else None, autorange="reversed",
                      showgrid=False)
+    if windows is not None and any(windows) and L <= 48:
+        fig.update_yaxes(ticktext=layer_ticks(windows, L, sep=" "))
     fig.update_layout(title=title, height=min(900, 160 + 22 * L), margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
@@ -61,8 +65,10 @@ def compare_patterns_figure(
     *,
     cols: int = 4,
     gamma: float = 1.0,
+    windows: Sequence[int | None] | None = None,
 ) -> go.Figure:
-    """Several heads' patterns side by side on one shared colour scale (0..1); future keys blank.
+    """Several heads' patterns side by side on one shared colour scale (0..1); future keys blank,
+    keys outside a head's sliding window (windows: one per pattern, None for global) in orange.
     gamma < 1 stretches the colours of small weights (`weight_colorscale`).
 
     patterns: (T, T) each, or each already max-pooled to (n, n) with the shared block
@@ -78,20 +84,28 @@ def compare_patterns_figure(
     for p in patterns:
         if np.shape(p) != (n, n):
             raise ValueError(f"Every pattern must be ({n}, {n}), got {np.shape(p)}.")
+    windows = [None] * len(patterns) if windows is None else list(windows)
+    if len(windows) != len(patterns):
+        raise ValueError(f"Give one window per pattern ({len(windows)} windows, {len(patterns)} patterns).")
+    cells = np.arange(n + 1) if edges is None else np.asarray(edges)
     labels = token_labels(tokens) if edges is None else range_labels(edges, tokens)
     what = "weight" if edges is None else "max weight"
     cols = max(1, min(cols, len(patterns)))
     rows = math.ceil(len(patterns) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.03,
                         vertical_spacing=0.08 if rows > 1 else 0.0)
-    for i, p in enumerate(patterns):
+    for i, (p, window) in enumerate(zip(patterns, windows)):
+        future, outside = masked_blocks(cells, cells, window)
         z = np.asarray(p, dtype=np.float32)
         if edges is None:
-            z = np.where(future_mask(n, n), np.nan, z)
+            z = np.where(future | outside, np.nan, z)
+        at = dict(row=i // cols + 1, col=i % cols + 1)
         fig.add_trace(go.Heatmap(
             z=z, x=labels, y=labels, coloraxis="coloraxis",
             hovertemplate=f"{titles[i]}<br>query: %{{y}}<br>key: %{{x}}<br>{what}: %{{z:.3f}}<extra></extra>",
-        ), row=i // cols + 1, col=i % cols + 1)
+        ), **at)
+        if window is not None and (outside & np.isnan(z)).any():
+            fig.add_trace(window_overlay(outside & np.isnan(z), labels, labels, window), **at)
     fig.update_xaxes(type="category", showticklabels=n <= 24, tickfont_size=8)
     fig.update_yaxes(type="category", autorange="reversed", showticklabels=False, tickfont_size=8)
     fig.update_yaxes(showticklabels=n <= 24, col=1)

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gptviz import features
 from gptviz.config import GPTConfig
 from gptviz.plots.common import show_whitespace
 
@@ -44,16 +45,10 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
     T, C, V = n_tokens, config.d_model, config.vocab_size
     nh, n_kv, hs, d_mlp, n = config.n_head, config.n_kv_head, config.d_head, config.d_mlp, config.n_layer
     learned = config.positional == "learned"
-    norm = "LayerNorm" if config.norm == "layernorm" else "RMSNorm"
-    gamma = "(1 + γ)" if config.norm_offset else "γ"
-    norm_formula = f"(x − mean) / √(var + ε) · {gamma} + β" if config.norm == "layernorm" else f"x / √(mean(x²) + ε) · {gamma}"
+    norm, norm_formula = features.norm_name(config), features.norm_formula(config)
     kv = f", {n_kv} key/value heads (grouped-query: {config.n_rep} query heads share one)" if n_kv != nh else ""
-    mlp_act = {"gelu": "GELU", "swiglu": "SwiGLU", "geglu": "GeGLU"}[config.mlp]
-    gate = {"swiglu": "SiLU", "geglu": "GELU"}.get(config.mlp)
-    mlp_formula = f"W_out · (GELU(W_in · x))" if gate is None else f"W_out · ({gate}(W_gate · x) ⊙ (W_up · x))"
-    scale = f"/ √{hs}" if not config.attn_scale else f"· {config.scale:.4g}"
-    window = (f"; {config.layer_types.count('sliding')} of {n} layers see only the last {config.sliding_window:,} keys"
-              if config.has_sliding_layers else "")
+    mlp_act, mlp_formula, scale = features.mlp_name(config), features.mlp_formula(config), features.scale_text(config)
+    window = f"; {features.window_text(config)}" if config.has_sliding_layers else ""
     stages = [
         Stage("ids", "Prompt tokens", f"ids {_shape(T)}", f"{T} token ids from the tokenizer (vocabulary {V:,})", 0),
         Stage("hook_embed", "Token embedding", f"{_shape(T, C)}",
@@ -79,7 +74,8 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
         Stage("attn", f"Causal multi-head attention: {nh} heads × {hs}" + (f", {n_kv} kv heads" if n_kv != nh else ""),
               f"q {_shape(nh, T, hs)}, k v {_shape(n_kv, T, hs)}<br>pattern {_shape(nh, T, T)} → out {_shape(T, C)}",
               f"softmax(mask(q·kᵀ {scale})) · v per head{kv}{window}; heads concatenated, then W_O", 4),
-        Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}", "x + attention(norm(x)): the residual stream after attention", 5,
+        Stage("hook_resid_mid", "⊕ shortcut", f"{_shape(T, C)}",
+              "x + attention(norm(x)): the residual stream after attention", 5,
               kind="add"),
         Stage("ln2", f"{norm} 2", f"{_shape(T, C)}", f"{norm}: {norm_formula}", 6),
         Stage("mlp", f"MLP {C} → {d_mlp:,} → {C} ({mlp_act})", f"hidden {_shape(T, d_mlp)} → {_shape(T, C)}",
@@ -88,7 +84,7 @@ def pipeline_stages(config: GPTConfig, n_tokens: int) -> list[Stage]:
               f"x + MLP(norm(x)): the block's output, the next block's input (× {n} blocks)", 8, kind="add"),
         Stage("ln_final", f"Final {norm}", f"{_shape(T, C)}", f"{norm} of the last block's output", 9),
         Stage("logits", "Unembedding → logits", f"{_shape(T, V)}",
-              "logits = final-normed x · W_Uᵀ" + (" (W_U is the token embedding: tied)" if config.tie_embeddings else ""), 10),
+              "logits = final-normed x · W_Uᵀ" + (" (W_U is the token embedding: tied)" * config.tie_embeddings), 10),
         Stage("probs", "softmax → next-token probabilities", f"{_shape(T, V)}",
               f"softmax over the {V:,} tokens at every position; the last row predicts the next token", 11),
     ]

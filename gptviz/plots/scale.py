@@ -11,6 +11,9 @@ TIME_SERIES = {  # column -> legend name
     "rest_of_layer_s": "rest of the layer (norms, projections, MLP)",
     "forward_s": "whole forward pass",
 }
+LOCAL_TIME_SERIES = {  # drawn when the table has them (models with sliding-window layers)
+    "attention_local_fused_s": "attention of a local layer, fused kernel (the window as a mask)",
+}
 
 
 def _check(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -43,7 +46,8 @@ def time_figure(frame: pd.DataFrame) -> go.Figure:
     (through the rest of the layer at the largest T) and ∝ T² (through fused attention there)."""
     T = _check(frame, list(TIME_SERIES))
     fig = go.Figure()
-    for column, name in TIME_SERIES.items():
+    series = TIME_SERIES | {c: name for c, name in LOCAL_TIME_SERIES.items() if c in frame.columns}
+    for column, name in series.items():
         y = frame[column].to_numpy(dtype=np.float64)
         fig.add_trace(go.Scatter(x=T, y=y, mode="lines+markers", name=name,
                                  hovertemplate="T = %{x}<br>%{y:.3g} s<extra>" + column + "</extra>"))
@@ -73,14 +77,19 @@ def memory_figure(frame: pd.DataFrame) -> go.Figure:
 
 
 def flops_figure(frame: pd.DataFrame, crossover: float | None = None) -> go.Figure:
-    """One layer's operation counts against T (computed): attention 4·T²·d, the rest T·(per token);
-    a vertical line at the crossover T where they are equal, if given."""
+    """One layer's operation counts against T (computed): attention 4·T²·d, the rest T·(per token),
+    and a local layer's attention if the table has it; a vertical line at the crossover T where a
+    global layer's attention equals the rest, if given."""
     T = _check(frame, ["attention_flops_layer", "rest_flops_layer"])
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=T, y=frame["attention_flops_layer"].to_numpy(dtype=np.float64), mode="lines+markers",
                              name="attention: q·kᵀ and pattern·v, 4·T²·d"))
     fig.add_trace(go.Scatter(x=T, y=frame["rest_flops_layer"].to_numpy(dtype=np.float64), mode="lines+markers",
                              name="projections + MLP, ∝ T·d²"))
+    if "attention_flops_local_layer" in frame.columns:
+        fig.add_trace(go.Scatter(x=T, y=frame["attention_flops_local_layer"].to_numpy(dtype=np.float64),
+                                 mode="lines+markers", line=dict(dash="dash"),
+                                 name="attention of a local layer: 4·T·min(T, w)·d (if the kernel skips the mask)"))
     if crossover is not None and crossover > 0:  # a trace, not add_vline: shapes and log axes disagree
         span = frame[["attention_flops_layer", "rest_flops_layer"]].to_numpy(dtype=np.float64)
         fig.add_trace(go.Scatter(x=[crossover, crossover], y=[span.min(), span.max()], mode="lines",

@@ -5,8 +5,10 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gguf
@@ -23,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 GGUF_CACHE_FORMAT = "2"  # bump when the conversion changes: old cache entries are then ignored
-_GGUF_GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_GGUF_BLOCK = {
+_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_LLAMA_BLOCK = {
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
@@ -35,28 +37,71 @@ _GGUF_BLOCK = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+_GEMMA3_BLOCK = _LLAMA_BLOCK | {
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 
 
-def _gguf_to_hf(name: str) -> str | None:
+@dataclass(frozen=True)
+class GgufArchitecture:
+    """How llama.cpp stored one architecture: block tensor names (GGUF -> Hugging Face), whether
+    q/k rows were permuted for its rotary, what was added to every norm weight, and the
+    metadata -> config.json fields that differ from Llama's."""
+
+    block_names: dict[str, str]
+    permuted_qk: bool
+    norm_shift: float
+    hf_extra: Callable[[Callable], dict]
+
+
+def _gemma3_extra(field: Callable) -> dict:
+    """Gemma 3: values the GGUF lacks are those transformers and llama.cpp assume (6-layer pattern, local θ 1e4)."""
+    n_layer = int(field("block_count"))
+    return {
+        "model_type": "gemma3_text",
+        "head_dim": int(field("attention.key_length")),
+        "query_pre_attn_scalar": 256,
+        "sliding_window": int(field("attention.sliding_window")),
+        "layer_types": ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layer)],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": float(field("rope.freq_base", 1e6))},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+    }
+
+
+GGUF_ARCHITECTURES = {
+    "llama": GgufArchitecture(_LLAMA_BLOCK, permuted_qk=True, norm_shift=0.0,
+                              hf_extra=lambda field: {"model_type": "llama"}),
+    # llama.cpp stores Gemma's norm weights as w + 1 (its RMSNorm multiplies by w, Gemma's by 1 + w)
+    "gemma3": GgufArchitecture(_GEMMA3_BLOCK, permuted_qk=False, norm_shift=1.0, hf_extra=_gemma3_extra),
+}
+
+
+def _gguf_to_hf(name: str, block_names: dict[str, str]) -> str | None:
     """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (None if unknown)."""
-    stem, dot, suffix = name.rpartition(".")
-    if stem in _GGUF_GLOBAL:
-        return f"{_GGUF_GLOBAL[stem]}.{suffix}"
+    stem, _, suffix = name.rpartition(".")
+    if stem in _GLOBAL_NAMES:
+        return f"{_GLOBAL_NAMES[stem]}.{suffix}"
     parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _GGUF_BLOCK:
-        return f"model.layers.{parts[1]}.{_GGUF_BLOCK[parts[2]]}.{suffix}"
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in block_names:
+        return f"model.layers.{parts[1]}.{block_names[parts[2]]}.{suffix}"
     return None
 
 
-def _hf_to_gguf(key: str) -> str:
+def _hf_to_gguf(key: str, block_names: dict[str, str]) -> str:
     """The inverse of _gguf_to_hf, to name a missing tensor the way the GGUF file would."""
-    names = {f"{hf}.weight": f"{gg}.weight" for gg, hf in _GGUF_GLOBAL.items()}
+    names = {f"{hf}.weight": f"{gg}.weight" for gg, hf in _GLOBAL_NAMES.items()}
     if key in names:
         return names[key]
     _, _, layer, rest = key.split(".", 3)  # model.layers.{i}.<module>.weight
     module, _, suffix = rest.rpartition(".")
-    block = {hf: gg for gg, hf in _GGUF_BLOCK.items()}
-    return f"blk.{layer}.{block[module]}.{suffix}"
+    block = {hf: gg for gg, hf in block_names.items()}
+    return f"blk.{layer}.{block.get(module, module)}.{suffix}"
 
 
 def unpermute_rows(w: Tensor, n_head: int) -> Tensor:
@@ -85,8 +130,63 @@ def _open_gguf(path: Path) -> gguf.GGUFReader:
     return reader
 
 
-def _gguf_config(reader: gguf.GGUFReader, path: Path) -> GPTConfig:
-    """A GPTConfig from the GGUF metadata (only the 'llama' architecture is supported)."""
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType -> bytes
+_STRING, _ARRAY = 8, 9
+
+
+def tensor_types(path: str | Path) -> dict[str, int]:
+    """How many tensors of a GGUF file are stored in each type ("Q4_1", "F32", ...), read from its
+    header alone (milliseconds; gguf.GGUFReader parses the whole vocabulary first, ~20 s)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        def read(fmt: str):
+            size = struct.calcsize(fmt)
+            data = f.read(size)
+            if len(data) != size:
+                raise WeightsError(f"{path} is truncated (its header is cut short): download it again.")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def skip_string() -> None:
+            f.seek(read("Q"), os.SEEK_CUR)
+
+        def skip_value(kind: int) -> None:
+            if kind == _STRING:
+                skip_string()
+            elif kind == _ARRAY:
+                item, n = read("I"), read("Q")
+                if item in _SCALAR_BYTES:
+                    f.seek(n * _SCALAR_BYTES[item], os.SEEK_CUR)
+                else:
+                    for _ in range(n):
+                        skip_value(item)
+            elif kind in _SCALAR_BYTES:
+                f.seek(_SCALAR_BYTES[kind], os.SEEK_CUR)
+            else:
+                raise WeightsError(f"{path}: unknown GGUF value type {kind}; this file cannot be read.")
+
+        if f.read(4) != b"GGUF":
+            raise WeightsError(f"{path} is not a GGUF file (no GGUF magic).")
+        read("I")  # version
+        n_tensors, n_kv = read("Q"), read("Q")
+        for _ in range(n_kv):
+            skip_string()
+            skip_value(read("I"))
+        counts: dict[str, int] = {}
+        for _ in range(n_tensors):
+            skip_string()
+            f.seek(8 * read("I"), os.SEEK_CUR)  # the dims
+            kind = read("I")
+            read("Q")  # data offset
+            try:
+                name = gguf.GGMLQuantizationType(kind).name
+            except ValueError:
+                name = f"type {kind}"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _gguf_config(reader: gguf.GGUFReader, path: Path) -> tuple[GPTConfig, GgufArchitecture]:
+    """A GPTConfig from the GGUF metadata, and how the file stores that architecture."""
 
     def field(key: str, default=None):
         f = reader.get_field(key)
@@ -97,39 +197,43 @@ def _gguf_config(reader: gguf.GGUFReader, path: Path) -> GPTConfig:
         return f.contents()
 
     arch = field("general.architecture")
-    if arch != "llama":
-        raise WeightsError(f"{path}: architecture {arch!r} is not supported; gptviz runs GGUF files of 'llama' models.")
+    if arch not in GGUF_ARCHITECTURES:
+        raise WeightsError(
+            f"{path}: architecture {arch!r} is not supported; gptviz runs GGUF files of {sorted(GGUF_ARCHITECTURES)}."
+        )
+    stored = GGUF_ARCHITECTURES[arch]
+    arch_field = lambda key, default=None: field(f"{arch}.{key}", default)  # noqa: E731
     tokens = reader.get_field("tokenizer.ggml.tokens")
-    n_head = int(field(f"{arch}.attention.head_count"))
-    d_model = int(field(f"{arch}.embedding_length"))
-    if int(field(f"{arch}.attention.key_length", d_model // n_head)) * n_head != d_model:
-        raise WeightsError(f"{path}: head size * head count != embedding length is not supported.")
+    n_head = int(arch_field("attention.head_count"))
     hf = {
-        "model_type": "llama",
-        "vocab_size": len(tokens.data) if tokens is not None else int(field(f"{arch}.vocab_size")),
-        "max_position_embeddings": int(field(f"{arch}.context_length")),
-        "hidden_size": d_model,
-        "num_hidden_layers": int(field(f"{arch}.block_count")),
+        "vocab_size": len(tokens.data) if tokens is not None else int(arch_field("vocab_size")),
+        "max_position_embeddings": int(arch_field("context_length")),
+        "hidden_size": int(arch_field("embedding_length")),
+        "num_hidden_layers": int(arch_field("block_count")),
         "num_attention_heads": n_head,
-        "num_key_value_heads": int(field(f"{arch}.attention.head_count_kv", n_head)),
-        "intermediate_size": int(field(f"{arch}.feed_forward_length")),
+        "num_key_value_heads": int(arch_field("attention.head_count_kv", n_head)),
+        "intermediate_size": int(arch_field("feed_forward_length")),
         # GGUF stores float32: 9.999999747e-06 is the 1e-5 the model was trained with
-        "rms_norm_eps": float(f"{float(field(f'{arch}.attention.layer_norm_rms_epsilon')):.7g}"),
-        "rope_theta": float(f"{float(field(f'{arch}.rope.freq_base', 10000.0)):.7g}"),
+        "rms_norm_eps": float(f"{float(arch_field('attention.layer_norm_rms_epsilon')):.7g}"),
+        "rope_theta": float(f"{float(arch_field('rope.freq_base', 10000.0)):.7g}"),
         "tie_word_embeddings": all(t.name != "output.weight" for t in reader.tensors),
+        **stored.hf_extra(arch_field),
     }
+    if "head_dim" not in hf and (key_length := arch_field("attention.key_length", 0)):
+        hf["head_dim"] = int(key_length)
     try:
-        return config_from_hf(hf, name=path.stem)
+        return config_from_hf(hf, name=path.stem), stored
     except ValueError as e:
         raise WeightsError(f"{path}: {e}") from e
 
 
 def _convert_gguf(reader: gguf.GGUFReader, path: Path, progress: Progress | None) -> tuple[GPTConfig, dict]:
-    config = _gguf_config(reader, path)
+    config, stored = _gguf_config(reader, path)
     steps = plan(config)
-    by_key = {(_gguf_to_hf(t.name) or t.name): t for t in reader.tensors}
+    by_key = {(_gguf_to_hf(t.name, stored.block_names) or t.name): t for t in reader.tensors}
     shapes = {key: tuple(int(d) for d in reversed(t.shape)) for key, t in by_key.items()}  # GGUF lists dims inner first
-    check_shapes(steps, shapes, path, lambda key: by_key[key].name if key in by_key else _hf_to_gguf(key))
+    check_shapes(steps, shapes, path,
+                 lambda key: by_key[key].name if key in by_key else _hf_to_gguf(key, stored.block_names))
     hf: dict[str, Tensor] = {}
     for done, (key, t) in enumerate(by_key.items(), start=1):
         try:
@@ -137,10 +241,12 @@ def _convert_gguf(reader: gguf.GGUFReader, path: Path, progress: Progress | None
             w = torch.from_numpy(a if a.flags.writeable else a.copy())  # F32 tensors are read-only views
         except (NotImplementedError, ValueError) as e:
             raise WeightsError(f"{path}: cannot dequantize {t.name} ({t.tensor_type.name}): {e}.") from e
-        if key.endswith("q_proj.weight"):
+        if stored.permuted_qk and key.endswith("q_proj.weight"):
             w = unpermute_rows(w, config.n_head)
-        elif key.endswith("k_proj.weight"):
+        elif stored.permuted_qk and key.endswith("k_proj.weight"):
             w = unpermute_rows(w, config.n_kv_head)
+        elif stored.norm_shift and key.endswith("norm.weight"):
+            w = w - stored.norm_shift
         hf[key] = w
         if progress is not None:
             progress(done, len(by_key))

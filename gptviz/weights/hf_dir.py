@@ -84,3 +84,18 @@ def load_hf_dir(path: str | Path) -> tuple[GPTConfig, dict[str, Tensor]]:
         except (SafetensorError, OSError) as e:
             raise _corrupt(file, e) from e
     return config, convert(steps, hf)
+
+
+def stored_dtypes(path: str | Path) -> dict[str, int]:
+    """How many tensors of a model directory's safetensors are stored in each dtype ("F32", "BF16", ...),
+    read from the file headers only."""
+    counts: dict[str, int] = {}
+    for file in _safetensors_files(Path(path)):
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    dtype = f.get_slice(key).get_dtype()
+                    counts[dtype] = counts.get(dtype, 0) + 1
+        except (SafetensorError, OSError) as e:
+            raise _corrupt(file, e) from e
+    return counts
