@@ -191,9 +191,8 @@ def check_components(components: Sequence[Component], n_layer: int, n_head: int)
 
 
 # ---- building the edits of one run -----------------------------------------------------------
-def knock_out(
-    config: "GPTConfig", components: Sequence[Component], ablation: Ablation = "zero"
-) -> dict[int, LayerEdit]:
+def knock_out(config: "GPTConfig", components: Sequence[Component],
+              ablation: Ablation = "zero") -> dict[int, LayerEdit]:
     """{layer: edit} ablating the components in one run (batch 1)."""
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, not {ablation!r}.")

@@ -461,9 +461,8 @@ class GPT(nn.Module):
         """The last block's output at the last position only, (B, 1, C) from x (B, T, C): the keys
         and values of the earlier positions as a KV cache, one query (what generation does)."""
         block = self.blocks[-1]
-        if rotary is None:
-            before, now = None, None
-        else:
+        before = now = None
+        if rotary is not None:
             before, now = (rotary[0][:-1], rotary[1][:-1]), (rotary[0][-1:], rotary[1][-1:])
         _, k, v = block.attn.project(block.norm1(x[:, :-1]), before)  # (B, n_kv, T - 1, hs)
         return block(x[:, -1:], now, LayerKV(k, v))

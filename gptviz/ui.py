@@ -61,7 +61,7 @@ URL_KEYS = {
     "model": str, "prompt": str, "layer": int, "head": int, "gen": str,
     "seed": int, "temperature": float, "top_k": int, "top_p": float, "position": int, "max_tokens": int,
     "norm": str, "neuron": int, "n_positions": int, "dropout_p": float, "dropout_seed": int,  # Inside a block
-    "why_target": str, "why_target_pick": str, "why_contrast": str, "why_contrast_pick": str,
+    "why_target": str, "why_target_pick": str, "why_contrast": str, "why_contrast_pick": str,  # Why this token?
     "ablation": str, "knockout": str, "knockout_view": flag, "corrupt": str, "why_gradient": flag,
     "why_compute": flag,
 }
@@ -71,8 +71,8 @@ SAMPLING_DEFAULTS = {"seed": 0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 # Streamlit forgets a widget's value when its page is not drawn unless it is re-set.
 PERSISTENT_KEYS = ("model", "prompt", "allow_special", "layer", "head", "seed", "temperature", "top_k",
                    "top_p", "position", "max_tokens", "norm", "neuron", "n_positions", "dropout_p", "dropout_seed",
-                   "why_target", "why_target_pick", "why_contrast", "why_contrast_pick", "ablation",
-                   "knockout_view", "corrupt", "why_gradient", "why_compute")
+                   "why_target", "why_target_pick", "why_contrast", "why_contrast_pick", "ablation", "knockout_view",
+                   "corrupt", "why_gradient", "why_compute")
 
 
 def local_model_dirs() -> dict[str, str]:

@@ -360,22 +360,24 @@ def patching_section(v, tr, metric: at.Metric) -> None:
         st.info("Type a corrupted prompt, or press **Suggest a name swap**.")
         return
     try:
-        corrupt_ids = v.model.tokenizer.encode(text, allow_special=bool(state.get("allow_special")))
+        corrupt_ids = v.model.tokenizer.encode(text, allow_special=bool(state.get("allow_special")),
+                                               add_special_tokens=True)
     except TokenizerError as err:
         st.error(f"The corrupted prompt cannot be tokenized: {err}")
         return
     n_clean = v.n_dropped + len(v.prompt_ids)  # the whole prompt, before any cut to the context
     if len(corrupt_ids) != n_clean:
         tok = v.model.tokenizer
-        clean_tokens = tok.token_strings(tok.encode(prompt, allow_special=bool(state.get("allow_special"))))
+        clean_tokens = tok.token_strings(tok.encode(prompt, allow_special=bool(state.get("allow_special")),
+                                                    add_special_tokens=True))
         corrupt_tokens = tok.token_strings(corrupt_ids)
         st.error(f"The two prompts tokenize to different lengths: yours has {len(clean_tokens)} tokens, the "
                  f"corrupted one {len(corrupt_tokens)}. Patching copies activations position by position, so change "
                  f"words for words of as many tokens (names are usually one token each, with their leading space).")
         n = max(len(clean_tokens), len(corrupt_tokens))
-        padded = {"clean": clean_tokens, "corrupted": corrupt_tokens}
-        table = pd.DataFrame({name: (tokens + [""] * n)[:n] for name, tokens in padded.items()})
-        st.dataframe(table.map(show_whitespace), key="why_tokens_table")
+        pad = [""] * n
+        both = pd.DataFrame({"clean": (clean_tokens + pad)[:n], "corrupted": (corrupt_tokens + pad)[:n]})
+        st.dataframe(both.map(show_whitespace), key="why_tokens_table")
         return
     ids = tuple(corrupt_ids[v.n_dropped:]) + v.generated  # cut and extended like the clean run
     corrupted = ui.trace_of(v, ids)

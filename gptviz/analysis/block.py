@@ -246,6 +246,8 @@ def head_z(trace: Trace, layer: int, start: int = 0, stop: int | None = None) ->
     by the model's fused attention on the trace's q, k, v: rows of trace.z(layer)."""
     start, stop = _window(trace, start, stop)
     layer = trace._layer(layer)
+    if trace.interventions is not None:  # a knocked-out run: z as that run had it (a mean needs every position)
+        return trace.z(layer)[:, start:stop]
     with torch.inference_mode():
         q = trace.q(layer)[None, :, start:stop]  # (1, nh, W, hs): the last W of `stop` positions
         k, v = trace.k(layer)[None, :, :stop], trace.v(layer)[None, :, :stop]
@@ -387,6 +389,8 @@ def _mlp_tensors(trace: Trace, layer: int, start: int, stop: int | None) -> dict
         act = block.mlp.act(pre)
         hidden = act if up is None else act * up
         out = block.mlp.fc_out(hidden)
+        if trace.interventions is not None:  # a knocked-out MLP: its output as that run had it
+            out = trace.mlp_module_out(layer)[start:stop]
         return dict(x=x, pre=pre, up=up, act=act, hidden=hidden, out=out, written=block.post_mlp_norm(out))
 
 

@@ -1,0 +1,82 @@
+"""Why this token? on the real SmolLM2: interventions against transformers' own GGUF loading with
+forward hooks (within 1e-4), direct logit attribution adding up to the logit, and the heads whose
+knock-out hurts " Mary" most after "When Mary and John went to the store, John gave a drink to"."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+import gptviz
+from gptviz.analysis import attribution as at
+from test_interventions import ablate_hooks, capture, hf_logits, patch_hook
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return gptviz.load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def clean(smollm2):
+    return gptviz.trace(smollm2, PROMPT)
+
+
+@pytest.fixture(scope="module")
+def mary_john(smollm2):
+    return smollm2.tokenizer.encode(" Mary")[0], smollm2.tokenizer.encode(" John")[0]
+
+
+def test_predicts_mary(smollm2, clean, mary_john):
+    assert int(clean.logits[-1].argmax()) == mary_john[0]
+
+
+def test_interventions_match_hooked_transformers(smollm2, smollm2_hf, clean):
+    hs = smollm2.config.d_head
+    knock_outs = (([(23, 3)], "zero"), ([(14, 2), (20, "mlp")], "mean"), ([(7, "mlp"), (29, 1)], "zero"))
+    for components, ablation in knock_outs:
+        ours = gptviz.trace(smollm2, clean.ids, ablate=components, ablation=ablation)
+        ref = hf_logits(smollm2_hf, clean.ids, ablate_hooks(smollm2_hf, components, ablation, hs))
+        assert (ours.logits - ref).abs().max() <= TOL, components
+    corrupted_ids = smollm2.tokenizer.encode(at.name_swap(PROMPT))
+    assert len(corrupted_ids) == clean.n_tokens
+    for kind, layer, index in (("resid_post", 12, 9), ("z", 23, 3), ("attn_out", 20, None), ("resid_pre", 0, 1)):
+        ours = gptviz.trace(smollm2, corrupted_ids, patch=gptviz.Patch(clean, [(kind, layer, index)]))
+        source = capture(smollm2_hf, clean.ids, kind, layer)
+        ref = hf_logits(smollm2_hf, corrupted_ids, [patch_hook(smollm2_hf, kind, layer, index, source, hs)])
+        assert (ours.logits - ref).abs().max() <= TOL, kind
+
+
+def test_drastic_knock_outs_match_in_float64(smollm2, smollm2_hf, clean):
+    """Knocking out the first layers (MLP 0, L1H5) changes the run so much that float32 rounding,
+    amplified, reaches 1e-4 between the two implementations; in float64 they agree as closely as
+    the plain runs do."""
+    ours, hf = copy.deepcopy(smollm2).double(), copy.deepcopy(smollm2_hf).double()
+    hs = smollm2.config.d_head
+    plain = (gptviz.trace(ours, clean.ids).logits - hf_logits(hf, clean.ids)).abs().max()
+    for components, ablation in (([(0, "mlp"), (14, 2)], "mean"), ([(1, 5), (23, 3)], "zero")):
+        knocked = gptviz.trace(ours, clean.ids, ablate=components, ablation=ablation)
+        diff = (knocked.logits - hf_logits(hf, clean.ids, ablate_hooks(hf, components, ablation, hs))).abs().max()
+        assert diff <= TOL and diff <= 3 * plain, components
+
+
+def test_direct_logit_attribution_adds_up_to_the_logit(clean, mary_john):
+    for metric in (at.Metric(mary_john[0]), at.Metric(*mary_john)):
+        dla = at.direct_logit_attribution(clean, metric)
+        assert abs(dla.total - dla.logit) <= TOL
+    assert int(dla.heads.argmax()) == 23 * 9 + 3  # L23H3 writes the most into logit(Mary) - logit(John)
+
+
+def test_the_heads_whose_knock_out_hurts_mary_most(clean, mary_john):
+    """The ablation map (270 heads, 30 MLPs) of logit(" Mary") − logit(" John"), checked against one
+    knocked-out trace for the head it names first."""
+    metric = at.Metric(*mary_john)
+    amap = at.ablation_map(clean, metric, "zero")
+    worst = amap.most_negative(5)
+    assert [(l, h) for l, h, _ in worst[:3]] == [(23, 3), (1, 5), (29, 1)]
+    single = gptviz.trace(clean.model, clean.ids, ablate=[(23, 3)])
+    assert worst[0][2] == pytest.approx(at.metric_value(single, metric) - amap.base, abs=TOL)
+    assert amap.mlps[0] < -5  # the first MLP acts as part of the embedding
