@@ -6,6 +6,7 @@ Screenshots go to $GPTVIZ_SCREENSHOTS (README's come from `GPTVIZ_SCREENSHOTS=do
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ PAGES = ["overview", "tokens", "embeddings", "attention", "inside_block", "next_
          "attention_at_scale"]
 PAGE_TITLES = {"overview": "Overview", "tokens": "Tokens", "embeddings": "Embeddings", "attention": "Attention",
                "inside_block": "Inside a block", "next_token": "Next token", "compare_heads": "Compare heads",
-               "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale"}
+               "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale", "why": "Why this token?"}
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,55 @@ def test_local_attention_and_the_repo_box(browser, tmp_path_factory, tmp_path):
         expect(sidebar).to_contain_text("Qwen/Qwen2.5-0.5B is not downloaded yet")
         assert "model=Qwen%2FQwen2.5-0.5B" in page.url
         page.close()
+
+
+WHY_PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def click_cell(page: Page, chart, x: float, y: float) -> None:
+    """Click the centre of the heatmap cell at data (x, y) of a plotly chart's first axes."""
+    chart.scroll_into_view_if_needed()
+    px, py = chart.evaluate("""(el, [x, y]) => {
+        const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, box = el.getBoundingClientRect();
+        return [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)]; }""", [x, y])
+    page.mouse.move(px - 3, py - 3)
+    page.mouse.move(px, py)
+    page.mouse.click(px, py)
+
+
+def test_why_this_token_names_heads_and_knocks_one_out(app_url, page, tmp_path):
+    """On SmolLM2 with the Mary/John prompt and " John" as the contrast: the page names the heads whose
+    knock-out hurts " Mary" most; clicking a cell of the ablation map focuses that head, one button
+    knocks it out (the prediction before and after), and the switch shows that run on another page."""
+    shots = Path(os.environ.get("GPTVIZ_SCREENSHOTS", tmp_path))
+    page.goto(f"{app_url}/?" + urllib.parse.urlencode({"prompt": WHY_PROMPT, "why_contrast": "John"}),
+              wait_until="networkidle")
+    settle(page, timeout_ms=180_000)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(PAGE_TITLES["why"], exact=True).click()
+    page.wait_for_url("**/why**")
+    settle(page, timeout_ms=300_000)  # the ablation map: 300 reruns of SmolLM2
+    body = page.locator("body")
+    expect(body).to_contain_text("hurts ␣Mary most: L23H3")
+    shoot(page, "why", shots)
+    ablation = page.locator(".js-plotly-plot").filter(
+        has=page.locator("text", has_text="when one component is knocked out")).first
+    ablation.scroll_into_view_if_needed()
+    named = page.locator("p", has_text="hurts ␣Mary most").first
+    top, bottom = ablation.bounding_box(), named.bounding_box()
+    page.screenshot(path=str(shots / "why_ablation_map.png"),
+                    clip={"x": top["x"] - 10, "y": top["y"] - 10, "width": top["width"] + 20,
+                          "height": bottom["y"] + bottom["height"] - top["y"] + 20})
+    click_cell(page, ablation, 5, 1)  # head 5 of layer 1: it becomes the head in focus
+    settle(page, timeout_ms=120_000)
+    knock = page.get_by_role("button", name="Knock out L1H5 (the head in focus)")
+    knock.click()
+    settle(page, timeout_ms=120_000)
+    expect(body).to_contain_text("KL(before ‖ after)")
+    expect(page.locator(".js-plotly-plot text", has_text="L1H5 knocked out").first).to_be_attached()
+    page.get_by_text("Show this knocked-out run on every page").click()
+    settle(page)
+    open_page(page, "next_token")
+    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("L1H5 knocked out (zero ablation)")
+    page.get_by_role("button", name="Show the plain run").click()
+    settle(page)
+    expect(page.locator('[data-testid="stSidebar"]')).not_to_contain_text("knocked out")

@@ -53,7 +53,7 @@ def test_page_shows_the_maps_for_both_families(app_env, family):
     assert at.title[0].value == "Why this token?"
     keys = [c.key for c in at.get("plotly_chart")]
     assert all(k in keys for k in MAPS), keys
-    heads, mlps = data(at, "why_ablation_map")
+    heads, mlps = [t for t in data(at, "why_ablation_map") if t["type"] == "heatmap"]
     L, nh = (3, 3) if family == "gpt2" else (2, 6)
     assert z_shape(heads) == (L, nh) and z_shape(mlps) == (L, 1) and mlps["x"] == ["MLP"]
     assert z_shape(data(at, "why_dla_map")[0]) == (L, nh)
@@ -162,7 +162,7 @@ def test_patching_with_a_name_swap_and_bad_corruptions(app_env):
     keys = [c.key for c in at.get("plotly_chart")]
     for site in ("resid", "z", "attn_out", "mlp_out"):
         assert f"why_patch_{site}" in keys
-    (resid,) = data(at, "why_patch_resid")
+    resid = data(at, "why_patch_resid")[0]
     T = len(resid["x"])
     assert z_shape(resid) == (2 + 1, T) and resid["y"][0] == "embed"
     assert z_shape(data(at, "why_patch_z")[0]) == (2, 6)

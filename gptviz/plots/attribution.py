@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gptviz.plots.common import heatmap, show_whitespace
+from gptviz.plots.common import cell_markers, heatmap, picked_customdata, show_whitespace
 
 DIVERGING = "RdBu"  # red: the component pushes the metric down; blue: up
 
@@ -23,8 +23,9 @@ def component_map(heads: np.ndarray, mlps: np.ndarray | None, title: str, value_
                   focus: tuple[int, int] | None = None, limit: float | None = None) -> go.Figure:
     """heads (L, nh) as a layer × head heatmap and, beside it, mlps (L,) as one "MLP" column, each
     on its own diverging colour scale centred on 0 (an MLP can move the metric ten times more than
-    any head; NaN cells blank). Trace 0 is the heads, trace 1 the MLPs (component_pick reads a click
-    back). `focus` (layer, head) gets a black frame; `limit` fixes the heads' colour range ±limit."""
+    any head; NaN cells blank). Trace 0 is the heads, trace 1 the MLPs; transparent markers over the
+    cells make them clickable (component_pick reads a click back). `focus` (layer, head) gets a black
+    frame; `limit` fixes the heads' colour range ±limit."""
     heads = np.asarray(heads, dtype=np.float64)
     if heads.ndim != 2 or 0 in heads.shape:
         raise ValueError(f"heads must be (layers, heads), got shape {heads.shape}.")
@@ -44,6 +45,14 @@ def component_map(heads: np.ndarray, mlps: np.ndarray | None, title: str, value_
             z=np.asarray(mlps, dtype=np.float32)[:, None], x=["MLP"], y=np.arange(L), coloraxis="coloraxis2",
             hovertemplate="L%{y} MLP: %{z:.4g} " + value_name + "<extra></extra>",
         ), row=1, col=2)
+    layers, heads_ = np.meshgrid(np.arange(L), np.arange(nh), indexing="ij")
+    hover = "L%{customdata[0]}H%{customdata[1]}: %{customdata[2]:.4g} " + value_name + "<extra></extra>"
+    fig.add_trace(cell_markers(heads_.ravel(), layers.ravel(), np.stack([layers.ravel(), heads_.ravel(),
+                                                                         heads.ravel()], axis=1), hover), row=1, col=1)
+    if show_mlp:
+        hover = "L%{customdata[0]} MLP: %{customdata[2]:.4g} " + value_name + "<extra></extra>"
+        mlp_data = np.stack([np.arange(L), np.full(L, -1), np.asarray(mlps, dtype=np.float64)], axis=1)
+        fig.add_trace(cell_markers(["MLP"] * L, np.arange(L), mlp_data, hover, name="MLPs"), row=1, col=2)
     if focus is not None and 0 <= focus[0] < L and 0 <= focus[1] < nh:
         fig.add_shape(type="rect", x0=focus[1] - 0.5, x1=focus[1] + 0.5, y0=focus[0] - 0.5, y1=focus[0] + 0.5,
                       line=dict(color="black", width=2), row=1, col=1)
@@ -62,16 +71,18 @@ def component_map(heads: np.ndarray, mlps: np.ndarray | None, title: str, value_
 
 
 def component_pick(point: Mapping, n_layer: int, n_head: int) -> tuple[int, int | str] | None:
-    """(layer, head) or (layer, "mlp") of a clicked component_map cell (a plotly selection point
-    with "curve_number", "x", "y"), or None if it is outside the map."""
+    """(layer, head) or (layer, "mlp") of a clicked component_map cell (a selection point whose
+    customdata is [layer, head or -1 for the MLP, value]), or None if it is not a cell of the map."""
+    data = picked_customdata(point)
     try:
-        layer = int(round(float(point["y"])))
-        if point.get("curve_number", 0) == 1 or point.get("x") == "MLP":
-            return (layer, "mlp") if 0 <= layer < n_layer else None
-        head = int(round(float(point["x"])))
-    except (KeyError, TypeError, ValueError):
+        layer, head = int(data[0]), int(data[1])
+    except (TypeError, IndexError, ValueError):
         return None
-    return (layer, head) if 0 <= layer < n_layer and 0 <= head < n_head else None
+    if not 0 <= layer < n_layer:
+        return None
+    if head == -1:
+        return layer, "mlp"
+    return (layer, head) if 0 <= head < n_head else None
 
 
 def position_map(values: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str,
@@ -84,18 +95,22 @@ def position_map(values: np.ndarray, rows: Sequence[str], columns: Sequence[str]
                   zmin=-m, zmax=m, hovertemplate=f"%{{y}}, %{{x}}: %{{z:.3f}} {value_name}<extra></extra>")
     fig.update_layout(height=min(900, 160 + 20 * len(rows)))
     fig.data[0].update(colorbar_title=value_name)
+    labels = [show_whitespace(c) for c in columns]
+    r, c = np.meshgrid(np.arange(len(rows)), np.arange(len(columns)), indexing="ij")
+    fig.add_trace(cell_markers(np.asarray(labels, dtype=object)[c.ravel()], np.asarray(rows, dtype=object)[r.ravel()],
+                               np.stack([r.ravel(), c.ravel(), values.ravel()], axis=1),
+                               f"%{{y}}, %{{x}}: %{{customdata[2]:.3f}} {value_name}<extra></extra>"))
     return fig
 
 
 def map_pick(point: Mapping, n_rows: int, n_cols: int) -> tuple[int, int] | None:
-    """(row, column) of a clicked position_map cell (from the point's "point_index" or its labels'
-    order), or None."""
-    index = point.get("point_index")
-    if isinstance(index, (list, tuple)) and len(index) == 2:
-        row, col = int(index[0]), int(index[1])
-        if 0 <= row < n_rows and 0 <= col < n_cols:
-            return row, col
-    return None
+    """(row, column) of a clicked position_map cell (its customdata [row, column, value]), or None."""
+    data = picked_customdata(point)
+    try:
+        row, col = int(data[0]), int(data[1])
+    except (TypeError, IndexError, ValueError):
+        return None
+    return (row, col) if 0 <= row < n_rows and 0 <= col < n_cols else None
 
 
 def layer_parts_figure(parts: Mapping[str, np.ndarray], labels: Sequence[str], value_name: str) -> go.Figure:

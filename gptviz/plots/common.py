@@ -1,7 +1,7 @@
 """Shared pieces of the figure builders: readable token labels and a fast heatmap."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -50,3 +50,22 @@ def heatmap(
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     return fig
+
+
+def cell_markers(x: Sequence, y: Sequence, customdata: np.ndarray, hovertemplate: str, size: float = 14,
+                 name: str = "cells") -> go.Scatter:
+    """Transparent square markers at heatmap cell centres (x, y), one per cell: plotly selects points,
+    not heatmap cells, so these make the cells clickable through Streamlit's on_select. Each click
+    sends back the cell's customdata row (read it with picked_customdata)."""
+    return go.Scatter(x=list(x), y=list(y), mode="markers", customdata=np.asarray(customdata), name=name,
+                      marker=dict(symbol="square", size=size, color="rgba(0,0,0,0)"), hovertemplate=hovertemplate,
+                      showlegend=False, selected=dict(marker=dict(color="rgba(255,127,14,0.35)")),
+                      unselected=dict(marker=dict(opacity=1)))
+
+
+def picked_customdata(point: Mapping) -> list | None:
+    """The customdata of a clicked point as a list (Streamlit sends [a, b] as {"0": a, "1": b}), or None."""
+    data = point.get("customdata") if isinstance(point, Mapping) else None
+    if isinstance(data, Mapping):
+        return [data[k] for k in sorted(data, key=int)]
+    return list(data) if isinstance(data, (list, tuple)) else None
