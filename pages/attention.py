@@ -16,10 +16,6 @@ OVERVIEW_KEY = "attn_overview"
 BOOST_GAMMA = 0.3
 
 
-def focus_on(layer: int, head: int) -> None:
-    st.session_state["layer"], st.session_state["head"] = int(layer), int(head)
-
-
 def on_overview_select(n_layer: int, n_head: int) -> None:
     """A click on the overview: focus on the clicked head (runs before the sidebar is drawn)."""
     event = st.session_state.get(OVERVIEW_KEY)
@@ -27,19 +23,27 @@ def on_overview_select(n_layer: int, n_head: int) -> None:
     for point in points:
         picked = plots.overview_pick(point, n_layer, n_head)
         if picked is not None:
-            focus_on(*picked)
+            ui.focus(*picked)
             return
 
 
 def on_pick() -> None:
     state = st.session_state
-    focus_on(state["attn_pick_layer"], state["attn_pick_head"])
+    ui.focus(state["attn_pick_layer"], state["attn_pick_head"])
 
 
+def head_title(v, layer: int, head: int) -> str:
+    """"layer 3, head 1", with what the run shown does to it (knocked out) and its kind of layer."""
+    return (f"layer {layer}, head {head}" + (" (a local layer)" if v.trace.window(layer) else "")
+            + (f" — knocked out: its output is replaced by its {v.knock_out[1]}, the pattern is what it computed"
+               if v.knocked_out(layer, head) else ""))
+
+
+@ui.fragment
 def pattern_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
     sliding = tr.window(layer)
-    st.subheader(f"The pattern of layer {layer}, head {head}" + (" (a local layer)" if sliding else ""))
+    st.subheader(f"The pattern of {head_title(v, layer, head)}")
     ui.explain(
         f"Each row is a **query** token, each column a **key** token it may look at. Cell (i, j) is the "
         f"attention weight a_ij = softmax_j(q_i·k_j / √d_head): how much of token j's value goes into token "
@@ -57,7 +61,7 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
         ui.download_csv(ui.matrix_frame(pattern, labels, labels, "query"), f"attention_L{layer}H{head}",
                         key="attn_pattern_csv")
         return
-    pooled, edges = ui.pooled_pattern(v, layer, head, plots.MAX_CELLS)
+    pooled, edges = ui.derived(v.shown, heads.pooled_pattern, layer, head, plots.MAX_CELLS)
     block = int(np.diff(edges).max())
     st.caption(
         f"{T:,} tokens are too many to draw one cell each: the whole ({T:,}, {T:,}) pattern is shown in "
@@ -88,14 +92,22 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
                     f"attention_L{layer}H{head}_{start}_{end}", key="attn_pattern_csv")
 
 
+def rotary_note(config) -> str:
+    """For a rotary model: q and k as shown already carry their positions."""
+    return (" Here q and k are taken *after* the rotary position embedding: each was rotated by an angle "
+            "proportional to its position, as the model uses them, so q·k depends on how far apart they are."
+            if config.positional == "rotary" else "")
+
+
+@ui.fragment
 def stages_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
     hs = tr.model.config.d_head
-    st.subheader("From scores to weights, step by step")
+    st.subheader(f"From scores to weights, step by step: {head_title(v, layer, head)}")
     ui.explain(
         f"The weights come from **softmax(mask(q·kᵀ / √d_head))**, here with d_head = {hs}:\n\n"
         f"1. raw scores q·kᵀ: this head's queries q ({T}, {hs}) times its keys kᵀ ({hs}, {T}) give a "
-        f"({T}, {T}) matrix: how well each query matches each key;\n"
+        f"({T}, {T}) matrix: how well each query matches each key{rotary_note(tr.model.config)};\n"
         f"2. scaled: divided by √{hs} = {hs ** 0.5:.2f}, so the softmax is not too peaked when d_head is large;\n"
         f"3. masked: scores of future keys (j > i) become -∞ (blank), so they get weight 0"
         + (f"; in this local layer so do keys more than {tr.window(layer) - 1} tokens back, j ≤ i − "
@@ -124,13 +136,13 @@ def stages_section(v, T: int, labels: list[str]) -> None:
     ui.download_csv(pd.concat(frames, names=["stage"]), f"attention_stages_L{layer}H{head}", key="attn_stages_csv")
 
 
+@ui.fragment
 def query_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
     hs = tr.model.config.d_head
-    st.subheader("One query, in detail")
-    pos = ui.clamp_state("position", 0, T - 1, T - 1)
-    if T > 1:
-        st.slider("Query position", 0, T - 1, key="position", help="Which token's attention to take apart.")
+    st.subheader(f"One query, in detail: {head_title(v, layer, head)}")
+    pos = ui.position_input("Query position", tr.tokens, "Which token's attention to take apart.", slider=True,
+                            what="The query:")
     b = heads.query_breakdown(tr, layer, head, pos)
     kv = tr.kv_head(head)
     gqa = (f" (this model shares key/value heads: query head {head} reads key/value head {kv})"
@@ -144,7 +156,7 @@ def query_section(v, T: int, labels: list[str]) -> None:
         f"The softmax of the scores gives the weights a_j (the bars, they sum to 1). The context vector is the "
         f"weighted sum of the values: **z = Σ_j a_j v_j**, {hs} numbers, this head's output for the token "
         f"before the output projection. The last panel shows each a_j·v_j row and their sum z, which is "
-        f"exactly the model's own context vector (trace.z)."
+        f"exactly the model's own context vector (trace.z).{rotary_note(tr.model.config)}"
     )
     if len(b.shown) < len(b.weights):
         which = (f"the {len(b.shown)} keys inside this layer's window (the older ones have weight 0)"
@@ -170,9 +182,10 @@ def query_section(v, T: int, labels: list[str]) -> None:
                     key="attn_vectors_csv")
 
 
+@ui.fragment
 def lines_section(v, T: int, labels: list[str]) -> None:
     tr, layer, head = v.trace, v.layer, v.head
-    st.subheader("Who looks at whom (lines)")
+    st.subheader(f"Who looks at whom (lines): {head_title(v, layer, head)}")
     ui.explain(
         "The same weights drawn as lines, as in bertviz: each token on the left (as a query) is joined to the "
         "tokens on the right (as keys) it attends to; thicker, darker lines carry more weight (weights under "
@@ -181,27 +194,26 @@ def lines_section(v, T: int, labels: list[str]) -> None:
         f"at most {plots.MAX_LINES_TOKENS} tokens, so the lines stay readable."
     )
     size = min(plots.MAX_LINES_TOKENS, T)
+    pos = ui.position(T)
     if T > size:
-        pos = int(st.session_state.get("position", T - 1))
         start = ui.clamp_state("attn_lines_start", 0, T - size, max(0, min(pos - size // 2, T - size)))
         st.slider(f"Window start (at most {size} tokens are drawn)", 0, T - size, key="attn_lines_start")
         st.caption(f"Tokens {start}–{start + size - 1} of {T}: lines to keys outside the window are not drawn.")
     else:
         start = 0
     pattern = heads.pattern_window(tr, layer, head, start, start + size, start)
-    ui.chart(plots.lines_figure(pattern, tr.tokens, start, highlight=st.session_state.get("position")),
-             key="attn_lines")
+    ui.chart(plots.lines_figure(pattern, tr.tokens, start, highlight=pos), key="attn_lines")
     window = labels[start : start + size]
     ui.download_csv(ui.matrix_frame(pattern, window, window, "query"), f"attention_lines_L{layer}H{head}_{start}",
                     key="attn_lines_csv")
 
 
-def overview_section(v, T: int) -> None:
+def overview_section(v, T: int, labels: list[str]) -> None:
     tr, config = v.trace, v.model.config
     L, nh = tr.n_layer, tr.n_head
     st.subheader(f"All {L * nh} heads at once")
     with st.spinner(f"Computing the patterns of all {L * nh} heads…"):
-        stats = ui.head_stats(v)
+        stats = ui.derived(v.shown, heads.head_stats)
     n = stats.tiles.shape[-1]
     sampled = len(stats.positions) < T
     ui.explain(
@@ -223,7 +235,8 @@ def overview_section(v, T: int) -> None:
         state = st.session_state
         state["attn_pick_layer"], state["attn_pick_head"] = v.layer, v.head
         st.selectbox("Layer", list(range(L)), format_func=lambda l: f"L{l}", key="attn_pick_layer", on_change=on_pick)
-        st.selectbox("Head", list(range(nh)), format_func=lambda h: f"H{h}", key="attn_pick_head", on_change=on_pick)
+        st.selectbox("Head", list(range(nh)), key="attn_pick_head", on_change=on_pick,
+                     format_func=lambda h: f"H{h}" + (" (knocked out)" if v.knocked_out(v.layer, h) else ""))
     with right:
         st.markdown("**Attention entropy per head**")
         st.caption(
@@ -244,19 +257,20 @@ def overview_section(v, T: int) -> None:
     ui.download_csv(pd.DataFrame(tiles, index=index), "attention_overview_tiles", key="attn_tiles_csv")
 
 
+SECTIONS = {"Pattern": pattern_section, "Step by step": stages_section, "One query": query_section,
+            "Lines": lines_section, "All heads": overview_section}
+
+
 def main() -> None:
     st.title("Attention")
     st.write("Which earlier tokens does each token look at, and how does one head compute that?")
-    st.page_link("pages/why.py", label="Which heads matter for the prediction? Why this token?",
-                 icon=":material/psychology_alt:")
+    ui.link("why", "Which heads matter for the prediction? Why this token?")
     v = ui.view()
     T = v.trace.n_tokens
     labels = token_labels(v.trace.tokens)
-    pattern_section(v, T, labels)
-    stages_section(v, T, labels)
-    query_section(v, T, labels)
-    lines_section(v, T, labels)
-    overview_section(v, T)
+    for name, tab in ui.sections("attn_tab", list(SECTIONS)):
+        with tab:
+            SECTIONS[name](v, T, labels)
 
 
 main()

@@ -94,7 +94,7 @@ def main() -> None:
         f"four such tensors at once)."
     )
     c1, c2 = st.columns([1, 3])
-    budget = c1.number_input("Time budget (seconds)", 1, 600, value=60, step=5, key="scale_budget")
+    budget = c1.number_input("Time budget (seconds)", 1, 600, step=5, key="scale_budget")
     c2.caption("Bigger T takes longer (the forward pass at the full context can take minutes on a laptop): the "
                "run stops before a size that would not fit the budget.")
     state = st.session_state

@@ -6,25 +6,30 @@ import streamlit as st
 from gptviz import ui
 from gptviz.analysis import heads
 from gptviz.plots import heads as plots
+from gptviz.plots.attribution import component_pick
 
 MAX_HEADS = 8
 PICK_KEY = "cmp_heads"
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_similarity(model_name: str, ids: tuple[int, ...], _stats: heads.HeadStats) -> np.ndarray:
-    return heads.js_divergence_matrix(_stats.js_rows)
+def head_similarity(tr) -> np.ndarray:
+    """(L·nh, L·nh) mean Jensen–Shannon divergence between every two heads' patterns."""
+    return heads.js_divergence_matrix(heads.head_stats(tr).js_rows)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_induction(model_name: str, period: int, seed: int, _model) -> tuple[np.ndarray, list[int]]:
-    return heads.induction_experiment(_model, period, seed)
-
-
-def default_heads(n_layer: int, n_head: int) -> list[str]:
+def default_heads(n_layer: int, n_head: int) -> list[tuple[int, int]]:
     """Four heads spread over the layers (and over the heads)."""
     layers = np.unique(np.linspace(0, n_layer - 1, min(4, n_layer)).round().astype(int))
-    return [plots.head_label(int(l), (i * n_head) // len(layers)) for i, l in enumerate(layers)]
+    return [(int(l), (i * n_head) // len(layers)) for i, l in enumerate(layers)]
+
+
+def on_map_click(key: str, config) -> None:
+    """A click on a score map's cell: that head joins the compared heads (or leaves them)."""
+    for point in (st.session_state.get(key) or {}).get("selection", {}).get("points", []):
+        picked = component_pick(point, config.n_layer, config.n_head)
+        if picked is not None and picked[1] != "mlp":
+            ui.toggle_component(PICK_KEY, picked, config, mlps=False)
+            return
 
 
 def score_table(maps: dict[str, np.ndarray], n_layer: int, n_head: int) -> pd.DataFrame:
@@ -33,13 +38,9 @@ def score_table(maps: dict[str, np.ndarray], n_layer: int, n_head: int) -> pd.Da
 
 
 def compare_section(v, T: int) -> None:
-    tr = v.trace
-    L, nh = tr.n_layer, tr.n_head
-    options = plots.head_labels(L, nh)
-    state = st.session_state
-    remembered = state.get(PICK_KEY)
-    picked = [h for h in remembered or [] if h in options][:MAX_HEADS]
-    state[PICK_KEY] = picked if (picked or remembered == []) else default_heads(L, nh)
+    tr, config = v.trace, v.model.config
+    if st.session_state.get(PICK_KEY) is None:
+        ui.set_components(PICK_KEY, default_heads(config.n_layer, config.n_head))
     st.subheader("Heads side by side")
     ui.explain(
         f"Each panel is one head's ({T}, {T}) attention pattern (rows: query tokens, columns: the key tokens "
@@ -47,14 +48,15 @@ def compare_section(v, T: int) -> None:
         f"Heads in early layers often look at the previous token or at themselves; later ones look further back."
         + ui.window_note(tr.model.config)
     )
-    chosen = st.multiselect(f"Heads to compare (up to {MAX_HEADS})", options, key=PICK_KEY,
-                            max_selections=MAX_HEADS, help="L3H2 = layer 3, head 2.")
-    if not chosen:
-        st.info("Pick at least one head to compare.")
+    pairs = ui.components_input(f"Heads to compare (up to {MAX_HEADS})", PICK_KEY, config, mlps=False,
+                                limit=MAX_HEADS, help="L3H2 = layer 3, head 2; names separated by commas. Or click "
+                                                      "a cell of a score map below to add or remove that head.")
+    if not pairs:
+        st.info("Name at least one head to compare, e.g. L0H1.")
         return
+    chosen = [plots.head_label(l, h) + (" (knocked out)" if v.knocked_out(l, h) else "") for l, h in pairs]
     gamma = 0.3 if st.toggle("Boost faint weights (colour ∝ weight^0.3)", key="cmp_boost") else 1.0
-    pairs = [(int(lab[1:].split("H")[0]), int(lab.split("H")[1])) for lab in chosen]
-    pooled = [ui.pooled_pattern(v, l, h, plots.MAX_COMPARE_CELLS) for l, h in pairs]
+    pooled = [ui.derived(v.shown, heads.pooled_pattern, l, h, plots.MAX_COMPARE_CELLS) for l, h in pairs]
     windows = [tr.window(l) for l, _ in pairs]
     edges = pooled[0][1]
     if T > plots.MAX_COMPARE_CELLS:
@@ -76,7 +78,7 @@ def similarity_section(v, stats: heads.HeadStats) -> None:
     N = L * nh
     st.subheader(f"How similar are the heads? ({N} × {N})")
     with st.spinner(f"Comparing {N} heads pairwise…"):
-        js = cached_similarity(v.model_name, v.ids, stats)
+        js = ui.derived(v.shown, head_similarity)
     R, T = len(stats.js_positions), v.trace.n_tokens
     cells = stats.js_rows.shape[-1]
     ui.explain(
@@ -105,10 +107,11 @@ def scores_section(v, stats: heads.HeadStats) -> None:
     st.subheader("What each head does: scores")
     max_period = max(1, min(100, (v.model.config.n_ctx - 1) // 2))
     c1, c2 = st.columns(2)
-    period = c1.slider("Induction: random tokens R", 1, max_period, value=min(30, max_period), key="cmp_period")
-    seed = c2.number_input("Induction: random seed", 0, 2**31 - 1, value=0, step=1, key="cmp_seed")
+    ui.clamp_state("cmp_period", 1, max_period, min(30, max_period))
+    period = c1.slider("Induction: random tokens R", 1, max_period, key="cmp_period")
+    seed = c2.number_input("Induction: random seed", 0, 2**31 - 1, step=1, key="cmp_seed")
     with st.spinner("Running the model on a repeated random sequence…"):
-        induction, ids = cached_induction(v.model_name, int(period), int(seed), v.model)
+        induction, ids = ui.of_model(v.model_name, v.model, heads.induction_experiment, int(period), int(seed))
     sampled = len(stats.positions) < T
     over = (f"{len(stats.positions)} evenly spaced query positions" if sampled else "all query positions")
     config = v.model.config
@@ -130,9 +133,12 @@ def scores_section(v, stats: heads.HeadStats) -> None:
                 st.markdown(f"**{score.name}**")
                 st.info(f"No head has a {score.name} score: {score.undefined}.")
                 continue
+            key = f"cmp_score_{i}"
             ui.chart(plots.layer_head_heatmap(maps[score.key], score.name, score.unit, colorscale=score.colorscale,
-                                              zmin=score.zmin, zmax=score.zmax, focus=focus, windows=windows),
-                     key=f"cmp_score_{i}")
+                                              zmin=score.zmin, zmax=score.zmax, focus=focus, windows=windows,
+                                              clickable=True),
+                     key=key, filename=f"head_scores_{score.key}", selection_mode="points",
+                     on_select=lambda key=key: on_map_click(key, config))
     table = score_table({score.name: maps[score.key] for score in heads.HEAD_SCORES}, L, nh)
     tops = [f"{score.name} {plots.head_label(*table[score.name].idxmax())} ({table[score.name].max():.2f})"
             for score in heads.HEAD_SCORES if score.rank_highest and table[score.name].notna().any()]
@@ -147,7 +153,7 @@ def main() -> None:
     T = v.trace.n_tokens
     compare_section(v, T)
     with st.spinner(f"Computing the patterns of all {v.trace.n_layer * v.trace.n_head} heads…"):
-        stats = ui.head_stats(v)
+        stats = ui.derived(v.shown, heads.head_stats)
     similarity_section(v, stats)
     scores_section(v, stats)
 

@@ -13,14 +13,14 @@ WINDOW = 128  # tokens drawn at once in the heatmaps and the similarity matrix
 PCA_LABEL_MAX = 2048  # above this many points the PCA scatter has no hover labels
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def prompt_pca(model_name: str, ids: tuple[int, ...], choice: str, _trace) -> emb.PCA:
-    return emb.pca(emb.residual_vectors(_trace, choice))
+def prompt_pca(tr, choice: str) -> emb.PCA:
+    """The prompt's vectors of one kind (token embeddings, or the stream after a block) on 2 axes."""
+    return emb.pca(emb.residual_vectors(tr, choice))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def position_pca(model_name: str, _model) -> emb.PCA | None:
-    table = emb.position_table(_model)
+def position_pca(model) -> emb.PCA | None:
+    """The learned position table on 2 axes (None: the model has none)."""
+    table = emb.position_table(model)
     return None if table is None else emb.pca(table)
 
 
@@ -56,8 +56,7 @@ def heatmap_section(v: ui.View, start: int, stop: int) -> None:
         )
     names = list(matrices)
     if len(names) > 1:
-        if st.session_state.get("emb_matrix") not in names:
-            st.session_state["emb_matrix"] = names[0]
+        ui.choose_state("emb_matrix", names, names[0])
         name = st.radio("Matrix", names, horizontal=True, key="emb_matrix")
     else:
         name = names[0]
@@ -85,8 +84,7 @@ def similarity_section(v: ui.View, start: int, stop: int) -> None:
     T, C = tr.n_tokens, v.model.config.d_model
     st.subheader("How alike are the tokens?")
     choices = emb.vector_choices(tr)
-    if st.session_state.get("emb_vectors") not in choices:
-        st.session_state["emb_vectors"] = choices[0]
+    ui.choose_state("emb_vectors", choices, choices[0])
     choice = st.selectbox("Vectors compared", choices, key="emb_vectors",
                           help="The token embeddings, or the residual stream after a block: how the tokens' "
                                "vectors become more (or less) alike as the model reads.")
@@ -112,12 +110,10 @@ def similarity_section(v: ui.View, start: int, stop: int) -> None:
     if T < 2:
         st.info("PCA needs at least 2 tokens: one point has no spread. Type a longer prompt.")
         return
-    result = prompt_pca(v.model_name, v.ids, choice, tr)
-    labels = tr.tokens if T <= PCA_LABEL_MAX else None
+    result = ui.derived(v.shown, prompt_pca, choice)
+    labels = pca_labels(tr.tokens) if T <= PCA_LABEL_MAX else None
     if labels is None:
         st.caption(f"{T:,} points: hover labels are off; colour shows the position.")
-    else:
-        labels = [f"{i}·{show_whitespace(t)}" for i, t in enumerate(labels)]
     ui.chart(plots.pca_scatter(result.coords, result.explained, labels, title=f"PCA of the {choice} vectors"),
              key="emb_pca")
     frame = pd.DataFrame(result.coords, columns=["PC1", "PC2"]).assign(token=[show_whitespace(t) for t in tr.tokens])
@@ -132,7 +128,7 @@ def position_section(v: ui.View) -> None:
                 "fixed rotation of each query and key by an angle proportional to the position (different "
                 "frequencies for different pairs of dimensions), computed on the fly inside attention.")
         return
-    result = position_pca(v.model_name, v.model)
+    result = ui.of_model(v.model_name, v.model, position_pca)
     ui.explain(
         f"All {cfg.n_ctx:,} rows of the learned position table wpe ({cfg.n_ctx:,} × {cfg.d_model}), projected on "
         "their first two principal components and coloured by position. In a trained GPT-2 neighbouring positions "
@@ -145,14 +141,26 @@ def position_section(v: ui.View) -> None:
                     "position_table_pca", key="emb_pos_pca_csv")
 
 
+def pca_labels(tokens: list[str]) -> list[str]:
+    """Point labels: the token, with its position only where the same token comes more than once (so
+    repeated tokens stay apart without every label growing long)."""
+    counts = pd.Series(tokens).value_counts()
+    return [f"{show_whitespace(t)} ({i})" if counts[t] > 1 else show_whitespace(t) for i, t in enumerate(tokens)]
+
+
+SECTIONS = {"Input vectors": lambda v, start, stop: heatmap_section(v, start, stop),
+            "How alike": lambda v, start, stop: similarity_section(v, start, stop),
+            "Position table": lambda v, start, stop: position_section(v)}
+
+
 def main() -> None:
     st.title("Embeddings")
     st.markdown("*Which vectors does the model start from, and how alike are your tokens?*")
     v = ui.view()
     start, stop = window_of(v.trace.n_tokens)
-    heatmap_section(v, start, stop)
-    similarity_section(v, start, stop)
-    position_section(v)
+    for name, tab in ui.sections("emb_tab", list(SECTIONS)):
+        with tab:
+            SECTIONS[name](v, start, stop)
 
 
 main()

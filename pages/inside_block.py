@@ -21,28 +21,12 @@ POSITIONS_DEFAULT = 128
 MAX_POSITIONS = 512  # a (512, 768) table and a (512, 512) similarity: about 1.5 MB each in the browser
 
 
-def clamp(key: str, low: int, high: int, default: int) -> int:
-    """Keep a remembered integer setting inside [low, high] (the model or prompt may have changed)."""
-    state = st.session_state
-    try:
-        value = int(state.get(key, default))
-    except (TypeError, ValueError):
-        value = default
-    state[key] = min(max(value, low), high)
-    return state[key]
-
-
 def window_of(T: int, position: int) -> tuple[int, int]:
     """The tokens [start, stop) the per-token views draw: all of them, or WINDOW around the chosen one."""
     if T <= WINDOW:
         return 0, T
     start = min(max(position - WINDOW // 2, 0), T - WINDOW)
     return start, start + WINDOW
-
-
-def code(token: str) -> str:
-    """A token as markdown inline code, its whitespace made visible."""
-    return "`" + show_whitespace(token).replace("`", "ˋ") + "`"
 
 
 def quoted(token: str) -> str:
@@ -290,7 +274,7 @@ def mlp_section(v: ui.View, position: int, start: int, stop: int) -> None:
 
     top = block.top_neurons(steps.hidden)
     default = int(top[0])
-    neuron = clamp("neuron", 0, d_mlp - 1, default)
+    neuron = ui.clamp_state("neuron", 0, d_mlp - 1, default)
     st.markdown(f"**The {len(top)} most active neurons** (largest |activation| in the tokens shown). "
                 "Click a cell to pick its neuron.")
     ui.chart(plots.neurons_figure(steps.hidden[:, top], top.tolist(), tr.tokens[start:stop], start=start,
@@ -335,7 +319,7 @@ def positions_section(v: ui.View, position: int) -> None:
     tr, layer, cfg, model = v.trace, v.layer, v.model.config, v.model
     st.subheader("5. Positions", anchor="positions")
     top = min(cfg.n_ctx, MAX_POSITIONS)
-    n = clamp("n_positions", 8, top, min(POSITIONS_DEFAULT, top))
+    n = ui.clamp_state("n_positions", 8, top, min(POSITIONS_DEFAULT, top))
     st.slider("Positions drawn", 8, top, step=8 if top >= 16 else 1, key="n_positions")
     n = int(st.session_state["n_positions"])
     C = cfg.d_model
@@ -413,7 +397,7 @@ def positions_section(v: ui.View, position: int) -> None:
     by_offset = positions.scores_by_offset(model, layer, q, k, starts, min(OFFSETS, cfg.n_ctx))
     st.markdown(
         f"**q·k depends only on the distance.** Take head {head}'s q and key head {tr.kv_head(head)}'s k of "
-        f"{code(tr.tokens[position])} before rotary, and place them at every pair of positions: the score is the "
+        f"{ui.code(tr.tokens[position])} before rotary, and place them at every pair of positions: the score is the "
         "same along each diagonal, and the curves for keys at different positions lie on top of each other."
     )
     ui.chart(plots.offset_figure(grid, by_offset, starts, title=f"the same q and k at different positions "
@@ -448,7 +432,7 @@ def dropout_section(v: ui.View) -> None:
     st.session_state["dropout_p"] = min(max(round(clamp_p * 20) / 20, 0.0), 0.9)
     left, right = st.columns(2)
     left.slider("Dropout rate p (training view only)", 0.0, 0.9, step=0.05, key="dropout_p")
-    seed = clamp("dropout_seed", 0, 2**31 - 1, 0)
+    seed = ui.clamp_state("dropout_seed", 0, 2**31 - 1, 0)
     right.number_input("Mask seed", 0, 2**31 - 1, step=1, key="dropout_seed")
     p, seed = float(st.session_state["dropout_p"]), int(st.session_state["dropout_seed"])
     n = min(tr.n_tokens, DROPOUT_TOKENS)
@@ -466,27 +450,24 @@ def dropout_section(v: ui.View) -> None:
                     key="block_dropout_csv")
 
 
+SECTIONS = {"Norm": norm_section, "Attention": attention_section, "Shortcut": shortcut_section, "MLP": mlp_section,
+            "Positions": lambda v, position, start, stop: positions_section(v, position),
+            "Dropout": lambda v, position, start, stop: dropout_section(v)}
+
+
 def main() -> None:
     st.title("Inside a block")
     st.markdown("*What does one transformer block do to your token, step by step, with the model's real numbers?*")
     v = ui.view()
     T = v.trace.n_tokens
-    ui.follow_position(T)
-    if T > 1:
-        st.select_slider("Token", list(range(T)), key="position",
-                         format_func=lambda i: f"{i}·{show_whitespace(v.trace.tokens[i])}",
-                         help="The token whose vector each step follows (the layer is the sidebar's).")
-    position = int(st.session_state["position"])
+    position = ui.position_input("Token", v.trace.tokens, "The token whose vector each step follows (the layer is "
+                                 "the sidebar's).", slider=True, what="Following")
     start, stop = window_of(T, position)
-    st.markdown(f"Layer **{v.layer}** of {v.model.config.n_layer} (sidebar), token **{position}** "
-                f"{code(v.trace.tokens[position])}"
+    st.markdown(f"Layer **{v.layer}** of {v.model.config.n_layer} (sidebar)"
                 + (f"; views over tokens show {start}–{stop - 1} of {T:,}." if stop - start < T else "."))
-    norm_section(v, position, start, stop)
-    attention_section(v, position, start, stop)
-    shortcut_section(v, position, start, stop)
-    mlp_section(v, position, start, stop)
-    positions_section(v, position)
-    dropout_section(v)
+    for name, tab in ui.sections("block_tab", list(SECTIONS)):
+        with tab:
+            SECTIONS[name](v, position, start, stop)
 
 
 main()

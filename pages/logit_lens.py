@@ -5,21 +5,11 @@ from gptviz import ui
 from gptviz.analysis import lens
 from gptviz.plots import lens as plots
 from gptviz.plots.common import show_whitespace
+from gptviz.ui import code
+from gptviz.ui.settings import BY_KEY
 
 FULL_VIEW_MAX = 128  # longer sequences show a window of positions (each costs n_layer + 1 read-outs)
-WIDTHS = [32, 64, 128, 256]
-DEFAULT_WIDTH = 64
-
-
-def code(token: str) -> str:
-    """A token as markdown inline code, its whitespace made visible."""
-    return "`" + show_whitespace(token).replace("`", "ˋ") + "`"
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def lens_top(model_name: str, ids: tuple[int, ...], start: int, stop: int, _trace):
-    """(top ids, top probs) of the lens over positions [start, stop), cached per model and tokens."""
-    return lens.logit_lens_top(_trace, start, stop)
+WIDTHS = list(BY_KEY["lens_width"].choices)
 
 
 def choose_window(T: int) -> tuple[int, int]:
@@ -28,7 +18,8 @@ def choose_window(T: int) -> tuple[int, int]:
         return 0, T
     state = st.session_state
     left, right = st.columns([1, 3])
-    width = left.selectbox("Window width", WIDTHS, index=WIDTHS.index(DEFAULT_WIDTH), key="lens_width",
+    ui.choose_state("lens_width", WIDTHS, BY_KEY["lens_width"].default)
+    width = left.selectbox("Window width", WIDTHS, key="lens_width",
                            help="Wider windows take longer: every position is read out at every layer.")
     state["lens_start"] = min(max(int(state.get("lens_start", T - width)), 0), T - width)
     start = right.slider("First position shown", 0, T - width, step=1, key="lens_start")
@@ -37,11 +28,8 @@ def choose_window(T: int) -> tuple[int, int]:
     return start, start + width
 
 
-def main() -> None:
-    st.title("Logit lens")
-    st.write("What would the model predict if it stopped after layer l?")
-    v = ui.view()
-    tr, config, tok = v.trace, v.model.config, v.model.tokenizer
+def top_section(v) -> None:
+    tr, config = v.trace, v.model.config
     T, L, V = tr.n_tokens, config.n_layer, config.vocab_size
     rows = lens.lens_row_names(L)
 
@@ -59,7 +47,7 @@ def main() -> None:
     )
     start, stop = choose_window(T)
     with st.spinner("Reading out every layer…"):
-        top_ids, top_probs = lens_top(v.model_name, tuple(tr.ids), start, stop, tr)
+        top_ids, top_probs = ui.derived(v.shown, lens.logit_lens_top, start, stop)
     top_tokens = lens.top_token_strings(tr, top_ids)
     fig = plots.lens_heatmap(top_probs, top_tokens, plots.position_labels(tr.tokens[start:stop], start), rows,
                              title="Top next token at each layer")
@@ -68,28 +56,22 @@ def main() -> None:
         st.caption(f"With more than {plots.TEXT_CELLS_MAX_COLS} positions the tokens are in the hover text only.")
     ui.download_csv(lens.lens_frame(tr, top_ids, top_probs, start), "logit_lens_top", key="lens_csv")
 
+
+@ui.fragment
+def target_section(v) -> None:
+    tr, config, tok = v.trace, v.model.config, v.model.tokenizer
+    L, V = config.n_layer, config.vocab_size
+    rows = lens.lens_row_names(L)
     st.subheader("One token, layer by layer")
-    ui.follow_position(T)
     left, right = st.columns(2)
-    position = left.number_input("Position", 0, T - 1, step=1, key="position",
-                                 help="The prediction for the token after this one.")
-    default_id = int(lens.top_next_tokens(tr, T - 1, 1)["id"].iloc[0])
-    default_token = tok.token_strings([default_id])[0]
-    target_text = right.text_input(
-        "Target token", key="lens_target", placeholder=default_token,
-        help="A word or piece of text; words inside a sentence usually start with a space (' Paris'). "
-             "Empty: the model's top prediction at the last position.",
-    )
-    token_id = default_id
-    if target_text:
-        try:
-            token_id, n_pieces = lens.first_token(tr, target_text)
-        except ValueError as err:
-            st.warning(f"{err} Showing the default target instead.")
-        else:
-            if n_pieces > 1:
-                st.info(f"{target_text!r} is {n_pieces} tokens for this tokenizer: following its first token, "
-                        f"{tok.token_strings([token_id])[0]!r} (id {token_id}).")
+    with left:
+        position = ui.position_input("Position", tr.tokens, "The prediction for the token after this one.")
+    default_id = int(lens.top_next_tokens(tr, position, 1)["id"].iloc[0])
+    with right:
+        picked = ui.token_input(tr, position, "Target token", "lens_target", show_whitespace(
+            tok.token_strings([default_id])[0]), "A word; inside a sentence words usually start with a space "
+            "(' Paris'): both forms are offered with their ranks. Empty: the model's top prediction here.")
+    token_id = default_id if picked is None else picked
     token = tok.token_strings([token_id])[0]
     table = lens.target_table(tr, token_id, position)
     st.markdown(
@@ -98,11 +80,19 @@ def main() -> None:
         f"{table['target probability'].iloc[-1]:.4g}, rank {int(table['target rank'].iloc[-1]):,} of {V:,}."
     )
     ui.chart(plots.target_by_layer_figure(table["target probability"].to_numpy(), table["target rank"].to_numpy(),
-                                          rows, token), key="target_chart")
+                                          rows, token), key="target_chart", filename=f"logit_lens_{token.strip()}")
     probability = st.column_config.NumberColumn(format="%.4g")
     st.dataframe(table.assign(**{"top token": table["top token"].map(show_whitespace)}), hide_index=True,
                  key="target_table", column_config={"target probability": probability, "top probability": probability})
     ui.download_csv(table, f"logit_lens_target_pos{position}", key="target_csv")
+
+
+def main() -> None:
+    st.title("Logit lens")
+    st.write("What would the model predict if it stopped after layer l?")
+    v = ui.view()
+    top_section(v)
+    target_section(v)
 
 
 main()

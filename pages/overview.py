@@ -18,21 +18,12 @@ COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (de
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def parameter_counts(model_name: str, _model) -> pd.DataFrame:
-    return emb.parameter_counts(_model)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
 def origin_of(model_name: str) -> str:
     """Where the model's weights come from and at what precision (read from the file headers)."""
     try:
         return weights_origin(ui.local_model_dirs().get(model_name, model_name))
     except (ValueError, OSError) as err:
         return f"as stored ({err})"
-
-
-PAGE_TITLES = {"overview": "Overview", "embeddings": "Embeddings", "attention": "Attention",
-               "inside_block": "Inside a block", "logit_lens": "Logit lens"}
 
 
 def md(text: str) -> str:
@@ -59,7 +50,7 @@ def book_section(v: ui.View) -> None:
         mine = md(row[2])
         target = ("./" if row.page == "overview" else f"./{row.page}") + (f"?{query}" if query else "") + (
             f"#{row.anchor}" if row.anchor else "")
-        where = PAGE_TITLES.get(row.page, row.page) + (f" › {row.section}" if row.section else "")
+        where = ui.PAGES_BY_KEY[row.page].title + (f" › {row.section}" if row.section else "")
         lines.append(f"| {md(row.component)} | {md(row[1])} | {f'**{mine}**' if row.differs else mine} | "
                      f"[{where}]({target}) |")
     st.markdown("\n".join(lines))
@@ -99,7 +90,7 @@ def pipeline_section(v: ui.View) -> None:
     )
     ui.chart(pipeline.pipeline_figure(cfg, T), key="overview_pipeline")
 
-    params = parameter_counts(v.model_name, v.model)
+    params = ui.of_model(v.model_name, v.model, emb.parameter_counts)
     total = int(params["parameters"].sum())
     st.markdown(f"**Parameters:** {total:,} in all"
                 + (" (the output head reuses the token embedding: *tied*)" if cfg.tie_embeddings else ""))
@@ -113,7 +104,7 @@ def pipeline_section(v: ui.View) -> None:
 def prediction_section(v: ui.View) -> None:
     tr = v.trace
     st.subheader("What comes next?")
-    k = st.slider("Tokens shown", 1, 50, 10, key="overview_top_k")
+    k = st.slider("Tokens shown", 1, 50, key="overview_top_k")
     top = lens.top_next_tokens(tr, -1, k).drop(columns="actual next")
     last = show_whitespace(tr.tokens[-1])
     ui.explain(

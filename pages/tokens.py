@@ -22,9 +22,9 @@ CHIP_CSS = (
 )
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def token_table(model_name: str, ids: tuple[int, ...], n_prompt: int, _model) -> pd.DataFrame:
-    return emb.token_table(_model, ids, n_prompt)
+def token_table(tr, n_prompt: int) -> pd.DataFrame:
+    """The run's tokens, one row each (position, token, id, bytes, source, whole UTF-8)."""
+    return emb.token_table(tr.model, tr.ids, n_prompt)
 
 
 def chips_html(table: pd.DataFrame, show_ids: bool, limit: int = MAX_CHIPS) -> str:
@@ -53,7 +53,7 @@ def main() -> None:
     v = ui.view()
     model, tokenizer = v.model, v.model.tokenizer
     n_prompt = len(v.prompt_ids)
-    table = token_table(v.model_name, v.ids, n_prompt, model)
+    table = ui.derived(v.plain, token_table, n_prompt)
     counts = emb.token_counts(model, v.prompt_ids)
     T = len(v.ids)
 
@@ -78,7 +78,7 @@ def main() -> None:
         st.caption(f"Plus {n:,} generated token{'s' * (n != 1)} (green outline), not counted above.")
 
     st.subheader("The prompt, token by token")
-    show_ids = st.checkbox("Show ids under the tokens", value=False, key="tokens_show_ids")
+    show_ids = st.checkbox("Show ids under the tokens", key="tokens_show_ids")
     if T > MAX_CHIPS:
         st.caption(f"Showing the first {MAX_CHIPS:,} of {T:,} tokens; the table below has all of them.")
     st.markdown(chips_html(table, show_ids), unsafe_allow_html=True)

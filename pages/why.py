@@ -6,28 +6,15 @@ import streamlit as st
 from gptviz import ui
 from gptviz.analysis import attribution as at
 from gptviz.analysis.lens import top_next_tokens
-from gptviz.interventions import ABLATIONS, component_label, parse_components
+from gptviz.interventions import ABLATIONS, component_label
 from gptviz.plots import attribution as plots
 from gptviz.plots.common import show_whitespace
 from gptviz.tokenizer import TokenizerError
+from gptviz.ui import code, focus
 
 AUTO_MAX_T = 64  # longer prompts compute the maps only when asked (each map is ~n_layer / 2 batched reruns)
 TOP_NAMED = 5  # heads named under the ablation map
-
-
-def code(token: str) -> str:
-    """A token as markdown inline code, its whitespace made visible."""
-    return "`" + show_whitespace(token).replace("`", "ˋ") + "`"
-
-
-def focus(layer: int, head: int | None = None, position: int | None = None) -> None:
-    """Focus a head (and a position) on every page: the shared sidebar keys."""
-    state = st.session_state
-    state["layer"] = int(layer)
-    if head is not None:
-        state["head"] = int(head)
-    if position is not None:
-        state["position"] = int(position)
+KNOCKOUT_KEY = "knockout"
 
 
 def on_component_click(key: str, n_layer: int, n_head: int) -> None:
@@ -51,49 +38,19 @@ def on_map_click(key: str, n_rows: int, n_cols: int, first_layer_row: int, colum
             return
 
 
-def clear_pick(key: str) -> None:
-    st.session_state.pop(f"{key}_pick", None)
-
-
 # ---- target and contrast -------------------------------------------------------------------------
-def pick_token(tr, position: int, label: str, key: str, placeholder: str, help_text: str) -> int | None:
-    """A typed word -> one token id: its leading-space variant and the bare one are offered with
-    their ranks, the likelier picked unless the user chose. None when nothing usable is typed."""
-    state = st.session_state
-    text = st.text_input(label, key=key, placeholder=placeholder, help=help_text, on_change=clear_pick, args=(key,))
-    if not text:
-        return None
-    choices = at.token_choices(tr, text, position)
-    if choices.empty:
-        st.warning(f"{text!r} has no token for this tokenizer: type a word.")
-        return None
-    options = choices["token"].tolist()
-    if state.get(f"{key}_pick") not in options:
-        state[f"{key}_pick"] = options[0]  # the likelier
-    rows = choices.set_index("token")
-    if len(options) > 1:
-        st.radio("Which token?", options, key=f"{key}_pick", horizontal=True,
-                 format_func=lambda t: f"{show_whitespace(t)}  (rank {rows.loc[t, 'rank']:,}, "
-                                       f"p = {rows.loc[t, 'probability']:.3g})")
-    row = rows.loc[state[f"{key}_pick"]]
-    if row["pieces"] > 1:
-        st.caption(f"{show_whitespace(row['typed'])!r} is {row['pieces']} tokens for this tokenizer: the first, "
-                   f"{code(state[f'{key}_pick'])}, stands for it.")
-    return int(row["id"])
-
-
 def metric_section(v, tr, position: int) -> at.Metric:
     tok, config = v.model.tokenizer, v.model.config
     top_id = int(top_next_tokens(tr, position, 1)["id"].iloc[0])
     top = tok.token_strings([top_id])[0]
     left, right = st.columns(2)
     with left:
-        target = pick_token(tr, position, "Target token", "why_target", show_whitespace(top),
+        target = ui.token_input(tr, position, "Target token", "why_target", show_whitespace(top),
                             "The token to explain. Empty: the model's top prediction. Words inside a sentence "
                             "usually start with a space (' Mary'); both forms are offered. You can also click a bar "
                             "on the Next token page.")
     with right:
-        contrast = pick_token(tr, position, "Contrast token (optional)", "why_contrast", "none",
+        contrast = ui.token_input(tr, position, "Contrast token (optional)", "why_contrast", "none",
                               "With a contrast, the question is 'why the target rather than this?': the metric is "
                               "the logit difference. Empty: the target's log-probability.")
     target = top_id if target is None else target
@@ -210,14 +167,14 @@ def ablation_section(v, tr, metric: at.Metric) -> None:
     )
     if not allowed(T, "the ablation map"):
         return
-    key = ("ablation", v.model_name, v.ids, metric, ablation)
-    amap = ui.remembered(key, lambda progress: at.ablation_map(tr, metric, ablation, progress=progress),
-                         f"Knocking out each of {L * nh} heads and {L} MLPs")
+    amap = ui.derived(v.plain, at.ablation_map, metric, ablation,
+                      progress=f"Knocking out each of {L * nh} heads and {L} MLPs")
     what = f"Δ {metric.name}"
     chart_key = "why_ablation_map"
     fig = plots.component_map(amap.heads, amap.mlps, f"Change of the {metric.name} when one component is knocked out",
                               what, focus=(v.layer, v.head))
-    ui.chart(fig, key=chart_key, on_select=lambda: on_component_click(chart_key, L, nh), selection_mode="points")
+    ui.chart(fig, key=chart_key, on_select=lambda: on_component_click(chart_key, L, nh), selection_mode="points",
+             filename=f"ablation_map_{ablation}")
     worst = amap.most_negative(TOP_NAMED)
     target = show_whitespace(v.model.tokenizer.token_strings([metric.target])[0])
     if worst:
@@ -232,9 +189,8 @@ def ablation_section(v, tr, metric: at.Metric) -> None:
 
     if st.toggle("Compare with attribution patching (the gradient estimate)", key="why_gradient",
                  help="One forward and one backward pass estimate the whole map to first order."):
-        gkey = ("gradient", v.model_name, v.ids, metric, ablation)
-        est = ui.remembered(gkey, lambda progress: at.ablation_map_gradient(tr, metric, ablation),
-                            "One forward and one backward pass")
+        with st.spinner("One forward and one backward pass…"):
+            est = ui.derived(v.plain, at.ablation_map_gradient, metric, ablation)
         agree = at.agreement(amap, est)
         ui.explain(
             "**Attribution patching** estimates every cell at once: with a = a component's output and a' its "
@@ -264,37 +220,25 @@ def ablation_section(v, tr, metric: at.Metric) -> None:
 
 
 # ---- a knock-out set --------------------------------------------------------------------------------------------
-def set_knockout(components) -> None:
-    st.session_state["knockout"] = ",".join(map(component_label, components))
-
-
-def add_component(component, current) -> None:
+def add_component(component, config) -> None:
+    current = ui.parse_exact(str(st.session_state.get(KNOCKOUT_KEY, "")), config.n_layer, config.n_head)[0]
     if component not in current:
-        set_knockout([*current, component])
-
-
-def on_knockout_pick() -> None:
-    st.session_state["knockout"] = ",".join(st.session_state["why_knockout_pick"])
+        ui.set_components(KNOCKOUT_KEY, [*current, component])
 
 
 def knockout_section(v, tr, metric: at.Metric) -> None:
     config = v.model.config
-    L, nh = config.n_layer, config.n_head
-    state = st.session_state
     st.subheader("Knock out a set: the prediction before and after")
-    current = parse_components(str(state.get("knockout", "")), L, nh)
-    set_knockout(current)  # drop what this model lacks
-    options = [component_label((l, h)) for l in range(L) for h in range(nh)] + \
-              [component_label((l, "mlp")) for l in range(L)]
-    state["why_knockout_pick"] = [component_label(c) for c in current]
     b1, b2, b3 = st.columns(3)
     b1.button(f"Knock out L{v.layer}H{v.head} (the head in focus)", key="why_add_head", width="stretch",
-              on_click=add_component, args=((v.layer, v.head), current))
+              on_click=add_component, args=((v.layer, v.head), config))
     b2.button(f"Knock out layer {v.layer}'s MLP", key="why_add_mlp", width="stretch",
-              on_click=add_component, args=((v.layer, "mlp"), current))
-    b3.button("Clear the set", key="why_clear", width="stretch", on_click=set_knockout, args=([],))
-    st.multiselect("Knocked out", options, key="why_knockout_pick", on_change=on_knockout_pick,
-                   help="Click a cell of a map to focus a head, then add it with the button; or pick here.")
+              on_click=add_component, args=((v.layer, "mlp"), config))
+    b3.button("Clear the set", key="why_clear", width="stretch", on_click=ui.set_components, args=(KNOCKOUT_KEY, []))
+    current = ui.components_input("Knocked out", KNOCKOUT_KEY, config, mlps=True,
+                                  help="Names separated by commas, each exactly one head or MLP (L1H5 is layer 1's "
+                                       "head 5, nothing else): e.g. L23H3, L1H5, L0 MLP. Or click a map cell to focus "
+                                       "a head and add it with the button.")
     ablation = ui.ablation_setting()
     ui.explain(
         f"Build a set of heads and MLPs by clicking (a map cell focuses a head, the buttons add the head or MLP in "
@@ -306,7 +250,7 @@ def knockout_section(v, tr, metric: at.Metric) -> None:
     if not current:
         st.info("The set is empty: add heads or MLPs above.")
         return
-    after = ui.trace_of(v, v.ids, (tuple(current), ablation))
+    after = v.run_of(v.ids, (tuple(current), ablation)).trace
     frame, kl = at.compare_runs(tr, after, metric.position, n=10)
     before_value, after_value = at.metric_value(tr, metric), at.metric_value(after, metric)
     c1, c2, c3 = st.columns(3)
@@ -380,12 +324,12 @@ def patching_section(v, tr, metric: at.Metric) -> None:
         st.dataframe(both.map(show_whitespace), key="why_tokens_table")
         return
     ids = tuple(corrupt_ids[v.n_dropped:]) + v.generated  # cut and extended like the clean run
-    corrupted = ui.trace_of(v, ids)
-    clean_value, corrupted_value = at.metric_value(tr, metric), at.metric_value(corrupted, metric)
+    corrupted = v.run_of(ids)
+    clean_value, corrupted_value = at.metric_value(tr, metric), at.metric_value(corrupted.trace, metric)
     c1, c2, c3 = st.columns(3)
     c1.metric(f"{metric.name}, clean", f"{clean_value:.3f}")
     c2.metric(f"{metric.name}, corrupted", f"{corrupted_value:.3f}")
-    top = top_next_tokens(corrupted, metric.position, 1)["token"].iloc[0]
+    top = top_next_tokens(corrupted.trace, metric.position, 1)["token"].iloc[0]
     c3.metric("Corrupted run's top token", show_whitespace(top))
     if abs(clean_value - corrupted_value) < 1e-3:
         st.warning("Both prompts give the same metric: there is no gap to restore. Change a detail that matters for "
@@ -393,12 +337,8 @@ def patching_section(v, tr, metric: at.Metric) -> None:
         return
     if not allowed(T, "the patching maps"):
         return
-    maps = {}
-    for site, info in at.PATCH_SITES.items():
-        key = ("patch", v.model_name, v.ids, ids, metric, site)
-        maps[site] = ui.remembered(key, lambda progress, site=site: at.patching_map(tr, corrupted, metric, site,
-                                                                                    progress),
-                                   f"Patching: {info.title.lower()}")
+    maps = {site: ui.derived(v.plain, at.patching_map, corrupted, metric, site,
+                             progress=f"Patching: {info.title.lower()}") for site, info in at.PATCH_SITES.items()}
     for site, pmap in maps.items():
         info = at.PATCH_SITES[site]
         chart_key = f"why_patch_{site}"
@@ -420,16 +360,15 @@ def main() -> None:
     tr = v.plain_trace
     T = tr.n_tokens
     if v.knock_out is not None:
-        st.caption("Every other page shows the knocked-out run (sidebar); this page always starts from the plain run.")
-    ui.follow_position(T)
-    st.number_input("Position (explain the prediction after this token)", 0, T - 1, step=1, key="position",
-                    help=f"0 to {T - 1}; the last position predicts the token after the text.")
-    position = int(st.session_state["position"])
+        st.caption("This page always starts from the plain run; the banner is about the other pages.")
+    position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
+                                 f"0 to {T - 1}; the last position predicts the token after the text.")
     metric = metric_section(v, tr, position)
-    dla_section(v, tr, metric)
-    ablation_section(v, tr, metric)
-    knockout_section(v, tr, metric)
-    patching_section(v, tr, metric)
+    for name, tab in ui.sections("why_tab", list(SECTIONS)):
+        with tab:
+            SECTIONS[name](v, tr, metric)
 
 
+SECTIONS = {"Direct attribution": dla_section, "Ablation map": ablation_section, "Knock out a set": knockout_section,
+            "Patching": patching_section}
 main()

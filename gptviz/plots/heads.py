@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gptviz.plots.attention import layer_ticks, masked_blocks, range_labels, weight_colorscale, window_overlay
-from gptviz.plots.common import token_labels
+from gptviz.plots.common import cell_markers, token_labels
 
 MAX_COMPARE_CELLS = 128  # each compared pattern is max-pooled to at most this many cells a side
 
@@ -33,10 +33,13 @@ def layer_head_heatmap(
     zmax: float | None = None,
     focus: tuple[int, int] | None = None,
     windows: Sequence[int | None] | None = None,
+    clickable: bool = False,
 ) -> go.Figure:
     """values (n_layer, n_head) as a heatmap with layers as rows; NaN cells blank.
     Hover: "L3H2: 0.123 <value_name>". `focus` (layer, head) gets a red frame. windows: per layer
-    its sliding window (None: global); with local layers the rows are labelled local / global."""
+    its sliding window (None: global); with local layers the rows are labelled local / global.
+    clickable: transparent markers over the cells (customdata [layer, head, value], read back with
+    plots.attribution.component_pick)."""
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or 0 in values.shape:
         raise ValueError(f"values must be (layers, heads), got shape {values.shape}.")
@@ -45,6 +48,12 @@ def layer_head_heatmap(
         z=values, x=np.arange(nh), y=np.arange(L), colorscale=colorscale, zmin=zmin, zmax=zmax,
         colorbar_title=value_name, hovertemplate="L%{y}H%{x}: %{z:.3f} " + value_name + "<extra></extra>",
     ))
+    if clickable:
+        layers, heads_ = np.meshgrid(np.arange(L), np.arange(nh), indexing="ij")
+        fig.add_trace(cell_markers(heads_.ravel(), layers.ravel(),
+                                   np.stack([layers.ravel(), heads_.ravel(), values.ravel()], axis=1),
+                                   "L%{customdata[0]}H%{customdata[1]}: %{customdata[2]:.3f} " + value_name
+                                   + "<extra></extra>"))
     if focus is not None:
         fig.add_shape(type="rect", x0=focus[1] - 0.5, x1=focus[1] + 0.5, y0=focus[0] - 0.5, y1=focus[0] + 0.5,
                       line=dict(color="red", width=2))

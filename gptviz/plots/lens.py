@@ -68,8 +68,9 @@ def target_by_layer_figure(probs: np.ndarray, ranks: np.ndarray, row_names: Sequ
     top_rank = max(10, int(ranks.max(initial=1)))
     ticks = [10**k for k in range(int(np.ceil(np.log10(top_rank))) + 1)]
     fig.update_yaxes(title_text="probability", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="rank (1 = top)", type="log", autorange="reversed", tickvals=ticks,
-                     ticktext=[f"{t:,}" for t in ticks], row=2, col=1)
+    # an explicit reversed range (top rank 1 at the top): autorange on a reversed log axis drops the tick labels
+    fig.update_yaxes(title_text="rank (1 = top)", type="log", range=[np.log10(ticks[-1] * 1.5), np.log10(0.7)],
+                     tickvals=ticks, ticktext=[f"{t:,}" for t in ticks], row=2, col=1)
     fig.update_xaxes(type="category", row=1, col=1)
     fig.update_xaxes(type="category", title_text="residual stream read out", row=2, col=1)
     fig.update_layout(title=f"“{label}” layer by layer", showlegend=False, height=520,

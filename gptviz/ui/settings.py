@@ -1,0 +1,252 @@
+"""Every setting of the app, declared once: its key, type, default, bounds or choices, whether it
+lives in the URL. The sidebar and the pages draw widgets under these keys; this module restores
+them from a link or a view file, keeps them when their page is left, and writes them back."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import streamlit as st
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
+URL_TEXT_LIMIT = 2000  # longer texts (prompt, corrupted prompt) stay out of the address bar
+VIEW_FILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting. kind: str, int, float, bool or list (of str); default None: the page decides
+    (e.g. from the prompt's length). bounds: (low, high) for numbers; choices: the values allowed.
+    url: written to and read from the address bar (long: left out when over URL_TEXT_LIMIT).
+    keep: kept when its page is left. example: a valid value other than the default (tests, docs)."""
+
+    key: str
+    kind: type
+    default: object
+    example: object
+    bounds: tuple | None = None
+    choices: tuple | None = None
+    url: bool = True
+    long: bool = False
+    keep: bool = True
+    where: str = "sidebar"
+
+    def parse(self, text: str) -> object:
+        """A URL's text -> the value; ValueError when it is not one this setting takes."""
+        if self.kind is bool:
+            if text.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"{text!r} is not true or false")
+            value = text.strip().lower() in ("true", "1")
+        elif self.kind is list:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        else:
+            value = self.kind(text)
+            if self.kind is float and not math.isfinite(value):
+                raise ValueError("not a finite number")
+        return self.check(value)
+
+    def check(self, value: object) -> object:
+        """value if this setting takes it (numbers clamped into bounds); ValueError otherwise."""
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.kind is list:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{value!r} is not a list of names")
+            return list(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise ValueError(f"{value!r} is not a {self.kind.__name__}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{value!r} is not one of {self.choices}")
+        if self.bounds is not None:
+            value = min(max(value, self.bounds[0]), self.bounds[1])
+        return value
+
+    def dump(self, value: object) -> str:
+        if self.kind is bool:
+            return "true" if value else "false"
+        if self.kind is list:
+            return ",".join(value)
+        return str(value)
+
+
+def _settings(where: str, *entries: tuple) -> list[Setting]:
+    return [Setting(*entry[:4], **{"where": where, **(entry[4] if len(entry) > 4 else {})}) for entry in entries]
+
+
+SEED_MAX = 2**31 - 1
+SETTINGS: tuple[Setting, ...] = tuple(
+    _settings(
+        "sidebar",
+        ("model", str, None, "local: tiny-llama"),
+        ("prompt", str, DEFAULT_PROMPT, "The capital of France is", {"long": True}),
+        ("allow_special", bool, False, True),
+        ("layer", int, 0, 1, {"bounds": (0, 10**6)}),
+        ("head", int, 0, 1, {"bounds": (0, 10**6)}),
+        ("max_tokens", int, None, 64, {"bounds": (2, 10**7)}),
+        ("gen", str, "", "11,12"),
+        ("position", int, None, 2, {"bounds": (0, 10**7)}),  # present only when the user picked one
+        ("knockout", str, "", "L0H1"),
+        ("ablation", str, "zero", "mean", {"choices": ("zero", "mean")}),
+        ("knockout_view", bool, False, True),
+    )
+    + _settings(
+        "overview",
+        ("overview_top_k", int, 10, 20, {"bounds": (1, 50)}),
+    )
+    + _settings(
+        "tokens",
+        ("tokens_show_ids", bool, False, True),
+    )
+    + _settings(
+        "embeddings",
+        ("emb_tab", str, "Input vectors", "How alike"),
+        ("emb_start", int, 0, 3, {"bounds": (0, 10**7)}),
+        ("emb_matrix", str, None, "position embedding (wpe)"),
+        ("emb_vectors", str, None, "after block 0"),
+    )
+    + _settings(
+        "attention",
+        ("attn_tab", str, "Pattern", "Step by step"),
+        ("attn_boost", bool, False, True),
+        ("attn_window", bool, False, True),
+        ("attn_win_start", int, None, 1, {"bounds": (0, 10**7)}),
+        ("attn_win_end", int, None, 3, {"bounds": (1, 10**7)}),
+        ("attn_stage_size", int, None, 8, {"bounds": (1, 10**7)}),
+        ("attn_stage_start", int, 0, 1, {"bounds": (0, 10**7)}),
+        ("attn_lines_start", int, 0, 1, {"bounds": (0, 10**7)}),
+    )
+    + _settings(
+        "inside_block",
+        ("block_tab", str, "Norm", "MLP"),
+        ("norm", str, "norm1", "norm2"),
+        ("neuron", int, 0, 5, {"bounds": (0, 10**7)}),
+        ("n_positions", int, None, 16, {"bounds": (1, 10**7)}),
+        ("dropout_p", float, None, 0.25, {"bounds": (0.0, 0.9)}),
+        ("dropout_seed", int, 0, 3, {"bounds": (0, SEED_MAX)}),
+    )
+    + _settings(
+        "next_token",
+        ("n_top", int, 15, 7, {"bounds": (1, 100)}),
+        ("dist_log", bool, False, True),
+        ("temperature", float, 1.0, 0.5, {"bounds": (0.0, 5.0)}),
+        ("top_k", int, 0, 5, {"bounds": (0, 10**7)}),
+        ("top_p", float, 1.0, 0.9, {"bounds": (0.0, 1.0)}),
+        ("seed", int, 0, 42, {"bounds": (0, SEED_MAX)}),
+        ("n_generate", int, 1, 5, {"bounds": (1, 64)}),
+    )
+    + _settings(
+        "compare_heads",
+        ("cmp_heads", str, None, "L0H1, L2H2"),
+        ("cmp_boost", bool, False, True),
+        ("cmp_period", int, 30, 12, {"bounds": (1, 100)}),
+        ("cmp_seed", int, 0, 3, {"bounds": (0, SEED_MAX)}),
+    )
+    + _settings(
+        "logit_lens",
+        ("lens_target", str, "", "Paris"),
+        ("lens_target_pick", str, None, "Paris"),
+        ("lens_width", int, 64, 32, {"choices": (32, 64, 128, 256)}),
+        ("lens_start", int, None, 0, {"bounds": (0, 10**7)}),
+    )
+    + _settings(
+        "why",
+        ("why_target", str, "", "Mary"),
+        ("why_target_pick", str, None, " Mary"),
+        ("why_contrast", str, "", "John"),
+        ("why_contrast_pick", str, None, " John"),
+        ("why_tab", str, "Direct attribution", "Ablation map"),
+        ("why_gradient", bool, False, True),
+        ("why_compute", bool, False, True),
+        ("corrupt", str, "", "When John and Mary went to the store, Mary gave a drink to", {"long": True}),
+    )
+    + _settings(
+        "attention_at_scale",
+        ("scale_budget", int, 60, 30, {"bounds": (1, 600)}),
+    )
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def restore() -> None:
+    """Once per session: fill session state from the URL (a bad value is left out and logged).
+    Every run: fill in the defaults, and re-set the kept settings, since Streamlit forgets a
+    widget's value when its page is not drawn."""
+    state = st.session_state
+    if "_restored" not in state:
+        state["_restored"] = True
+        apply({key: st.query_params[key] for key in st.query_params if key in BY_KEY and BY_KEY[key].url},
+              from_text=True)
+    for setting in SETTINGS:  # widgets are drawn without value=: the default comes from here
+        if setting.default is not None:
+            state.setdefault(setting.key, setting.default)
+    for setting in SETTINGS:
+        if setting.keep and setting.key in state:
+            state[setting.key] = state[setting.key]
+
+
+def apply(values: dict, from_text: bool = False) -> list[str]:
+    """Set the given settings (text from a URL, or values from a view file); the keys that were
+    left out, because unknown or invalid."""
+    state, skipped = st.session_state, []
+    for key, raw in values.items():
+        setting = BY_KEY.get(key)
+        try:
+            if setting is None:
+                raise ValueError("not a setting")
+            state[key] = setting.parse(raw) if from_text else setting.check(raw)
+        except (TypeError, ValueError) as err:
+            log.info("Ignoring %s=%r: %s", key, raw, err)
+            skipped.append(key)
+    return skipped
+
+
+def current(keys: Iterable[str] | None = None) -> dict:
+    """The settings in session state that differ from their default: what a link or a view file keeps."""
+    state = st.session_state
+    out = {}
+    for setting in SETTINGS if keys is None else (BY_KEY[k] for k in keys):
+        if setting.key in state and state[setting.key] is not None and state[setting.key] != setting.default:
+            out[setting.key] = state[setting.key]
+    return out
+
+
+def too_long_for_link() -> list[str]:
+    """The long texts (prompt, corrupted prompt) left out of the link."""
+    return [key for key, value in current().items() if BY_KEY[key].long and len(value) > URL_TEXT_LIMIT]
+
+
+def save_url() -> None:
+    """Write the settings to the address bar, so a copied link reproduces the view."""
+    left_out = set(too_long_for_link())
+    params = {key: BY_KEY[key].dump(value) for key, value in current().items()
+              if BY_KEY[key].url and key not in left_out}
+    if params != dict(st.query_params):
+        st.query_params.from_dict(params)
+
+
+def view_file(ids: Iterable[int]) -> bytes:
+    """The view as a JSON file: every setting (long texts included) and the token ids they give."""
+    return json.dumps({"gptviz_view": VIEW_FILE_VERSION, "settings": current(), "ids": list(ids)},
+                      ensure_ascii=False, indent=1).encode()
+
+
+def open_view_file(data: bytes) -> tuple[list[str], list[int]]:
+    """Apply a view file's settings: (keys left out, the ids it recorded). ValueError with what is
+    wrong for a file that is not a gptviz view."""
+    try:
+        content = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"This is not a gptviz view file (not JSON: {err}).") from None
+    if not isinstance(content, dict) or content.get("gptviz_view") != VIEW_FILE_VERSION:
+        raise ValueError("This is not a gptviz view file: it has no \"gptviz_view\": 1 entry.")
+    values, ids = content.get("settings", {}), content.get("ids", [])
+    if not isinstance(values, dict) or not isinstance(ids, list):
+        raise ValueError("This view file is damaged: \"settings\" must be an object and \"ids\" a list.")
+    for key in [s.key for s in SETTINGS if s.key not in values and s.key != "model"]:
+        st.session_state.pop(key, None)  # what the file does not name is at its default
+    return apply(values), [int(i) for i in ids if isinstance(i, int)]
