@@ -48,10 +48,11 @@ def generate(v, n: int, settings: SamplingSettings) -> None:
     reads only the new token (the store extends the previous trace through its KV cache)."""
     state = st.session_state
     generated, records = list(v.generated), state.get(STEPS_KEY, [])[: len(v.generated)]
-    room = ui.max_tokens(v.model) - len(v.prompt_ids) - len(generated)
+    room = ui.max_tokens(v.model) - 1 - len(generated)  # a long prompt slides: its oldest tokens make room
     bar = st.progress(0.0, text=f"Generating {n} tokens…") if n > 1 else None
     for i in range(min(n, room)):
-        tr = v.run_of(v.prompt_ids + tuple(generated), v.knock_out).trace
+        prompt, _ = ui.cut_to_context(v.model, v.prompt_ids, ui.max_tokens(v.model) - len(generated))
+        tr = v.run_of(prompt + tuple(generated), v.knock_out).trace
         token = lens.pick_next(tr, settings, int(state["seed"]), len(generated))
         generated.append(token)
         records.append((token, settings.temperature, settings.top_k, settings.top_p))
@@ -157,7 +158,7 @@ def generate_section(v) -> None:
     tr, config, tok = v.trace, v.model.config, v.model.tokenizer
     T, state = tr.n_tokens, st.session_state
     st.subheader("Generate tokens")
-    full = len(v.ids) >= ui.max_tokens(v.model)
+    full = len(v.generated) >= ui.max_tokens(v.model) - 1  # a longer prompt slides: its oldest tokens make room
     n_prompt = len(v.prompt_ids)
     b1, b2, b3, b4 = st.columns([1, 1, 1, 1])
     n = int(b1.number_input("Tokens per press", 1, 64, step=1, key="n_generate"))

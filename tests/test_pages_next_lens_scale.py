@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import page_helpers as pages
 from conftest import save_tiny_gpt2
+from gptviz.ui.navigation import BY_KEY
+from page_helpers import open_tab
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
 LONG = "The quick brown fox jumps over the lazy dog. " * 20  # 200 tokens: over both tiny contexts
 PROMPTS = ["Hi", "", "  \n", "ünïcödé 🤗🤗 ok\n\n\tend", LONG]
-TITLES = {"next_token": "Next token", "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale"}
+TITLES = {key: BY_KEY[key].title for key in ("next_token", "logit_lens", "attention_at_scale")}
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +27,10 @@ def long_gpt2_dir(tmp_path_factory) -> Path:
 
 
 def open_page(stem: str, model_label: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page(f"pages/{stem}.py")
-    at.run()
-    if model_label is not None:
-        at.selectbox(key="model").set_value(model_label)
+    at = pages.open_page(stem, model_label)
     for key, value in state.items():
         at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return rerun(at)
 
 
 def rerun(at: AppTest) -> AppTest:
@@ -77,25 +72,49 @@ def test_page_handles_many_prompts(app_env, stem, which):
 
 def test_position_is_clamped_when_the_prompt_shrinks(app_env):
     at = open_page("next_token", prompt=LONG)
-    at.number_input(key="position").set_value(60)
+    at.number_input(key="_position_pick").set_value(60)
     rerun(at)
-    at.text_area(key="prompt").set_value("Hi there")
+    assert at.session_state["position"] == 60 and any("token 60" in c.value for c in at.caption)
+    at.session_state["position"] = 60  # a picked position the shorter prompt does not have
+    at.session_state["prompt"] = "Hi there"
     rerun(at)
-    assert at.number_input(key="position").value == at.number_input(key="position").max
-    at.switch_page("pages/logit_lens.py")
+    pick = at.number_input(key="_position_pick")
+    assert pick.value == pick.max == 1
+    at.switch_page(BY_KEY["logit_lens"].file)
     rerun(at)
-    assert at.number_input(key="position").value <= 1
+    assert at.number_input(key="_position_pick").value <= 1
+
+
+def test_the_position_follows_the_last_token_until_picked(app_env):
+    """Edit the prompt on one page, open another: it explains the new last token, and says which."""
+    at = open_page("attention", prompt="The cat sat on the mat")
+    open_tab(at, "attn_tab", "One query")
+    at.text_area(key="prompt").set_value("The cat sat on the mat and then it slept")
+    rerun(at)
+    at.switch_page(BY_KEY["next_token"].file)
+    rerun(at)
+    T = len(at.session_state["prompt"].split())  # tiny GPT-2's BPE: one token per word here
+    assert at.number_input(key="_position_pick").value == T - 1 and "position" not in at.session_state
+    assert any(f"token {T - 1} `␣slept`" in c.value and "the last token" in c.value for c in at.caption)
+    at.number_input(key="_position_pick").set_value(2)  # picked: it stays, named as picked
+    rerun(at)
+    at.switch_page(BY_KEY["why"].file)
+    rerun(at)
+    assert any("token 2 `␣sat`" in c.value and "picked" in c.value for c in at.caption)
+    at.button(key="_position_follow").click()
+    rerun(at)
+    assert at.number_input(key="_position_pick").value == T - 1
 
 
 def test_next_token_widgets_change_the_view(app_env):
     at = open_page("next_token")
     top, dist = specs(at)
-    last = at.number_input(key="position").value
-    assert last == at.number_input(key="position").max  # starts at the last token
-    at.number_input(key="position").set_value(2)
+    last = at.number_input(key="_position_pick").value
+    assert last == at.number_input(key="_position_pick").max  # starts at the last token
+    at.number_input(key="_position_pick").set_value(2)
     rerun(at)
     assert specs(at)[0] != top
-    assert any("really next" in m.value for m in at.markdown)
+    assert any("Really next" in m.value for m in at.markdown)
 
     at.number_input(key="n_top").set_value(5)
     rerun(at)
@@ -106,7 +125,7 @@ def test_next_token_widgets_change_the_view(app_env):
     at.slider(key="temperature").set_value(2.5)
     rerun(at)
     assert specs(at)[1] != dist
-    assert float(metric(at, "Entropy sampled")) > float(metric(at, "Entropy at T = 1"))
+    assert bits(metric(at, "Entropy sampled")) > bits(metric(at, "Entropy at T = 1"))
 
     assert metric(at, "Tokens kept") == "50,257"
     at.slider(key="top_p").set_value(0.3)
@@ -117,6 +136,13 @@ def test_next_token_widgets_change_the_view(app_env):
     at.checkbox(key="dist_log").check()
     rerun(at)
     assert json.loads(specs(at)[1])["layout"]["yaxis"]["type"] == "log"
+    assert {k: at.query_params[k] for k in ("n_top", "dist_log", "top_p")} == {"n_top": "5", "dist_log": "true",
+                                                                             "top_p": "0.3"}
+
+
+def bits(text: str) -> float:
+    assert text.endswith(" bits") and not text.startswith("-"), text
+    return float(text.removesuffix(" bits"))
 
 
 def test_seed_changes_the_sampled_token(app_env):
@@ -128,7 +154,23 @@ def test_seed_changes_the_sampled_token(app_env):
         at.button(key="sample_next").click()
         rerun(at)
         tokens.append(at.session_state["gen"])
+        assert any(m.value.startswith("Generated `") for m in at.success)
     assert tokens[0] != tokens[1]
+
+
+def test_generate_n_tokens_at_once_equals_one_at_a_time(app_env):
+    at = open_page("next_token")
+    at.number_input(key="n_generate").set_value(4)
+    rerun(at)
+    at.button(key="sample_next").click()
+    rerun(at)
+    four = at.session_state["gen"]
+    assert len(four.split(",")) == 4
+    one = open_page("next_token")
+    for _ in range(4):
+        one.button(key="sample_next").click()
+        rerun(one)
+    assert one.session_state["gen"] == four  # seed + step: the same tokens either way
 
 
 def test_generated_token_reaches_the_sidebar_and_other_pages(app_env):
@@ -140,11 +182,11 @@ def test_generated_token_reaches_the_sidebar_and_other_pages(app_env):
     steps = frame_with(at, "filtered probability")
     assert steps["id"].tolist() == [generated] and steps["rank"].tolist() == [1]
     assert any("generated token(s), highlighted" in c.value for c in at.caption)
-    at.switch_page("pages/tokens.py")
+    at.switch_page(BY_KEY["tokens"].file)
     rerun(at)
     tokens = frame_with(at, "id")
     assert tokens["id"].iloc[-1] == generated
-    at.switch_page("pages/logit_lens.py")
+    at.switch_page(BY_KEY["logit_lens"].file)
     rerun(at)
     heatmap = json.loads(specs(at)[0])
     assert len(heatmap["data"][0]["x"]) == len(tokens)  # the lens covers prompt + generated
@@ -159,7 +201,7 @@ def test_context_full_disables_sampling(app_env):
         at.button(key="greedy_next").click()
         rerun(at)
     assert at.button(key="sample_next").disabled and at.button(key="greedy_next").disabled
-    assert any("context is full" in w.value for w in at.warning)
+    assert any("view is full" in w.value for w in at.warning)
 
 
 def test_logit_lens_widgets_change_the_view(app_env):
@@ -170,21 +212,23 @@ def test_logit_lens_widgets_change_the_view(app_env):
     table = frame_with(at, "target rank")
     assert table["target rank"].iloc[-1] == 1  # default target: the top prediction at the last position
 
-    at.number_input(key="position").set_value(1)
+    at.number_input(key="_position_pick").set_value(1)
     rerun(at)
     moved = frame_with(at, "target rank")
     assert not moved["target probability"].equals(table["target probability"])
 
-    at.text_input(key="lens_target").set_value(" xylophonists")
+    at.text_input(key="lens_target").set_value("xylophonists")
     rerun(at)
-    assert any("is 4 tokens" in i.value for i in at.info)
+    assert any("is 4 tokens" in c.value for c in at.caption) or any("tokens for this" in c.value for c in at.caption)
+    (pick,) = at.radio  # with and without its leading space, with their ranks
+    assert len(pick.options) == 2 and all("rank" in o for o in pick.options)
     target = frame_with(at, "target rank")
     assert not target["target probability"].equals(moved["target probability"])
 
     at.text_input(key="lens_target").set_value(" the")
     rerun(at)
-    assert not at.info
     assert not frame_with(at, "target rank")["target probability"].equals(target["target probability"])
+    assert at.query_params["lens_target"] == " the"
 
 
 def test_logit_lens_window_for_long_sequences(app_env, long_gpt2_dir, monkeypatch):

@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import json
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from streamlit.testing.v1 import AppTest
 
 import gptviz
 from gptviz.analysis import embeddings as emb
 from gptviz.analysis import lens
 from gptviz.plots import embeddings as emb_plots
 from gptviz.plots import pipeline
+from gptviz.ui.navigation import BY_KEY
+from page_helpers import chart, open_page, open_tab
 
-APP = Path(__file__).parent.parent / "app.py"
 PROMPT = "The cat sat on the mat. The cat 🤗 ran\n\tthere"
 LONG = "Once upon a time there was a little word. " * 40  # ~400 tokens: past both tiny contexts
 
@@ -214,37 +212,6 @@ def test_figures_build_fast_at_large_sizes():
 
 
 # ---- the pages in AppTest ------------------------------------------------------------------------
-def page_path(stem: str) -> str:
-    """The page's path as app.py routes it (relative to app.py)."""
-    match = re.search(rf'st\.Page\("([^"]*\b{stem}\.py)"', APP.read_text())
-    assert match, f"app.py routes no page {stem}.py"
-    return match.group(1)
-
-
-def open_page(stem: str, model_label: str | None = None, prompt: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page(page_path(stem))
-    at.run()
-    if model_label is not None:
-        at.selectbox(key="model").set_value(model_label)
-        at.run()
-    if prompt is not None:
-        at.text_area(key="prompt").set_value(prompt)
-        at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart(at: AppTest, key: str) -> dict:
-    (found,) = [c for c in at.get("plotly_chart") if c.proto.id and key in c.proto.id]
-    return json.loads(found.proto.spec)
-
-
-def chart_specs(at: AppTest) -> list[str]:
-    return [c.proto.spec for c in at.get("plotly_chart")]
-
-
 @pytest.mark.parametrize("stem", ["overview", "tokens", "embeddings"])
 @pytest.mark.parametrize("which", ["gpt2", "llama"])
 def test_page_handles_many_prompts(app_env, stem, which):
@@ -253,7 +220,7 @@ def test_page_handles_many_prompts(app_env, stem, which):
         at.text_area(key="prompt").set_value(prompt)
         at.run()
         assert not at.exception, (prompt, at.exception)
-        assert at.title[0].value == stem.capitalize()
+        assert at.title[0].value == BY_KEY[stem].title
         if not prompt.strip():
             assert "empty" in at.info[0].value
             continue
@@ -332,18 +299,22 @@ def test_embeddings_widgets_change_the_charts(app_env):
     at.run()
     assert chart(at, "emb_heatmap") != heat
     assert "position embedding" in chart(at, "emb_heatmap")["layout"]["title"]["text"]
+    assert not at.get("plotly_chart") or "emb_cosine" not in [c.key for c in at.get("plotly_chart")]  # lazy tabs
+    open_tab(at, "emb_tab", "How alike")
     cos = chart(at, "emb_cosine")
     pca_before = chart(at, "emb_pca")
     at.selectbox(key="emb_vectors").set_value("residual after layer 1")
     at.run()
     assert chart(at, "emb_cosine") != cos and chart(at, "emb_pca") != pca_before
     assert "residual after layer 1" in chart(at, "emb_cosine")["layout"]["title"]["text"]
+    open_tab(at, "emb_tab", "Position table")
     assert "emb_pos_pca" in " ".join(c.proto.id for c in at.get("plotly_chart"))
 
 
 def test_embeddings_llama_explains_rotary_and_windows_long_prompts(app_env, tiny_llama):
-    at = open_page("embeddings", app_env["llama"], LONG)
+    at = open_tab(open_page("embeddings", app_env["llama"], LONG), "emb_tab", "Position table")
     assert any("rotary" in i.value for i in at.info)
+    open_tab(at, "emb_tab", "Input vectors")
     assert not at.radio  # only the token embedding: no position matrix to pick
     n_ctx = tiny_llama.config.n_ctx
     y0 = chart(at, "emb_heatmap")["data"][0]["y"]
@@ -358,6 +329,6 @@ def test_embeddings_llama_explains_rotary_and_windows_long_prompts(app_env, tiny
 
 def test_embeddings_single_token_prompt(app_env):
     for which in ("gpt2", "llama"):
-        at = open_page("embeddings", app_env[which], "Hi")
+        at = open_tab(open_page("embeddings", app_env[which], "Hi"), "emb_tab", "How alike")
         assert any("at least 2 tokens" in i.value for i in at.info)
         assert chart(at, "emb_cosine")["data"][0]["z"]

@@ -10,7 +10,7 @@ from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
 from gptviz.ui.navigation import PAGES, link
 from gptviz.ui.settings import DEFAULT_PROMPT, SETTINGS
 from gptviz.ui.store import ModelRegistry, Run, RunKey, TraceStore, computed, derived, local_model_dirs, of_model
-from gptviz.ui.view import MAX_VIEW_TOKENS, View, ablation_setting, max_tokens, set_generated, view
+from gptviz.ui.view import MAX_VIEW_TOKENS, View, ablation_setting, cut_to_context, max_tokens, set_generated, view
 from gptviz.ui.widgets import (
     bits,
     chart,
@@ -37,8 +37,8 @@ from gptviz.ui.widgets import (
 __all__ = [
     "DEFAULT_ALLOW_MODELS", "DEFAULT_PROMPT", "MAX_VIEW_TOKENS", "ModelRegistry", "PAGES", "PAGES_BY_KEY",
     "Run", "RunKey", "SETTINGS", "TraceStore", "View", "ablation_setting", "allowed_models", "bits", "chart",
-    "choose_state", "clamp_state", "code", "components_input", "computed", "derived", "download_csv", "explain",
-    "fmt_bytes", "focus", "fragment", "link", "local_model_dirs", "matrix_frame", "max_tokens", "model_choices",
-    "of_model", "parse_exact", "position", "position_input", "sections", "set_components", "set_generated",
-    "toggle_component", "token_input", "view", "window_note",
+    "choose_state", "clamp_state", "code", "components_input", "computed", "cut_to_context", "derived",
+    "download_csv", "explain", "fmt_bytes", "focus", "fragment", "link", "local_model_dirs", "matrix_frame",
+    "max_tokens", "model_choices", "of_model", "parse_exact", "position", "position_input", "sections",
+    "set_components", "set_generated", "toggle_component", "token_input", "view", "window_note",
 ]

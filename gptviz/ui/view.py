@@ -188,6 +188,15 @@ def knock_out_setting(model: GPT) -> tuple | None:
     return (tuple(components), ablation_setting()) if components else None
 
 
+def cut_to_context(model: GPT, ids, room: int) -> tuple[tuple[int, ...], int]:
+    """(the last prompt ids that fit in `room` tokens, how many were dropped from the start); a BOS
+    the tokenizer puts first stays first."""
+    ids = list(ids)
+    bos = ids[:1] if model.tokenizer.add_bos and len(ids) > 1 else []
+    n_dropped = max(0, len(ids) - room)
+    return tuple(bos + ids[len(bos) + n_dropped:]), n_dropped
+
+
 def _prompt_ids(name: str, model: GPT) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
     """(prompt ids that fit, tokens dropped from the start, generated ids); stops the page with a
     message when there is nothing to read."""
@@ -209,9 +218,7 @@ def _prompt_ids(name: str, model: GPT) -> tuple[tuple[int, ...], int, tuple[int,
     if len(generated) >= n_ctx:  # e.g. from a hand-edited link: keep room for one prompt token
         st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit in {n_ctx:,} tokens.")
         generated = generated[: n_ctx - 1]
-    bos = ids[:1] if model.tokenizer.add_bos and len(ids) > 1 else []  # kept when the oldest tokens go
-    n_dropped = max(0, len(ids) - (n_ctx - len(generated)))
-    prompt_ids = tuple(bos + ids[len(bos) + n_dropped:])
+    prompt_ids, n_dropped = cut_to_context(model, ids, n_ctx - len(generated))
     if n_dropped:
         reads = (f"{name} reads at most {n_ctx:,}" if n_ctx == model.config.n_ctx else
                  f"the sidebar's limit is {n_ctx:,} tokens (raise it up to {name}'s context of "
