@@ -268,7 +268,7 @@ def main() -> None:
     v = ui.view()
     T = v.trace.n_tokens
     labels = token_labels(v.trace.tokens)
-    for name, tab in ui.sections("attn_tab", list(SECTIONS)):
+    for name, tab in ui.sections("attention"):
         with tab:
             SECTIONS[name](v, T, labels)
 

@@ -158,7 +158,7 @@ def main() -> None:
     st.markdown("*Which vectors does the model start from, and how alike are your tokens?*")
     v = ui.view()
     start, stop = window_of(v.trace.n_tokens)
-    for name, tab in ui.sections("emb_tab", list(SECTIONS)):
+    for name, tab in ui.sections("embeddings"):
         with tab:
             SECTIONS[name](v, start, stop)
 

@@ -465,7 +465,7 @@ def main() -> None:
     start, stop = window_of(T, position)
     st.markdown(f"Layer **{v.layer}** of {v.model.config.n_layer} (sidebar)"
                 + (f"; views over tokens show {start}–{stop - 1} of {T:,}." if stop - start < T else "."))
-    for name, tab in ui.sections("block_tab", list(SECTIONS)):
+    for name, tab in ui.sections("inside_block"):
         with tab:
             SECTIONS[name](v, position, start, stop)
 

@@ -44,13 +44,15 @@ def book_section(v: ui.View) -> None:
         f"{cfg.name or 'this model'} differs. The last column links to where the app shows that part with this "
         "model's numbers."
     )
-    query = urlencode(dict(st.query_params))
     lines = ["| component | the book's GPT-2 | " + md(cfg.name or "this model") + " | shown on |", "|---|---|---|---|"]
     for row in table.itertuples(index=False):
         mine = md(row[2])
-        target = ("./" if row.page == "overview" else f"./{row.page}") + (f"?{query}" if query else "") + (
+        page = ui.PAGES_BY_KEY[row.page]
+        tab = page.tab_of(row.anchor)
+        params = dict(st.query_params) | ({page.tab_setting: tab} if tab else {})
+        target = ("./" if row.page == "overview" else f"./{row.page}") + (f"?{urlencode(params)}" if params else "") + (
             f"#{row.anchor}" if row.anchor else "")
-        where = ui.PAGES_BY_KEY[row.page].title + (f" › {row.section}" if row.section else "")
+        where = page.title + (f" › {row.section}" if row.section else "")
         lines.append(f"| {md(row.component)} | {md(row[1])} | {f'**{mine}**' if row.differs else mine} | "
                      f"[{where}]({target}) |")
     st.markdown("\n".join(lines))

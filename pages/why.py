@@ -364,7 +364,7 @@ def main() -> None:
     position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
                                  f"0 to {T - 1}; the last position predicts the token after the text.")
     metric = metric_section(v, tr, position)
-    for name, tab in ui.sections("why_tab", list(SECTIONS)):
+    for name, tab in ui.sections("why"):
         with tab:
             SECTIONS[name](v, tr, metric)
 

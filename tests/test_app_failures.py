@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 import gptviz
 from gptviz.tokenizer import TokenizerError, tokenizer_from_hf_dir
+from gptviz.ui.navigation import BY_KEY
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PROMPT = "The cat sat on the mat because the mat was warm"
@@ -79,7 +80,7 @@ def test_broken_model_dirs_show_the_file_and_keep_the_last_model(app_env, broken
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", os.pathsep.join(dirs))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page("pages/attention.py")
+    at.switch_page(BY_KEY["attention"].file)
     at.session_state["prompt"] = PROMPT
     at.run()
     healthy = [c.proto.spec for c in at.get("plotly_chart")]
@@ -89,7 +90,7 @@ def test_broken_model_dirs_show_the_file_and_keep_the_last_model(app_env, broken
         assert not at.exception, (name, at.exception)
         errors = [e.value for e in at.error]
         assert len(errors) == 1 and str(file) in errors[0] and f"Could not load local: {name}" in errors[0], errors
-        assert any(f"Still showing **{app_env['gpt2']}**" in c.value for c in at.caption), name
+        assert any(f"**{app_env['gpt2']}** is shown" in i.value for i in at.main.info), name
         assert [c.proto.spec for c in at.get("plotly_chart")] == healthy, name  # same model, same views
         at.text_area(key="prompt").set_value(PROMPT + " again").run()  # the page still works
         assert not at.exception and len(at.error) == 1
@@ -113,7 +114,7 @@ def test_offline_uncached_gpt2_says_so_fast_and_the_app_keeps_working(offline_hu
     assert "gpt2-medium" in gptviz.MODEL_NAMES
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/tokens.py")
+    at.switch_page(BY_KEY["tokens"].file)
     at.session_state["prompt"] = PROMPT
     at.run()
     tokens_before = at.markdown.values
@@ -122,7 +123,7 @@ def test_offline_uncached_gpt2_says_so_fast_and_the_app_keeps_working(offline_hu
     pick_s = time.perf_counter() - start
     assert not at.exception, at.exception
     assert any("gpt2-medium** is not downloaded yet" in m.value for m in at.info)
-    assert any(f"Showing **{offline_hub['gpt2']}** meanwhile" in c.value for c in at.caption)
+    assert any(f"**{offline_hub['gpt2']}** is shown" in i.value for i in at.main.info)
     assert at.markdown.values == tokens_before  # the offline model still shows the prompt
     start = time.perf_counter()
     at.button(key="download").click().run()

@@ -8,7 +8,6 @@ the model's vocabulary lacks).
 """
 from __future__ import annotations
 
-import ast
 import math
 import os
 import unicodedata
@@ -23,6 +22,9 @@ from conftest import save_tiny_gpt2
 from gptviz import ui
 from gptviz.sampling import SamplingSettings, next_token_distribution
 from gptviz.tokenizer import TokenizerError
+from gptviz.ui import view_state
+from gptviz.ui.navigation import PAGES as NAV_PAGES
+from gptviz.ui.settings import DEFAULT_PROMPT, URL_TEXT_LIMIT
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 SMOLLM2 = "smollm2-135m"
@@ -53,18 +55,7 @@ def case(case_id: str) -> str:
     return dict(CASES)[case_id]
 
 
-def page_routes() -> dict[str, tuple[str, str]]:
-    """stem -> (page path, title) for every st.Page in app.py."""
-    routes = {}
-    for node in ast.walk(ast.parse(APP.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
-            path = node.args[0].value
-            title = next(k.value.value for k in node.keywords if k.arg == "title")
-            routes[Path(path).stem] = (path, title)
-    return routes
-
-
-PAGES = page_routes()
+PAGES = {page.key: (page.file, page.title) for page in NAV_PAGES}
 
 
 def as_sent_by_browser(text: str) -> str:
@@ -175,7 +166,7 @@ def check_cases(at: AppTest, stem: str, model, case_ids: list[str]) -> list[str]
         if at.session_state["prompt"] != typed:
             problems.append(f"{where}: the prompt in session state is not what was typed")
         in_url = at.query_params.get("prompt")
-        if in_url != (None if len(typed) > ui.URL_PROMPT_LIMIT else typed):  # a long prompt stays out of the URL
+        if in_url != (None if len(typed) > URL_TEXT_LIMIT or typed == DEFAULT_PROMPT else typed):  # long: out
             problems.append(f"{where}: the address bar holds {str(in_url)[:40]!r}…")
         if [t.value for t in at.title] != [PAGES[stem][1]]:
             problems.append(f"{where}: title {[t.value for t in at.title]}")
@@ -238,7 +229,7 @@ def test_a_megabyte_on_smollm2_is_cut_to_what_the_pages_show(smollm2_in_app):
 
 
 def test_the_view_limit_applies_to_every_model(app_env, monkeypatch):
-    monkeypatch.setattr(ui, "MAX_VIEW_TOKENS", 40)
+    monkeypatch.setattr(view_state, "MAX_VIEW_TOKENS", 40)
     at = open_app("next_token")
     at.text_area(key="prompt").set_value(case("over_context")).run()
     (cut,) = [w.value for w in at.warning]

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import gptviz
 from conftest import save_tiny_gpt2
 from gptviz import ui
+from gptviz.ui.store import RunKey
 from load_test import run_load_test
 
 
@@ -35,20 +36,20 @@ def test_an_unloaded_model_is_freed_with_its_traces(app_env, tiny_gpt2_dir, tmp_
     store = ui.TraceStore(budget_bytes=2**30, keep=registry.holds)  # wired as in ui.trace_store()
     names = [app_env["gpt2"], app_env["llama"], "local: third-gpt2"]
     first = registry.get(names[0])
-    store.get(names[0], first, (1, 2, 3))
+    store.get(RunKey(names[0], (1, 2, 3)), first)
     gone = weakref.ref(first)
     del first
     for name in names[1:]:
-        store.get(name, registry.get(name), (4, 5))
+        store.get(RunKey(name, (4, 5)), registry.get(name))
     gc.collect()
     assert gone() is None, "the unloaded model is still referenced"
     assert [registry.loaded(name) for name in names] == [False, True, True]
     again = registry.get(names[0])  # loads afresh, and its trace is computed afresh with it
-    assert store.get(names[0], again, (1, 2, 3)).model is again
+    assert store.get(RunKey(names[0], (1, 2, 3)), again).model is again
 
     # A trace computed by a copy that was unloaded while it ran is returned but not kept.
     stale = gptviz.load_model(str(tiny_gpt2_dir))
-    assert store.get(names[0], stale, (7, 8)).model is stale
+    assert store.get(RunKey(names[0], (7, 8)), stale).model is stale
     gone = weakref.ref(stale)
     del stale
     gc.collect()
@@ -57,8 +58,9 @@ def test_an_unloaded_model_is_freed_with_its_traces(app_env, tiny_gpt2_dir, tmp_
     # Without that check, a trace of another copy is still never served for this one.
     plain = ui.TraceStore(budget_bytes=2**30)
     old, new = gptviz.load_model(str(tiny_gpt2_dir)), gptviz.load_model(str(tiny_gpt2_dir))
-    plain.get("race", old, (7, 8))
-    assert plain.get("race", new, (7, 8)).model is new and plain.get("race", new, (7, 8, 9)).model is new
+    plain.get(RunKey("race", (7, 8)), old)
+    assert plain.get(RunKey("race", (7, 8)), new).model is new
+    assert plain.get(RunKey("race", (7, 8, 9)), new).model is new
 
 
 def test_a_loaded_model_is_served_while_another_one_loads(app_env, monkeypatch):

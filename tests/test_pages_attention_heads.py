@@ -48,9 +48,9 @@ def test_attention_widgets_change_the_figures(app_env):
     at.number_input(key="head").set_value(5)  # tiny llama: 6 query heads sharing 2 key/value heads
     run_ok(at)
     assert spec(at, "attn_pattern") != pattern
-    open_tab(at, "attn_tab", "Lines")
+    open_tab(at, "attention_tab", "Lines")
     lines = spec(at, "attn_lines")
-    open_tab(at, "attn_tab", "One query")
+    open_tab(at, "attention_tab", "One query")
     weights = spec(at, "attn_weights")
     assert len(data(at, "attn_weights")[0]["x"]) == at.session_state["_position_pick"] + 1  # the last token
     at.slider(key="_position_pick").set_value(3)
@@ -59,9 +59,9 @@ def test_attention_widgets_change_the_figures(app_env):
     assert len(data(at, "attn_weights")[0]["x"]) == 4  # keys 0..3
     assert any("token 3" in c.value and "picked" in c.value for c in at.caption)
     assert float(at.metric[0].value) < 1e-4  # the rebuilt z equals the model's
-    open_tab(at, "attn_tab", "Lines")
+    open_tab(at, "attention_tab", "Lines")
     assert spec(at, "attn_lines") != lines  # the picked query's lines are highlighted
-    open_tab(at, "attn_tab", "Step by step")
+    open_tab(at, "attention_tab", "Step by step")
     stages = spec(at, "attn_stages")
     at.select_slider(key="attn_stage_size").set_value(8)
     run_ok(at)
@@ -71,7 +71,7 @@ def test_attention_widgets_change_the_figures(app_env):
     run_ok(at)
     assert spec(at, "attn_stages") != stages and data(at, "attn_stages")[0]["x"][0].startswith("4·")
     assert any("rotary" in m.value for m in at.markdown)
-    open_tab(at, "attn_tab", "All heads")
+    open_tab(at, "attention_tab", "All heads")
     overview = spec(at, "attn_overview")
     at.selectbox(key="attn_pick_layer").set_value(0)
     run_ok(at)
@@ -81,19 +81,19 @@ def test_attention_widgets_change_the_figures(app_env):
     assert at.number_input(key="head").value == 2
     assert spec(at, "attn_overview") != overview  # the red focus frame moved
     assert data(at, "attn_overview")[2]["x"] == [0] and data(at, "attn_overview")[2]["y"] == [2]
-    assert at.query_params["attn_tab"] == "All heads" and at.query_params["position"] == "3"
+    assert at.query_params["attention_tab"] == "All heads" and at.query_params["position"] == "3"
 
 
 def test_attention_long_prompt_windows_and_position_clamp(app_env, monkeypatch):
     at = start("attention", app_env["gpt2"], LONG_PROMPT)
     assert any("left out" in w.value for w in at.warning)  # the prompt was cut to the context
-    open_tab(at, "attn_tab", "Lines")
+    open_tab(at, "attention_tab", "Lines")
     lines = spec(at, "attn_lines")
     assert len([t for t in data(at, "attn_lines") if t["mode"] == "markers+text"][0]["text"]) == 64
     at.slider(key="attn_lines_start").set_value(3)
     run_ok(at)
     assert spec(at, "attn_lines") != lines
-    open_tab(at, "attn_tab", "One query")
+    open_tab(at, "attention_tab", "One query")
     at.slider(key="_position_pick").set_value(120)
     run_ok(at)
     at.session_state["position"] = 120  # picked, then the prompt shrinks (a link could say so too)

@@ -3,7 +3,6 @@ and the figure builders of gptviz/plots/block.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +10,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from gptviz.plots import block as plots
+from gptviz.ui.navigation import BY_KEY, tab_labels
+from page_helpers import APP, chart, open_tab, run_ok
 
-APP = str(Path(__file__).parent.parent / "app.py")
+TAB = "inside_block_tab"
 PROMPT = "When Mary and John went to the store, John gave a drink to Mary"
 LONG_PROMPT = "the cat sat on the mat and " * 40  # ~280 tokens: past both tiny models' context (128 and 160)
 PROMPTS = ["Hello", "A", "  \n", "", "naïve café 🤖 → 東京 ✨", LONG_PROMPT]
@@ -28,7 +29,7 @@ def start(model: str | None = None, prompt: str | None = PROMPT, **query) -> App
     for key, value in query.items():
         at.query_params[key] = value
     at.run()
-    at.switch_page("pages/inside_block.py")
+    at.switch_page(BY_KEY["inside_block"].file)
     if prompt is not None:
         at.session_state["prompt"] = prompt
     at.run()
@@ -38,16 +39,8 @@ def start(model: str | None = None, prompt: str | None = PROMPT, **query) -> App
     return at
 
 
-def run_ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def figure(at: AppTest, key: str) -> dict:
-    matches = [c for c in at.get("plotly_chart") if c.key == key]
-    assert len(matches) == 1, [c.key for c in at.get("plotly_chart")]
-    return json.loads(matches[0].proto.spec)
+    return chart(at, key)
 
 
 def chart_keys(at: AppTest) -> set[str]:
@@ -58,30 +51,50 @@ def downloads(at: AppTest) -> set[str]:
     return {b.proto.label for b in at.get("download_button")}
 
 
+def every_tab(at: AppTest) -> dict[str, list]:
+    """Open each tab in turn: what each drew (chart keys, subheaders, expanders, markdown, captions,
+    metrics, download labels), merged; the first tab is open again at the end."""
+    seen: dict[str, list] = {"charts": [], "subheaders": [], "expanders": [], "markdown": [], "captions": [],
+                             "metrics": [], "downloads": []}
+    for label in tab_labels("inside_block"):
+        open_tab(at, TAB, label)
+        seen["charts"] += [c.key for c in at.get("plotly_chart")]
+        seen["subheaders"] += [h.value for h in at.subheader]
+        seen["expanders"] += [e.label for e in at.expander]
+        seen["markdown"] += [m.value for m in at.markdown]
+        seen["captions"] += [c.value for c in at.caption]
+        seen["metrics"] += [(m.label, m.value) for m in at.metric]
+        seen["downloads"] += [b.proto.label for b in at.get("download_button") if "view" not in b.proto.label]
+    open_tab(at, TAB, tab_labels("inside_block")[0])
+    return seen
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_page_shows_every_step(app_env, family):
     at = start(app_env[family])
+    assert chart_keys(at) == {"block_norm_steps", "block_norm_depth"}  # lazy tabs: the open one only
+    seen = every_tab(at)
     expected = CHARTS | (LEARNED_CHARTS if family == "gpt2" else ROTARY_CHARTS)
-    assert chart_keys(at) == expected
-    assert len(downloads(at)) == len(expected) - 1  # the two bar charts are in other CSVs; + the norm table
+    assert set(seen["charts"]) == expected
+    assert len(set(seen["downloads"])) == len(expected) - 1  # the two bar charts are in other CSVs; + the norm table
     assert [t.value for t in at.title] == ["Inside a block"]
-    headings = [h.value for h in at.subheader]
+    headings = seen["subheaders"]
     assert headings[:6] == ["1. The norm before attention", "2. Attention: q, k, v in, the output projection out",
                             "3. The shortcut: what each sublayer adds to the residual stream",
                             "4. The feed-forward network (MLP)", "5. Positions", "6. Dropout (training only)"]
-    explained = " ".join(e.label for e in at.expander)
-    assert explained.count("What am I looking at?") == 6
-    text = " ".join(m.value for m in at.markdown)
+    assert " ".join(seen["expanders"]).count("What am I looking at?") == 6
+    text = " ".join(seen["markdown"])
     assert ("RMSNorm" in text) == (family == "llama")
     # the checks the page prints are tiny: its steps are the model's own numbers
-    captions = " ".join(c.value for c in at.caption)
+    captions = " ".join(seen["captions"])
     for phrase in ("model's own norm1(x)| over these tokens: ", "the model's|: ", "out_proj(concat)|: "):
         value = float(captions.split(phrase)[1].split()[0].rstrip("."))
         assert value < 1e-5, (phrase, value)
-    metrics = {m.label: m.value for m in at.metric}
+    metrics = dict(seen["metrics"])
     assert float(metrics["MLP from this token's vector alone vs the model's"]) < 1e-5
     assert float(metrics["attention from this token's vector alone vs the model's"]) > 1e-4
     # the concatenated heads: one row per token, nh · hs columns, nh - 1 head boundaries
+    open_tab(at, TAB, "Attention")
     concat = figure(at, "block_concat")
     n_head = 3 if family == "gpt2" else 6
     assert len([s for s in concat["layout"]["shapes"] if s.get("type") == "line"]) == n_head - 1
@@ -95,7 +108,7 @@ def test_page_runs_for_many_prompts(app_env, family):
         at.session_state["prompt"] = prompt
         run_ok(at)
         if prompt.strip():
-            assert CHARTS <= chart_keys(at), prompt
+            assert CHARTS <= set(every_tab(at)["charts"]), prompt
         else:
             assert any("empty" in info.value for info in at.info), prompt
     assert any("left out" in w.value for w in at.warning) or not at.warning
@@ -110,7 +123,7 @@ def test_page_on_other_architectures(app_env, case, tmp_path, monkeypatch):
     path = save_random(tmp_path / case, config_class, 0, **kwargs)
     monkeypatch.setenv("GPTVIZ_MODEL_DIRS", str(path))
     at = start(f"local: {case}", layer="0")
-    assert CHARTS | ROTARY_CHARTS == chart_keys(at)
+    assert CHARTS | ROTARY_CHARTS == set(every_tab(at)["charts"])
     places = at.radio(key="norm").options
     assert len(places) == (4 if case == "gemma3" else 2)
     if case == "gemma3":
@@ -118,6 +131,7 @@ def test_page_on_other_architectures(app_env, case, tmp_path, monkeypatch):
             at.radio(key="norm").set_value(which)
             run_ok(at)
             assert which in figure(at, "block_norm_steps")["layout"]["title"]["text"]
+    open_tab(at, TAB, "Attention")
     captions = " ".join(c.value for c in at.caption)
     assert float(captions.split("out_proj(concat)|: ")[1].split()[0].rstrip(".")) < 1e-5
     for layer in range(3):
@@ -132,17 +146,20 @@ def test_widgets_change_the_figures_and_the_url(app_env):
     run_ok(at)
     assert json.dumps(figure(at, "block_norm_steps")) != norm and at.query_params["norm"] == "norm2"
 
+    open_tab(at, TAB, "Shortcut")
     writes = figure(at, "block_writes")
     at.number_input(key="layer").set_value(1)
     run_ok(at)
     assert figure(at, "block_writes") != writes  # the focus frame moved to layer 1
 
+    open_tab(at, TAB, "MLP")
     logits = figure(at, "block_neuron_logits")
     at.number_input(key="neuron").set_value(7)
     run_ok(at)
     assert figure(at, "block_neuron_logits") != logits and at.query_params["neuron"] == "7"
     assert "Neuron 7 over the prompt" in " ".join(m.value for m in at.markdown)
 
+    open_tab(at, TAB, "Dropout")
     dropout = figure(at, "block_dropout")
     at.slider(key="dropout_p").set_value(0.5)
     run_ok(at)
@@ -152,24 +169,28 @@ def test_widgets_change_the_figures_and_the_url(app_env):
     run_ok(at)
     assert figure(at, "block_dropout") != after and at.query_params["dropout_seed"] == "3"
 
+    open_tab(at, TAB, "Positions")
     at.slider(key="n_positions").set_value(16)
     run_ok(at)
     assert np.asarray(figure(at, "block_sinusoid")["data"][0]["y"]).shape == (16,)
     assert at.query_params["n_positions"] == "16"
 
+    open_tab(at, TAB, "Shortcut")
     bars = figure(at, "block_shortcut_bars")
-    at.select_slider(key="position").set_value(2)
+    at.slider(key="_position_pick").set_value(2)
     run_ok(at)
     assert figure(at, "block_shortcut_bars") != bars and at.query_params["position"] == "2"
+    assert at.query_params[TAB] == "Shortcut"
 
 
 def test_settings_come_back_from_the_url(app_env):
     at = start(app_env["llama"], norm="norm2", neuron="11", n_positions="24", dropout_p="0.3", dropout_seed="5",
-               position="4", layer="1")
+               position="4", layer="1", inside_block_tab="MLP")
     state = at.session_state
     assert (state["norm"], state["neuron"], state["n_positions"], state["dropout_p"], state["dropout_seed"]) == (
         "norm2", 11, 24, 0.3, 5)
     assert "Neuron 11 over the prompt" in " ".join(m.value for m in at.markdown)
+    open_tab(at, TAB, "Norm")
     assert "layer 1" in figure(at, "block_norm_steps")["layout"]["title"]["text"]
 
 
@@ -179,6 +200,7 @@ def test_settings_come_back_from_the_url(app_env):
 ])
 def test_garbage_url_values_are_clamped(app_env, params):
     at = start(**params)
+    every_tab(at)
     state = at.session_state
     assert state["norm"] == "norm1"
     assert 0 <= state["neuron"] < 192 and 8 <= state["n_positions"] <= 128  # the tiny GPT-2: d_mlp 192, 128 positions
@@ -195,7 +217,7 @@ def test_overview_compares_with_the_book(app_env):
         (table,) = [m.value for m in at.markdown if m.value.startswith("| component | the book's GPT-2")]
         rows = table.splitlines()[2:]
         assert len(rows) == 15  # 14 components and the weights
-        assert "](./inside_block?" in table and "#ffn)" in table and "model=local" in table
+        assert "](./inside_block?" in table and "inside_block_tab=MLP#ffn)" in table and "model=local" in table
         norm_row = next(r for r in rows if r.startswith("| norm |"))
         assert ("**RMSNorm" in norm_row) == (family == "llama") and "LayerNorm" in norm_row
         assert "F32" in table and "Overview" in table

@@ -88,7 +88,7 @@ def test_position_is_clamped_when_the_prompt_shrinks(app_env):
 def test_the_position_follows_the_last_token_until_picked(app_env):
     """Edit the prompt on one page, open another: it explains the new last token, and says which."""
     at = open_page("attention", prompt="The cat sat on the mat")
-    open_tab(at, "attn_tab", "One query")
+    open_tab(at, "attention_tab", "One query")
     at.text_area(key="prompt").set_value("The cat sat on the mat and then it slept")
     rerun(at)
     at.switch_page(BY_KEY["next_token"].file)

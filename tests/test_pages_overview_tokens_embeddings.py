@@ -300,21 +300,21 @@ def test_embeddings_widgets_change_the_charts(app_env):
     assert chart(at, "emb_heatmap") != heat
     assert "position embedding" in chart(at, "emb_heatmap")["layout"]["title"]["text"]
     assert not at.get("plotly_chart") or "emb_cosine" not in [c.key for c in at.get("plotly_chart")]  # lazy tabs
-    open_tab(at, "emb_tab", "How alike")
+    open_tab(at, "embeddings_tab", "How alike")
     cos = chart(at, "emb_cosine")
     pca_before = chart(at, "emb_pca")
     at.selectbox(key="emb_vectors").set_value("residual after layer 1")
     at.run()
     assert chart(at, "emb_cosine") != cos and chart(at, "emb_pca") != pca_before
     assert "residual after layer 1" in chart(at, "emb_cosine")["layout"]["title"]["text"]
-    open_tab(at, "emb_tab", "Position table")
+    open_tab(at, "embeddings_tab", "Position table")
     assert "emb_pos_pca" in " ".join(c.proto.id for c in at.get("plotly_chart"))
 
 
 def test_embeddings_llama_explains_rotary_and_windows_long_prompts(app_env, tiny_llama):
-    at = open_tab(open_page("embeddings", app_env["llama"], LONG), "emb_tab", "Position table")
+    at = open_tab(open_page("embeddings", app_env["llama"], LONG), "embeddings_tab", "Position table")
     assert any("rotary" in i.value for i in at.info)
-    open_tab(at, "emb_tab", "Input vectors")
+    open_tab(at, "embeddings_tab", "Input vectors")
     assert not at.radio  # only the token embedding: no position matrix to pick
     n_ctx = tiny_llama.config.n_ctx
     y0 = chart(at, "emb_heatmap")["data"][0]["y"]
@@ -329,6 +329,6 @@ def test_embeddings_llama_explains_rotary_and_windows_long_prompts(app_env, tiny
 
 def test_embeddings_single_token_prompt(app_env):
     for which in ("gpt2", "llama"):
-        at = open_tab(open_page("embeddings", app_env[which], "Hi"), "emb_tab", "How alike")
+        at = open_tab(open_page("embeddings", app_env[which], "Hi"), "embeddings_tab", "How alike")
         assert any("at least 2 tokens" in i.value for i in at.info)
         assert chart(at, "emb_cosine")["data"][0]["z"]

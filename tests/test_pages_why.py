@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from test_pages_attention_heads import APP, LONG_PROMPT, data, run_ok, spec, start
+from gptviz.ui.navigation import BY_KEY
+from page_helpers import APP, data, open_tab, run_ok, spec
+from test_pages_attention_heads import LONG_PROMPT, start
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 SWAPPED = "When John and Mary went to the store, Mary gave a drink to"
@@ -51,21 +53,21 @@ def metric(at: AppTest, label_start: str) -> str:
 def test_page_shows_the_maps_for_both_families(app_env, family):
     at = start("why", app_env[family], PROMPT)
     assert at.title[0].value == "Why this token?"
-    keys = [c.key for c in at.get("plotly_chart")]
-    assert all(k in keys for k in MAPS), keys
-    heads, mlps = [t for t in data(at, "why_ablation_map") if t["type"] == "heatmap"]
+    assert [c.key for c in at.get("plotly_chart")] == ["why_dla_map", "why_dla_layers"]  # direct attribution at once
     L, nh = (3, 3) if family == "gpt2" else (2, 6)
-    assert z_shape(heads) == (L, nh) and z_shape(mlps) == (L, 1) and mlps["x"] == ["MLP"]
     assert z_shape(data(at, "why_dla_map")[0]) == (L, nh)
     assert float(metric(at, "Difference")) < 1e-4  # the shares add up to the logit
-    assert "Knocking out these heads hurts" in texts(at) or "No single head" in texts(at)
     assert metric(at, "Metric: log-probability")
+    open_tab(at, "why_tab", "Ablation map")
+    heads, mlps = [t for t in data(at, "why_ablation_map") if t["type"] == "heatmap"]
+    assert z_shape(heads) == (L, nh) and z_shape(mlps) == (L, 1) and mlps["x"] == ["MLP"]
+    assert "Knocking out these heads hurts" in texts(at) or "No single head" in texts(at)
     assert [b.label for b in at.get("download_button") if "ablation_map" in b.label]
-    assert len(at.expander) >= 5  # a "What am I looking at?" note per section
+    assert len(at.expander) >= 3  # a "What am I looking at?" note per section
 
 
 def test_target_and_contrast_picking(app_env):
-    at = start("why", app_env["gpt2"], PROMPT)
+    at = open_tab(start("why", app_env["gpt2"], PROMPT), "why_tab", "Ablation map")
     ablation = spec(at, "why_ablation_map")
     at.text_input(key="why_target").set_value("Mary")
     run_ok(at)
@@ -91,8 +93,31 @@ def test_target_and_contrast_picking(app_env):
     assert any("tokens for this tokenizer" in c.value for c in at.caption)
 
 
+def test_maps_are_computed_once_per_view_metric_and_kind(app_env, monkeypatch):
+    """The ablation map reruns the model 300 times on SmolLM2: computed once per (run, metric, ablation)
+    and reused when only the display changes (another tab, the gradient toggle, another page and back)."""
+    from gptviz.analysis import attribution
+
+    calls = []
+    real = attribution.ablation_map
+    monkeypatch.setattr(attribution, "ablation_map", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    at = open_tab(start("why", app_env["gpt2"], PROMPT), "why_tab", "Ablation map")
+    at.toggle(key="why_gradient").set_value(True)
+    run_ok(at)
+    open_tab(at, "why_tab", "Direct attribution")
+    open_tab(at, "why_tab", "Ablation map")
+    at.switch_page(BY_KEY["attention"].file)
+    run_ok(at)
+    at.switch_page(BY_KEY["why"].file)
+    run_ok(at)
+    assert len(calls) == 1
+    at.radio(key="ablation").set_value("mean")
+    run_ok(at)
+    assert len(calls) == 2 and calls[1][1] == "mean"
+
+
 def test_ablation_kind_and_gradient_estimate(app_env):
-    at = start("why", app_env["llama"], PROMPT)
+    at = open_tab(start("why", app_env["llama"], PROMPT), "why_tab", "Ablation map")
     zero = spec(at, "why_ablation_map")
     at.radio(key="ablation").set_value("mean")
     run_ok(at)
@@ -107,7 +132,7 @@ def test_ablation_kind_and_gradient_estimate(app_env):
 
 
 def test_knock_out_set_before_after_and_every_page(app_env):
-    at = start("why", app_env["gpt2"], PROMPT)
+    at = open_tab(start("why", app_env["gpt2"], PROMPT), "why_tab", "Knock out a set")
     assert any("set is empty" in i.value for i in at.info)
     at.session_state["layer"], at.session_state["head"] = 1, 2
     run_ok(at)
@@ -115,46 +140,58 @@ def test_knock_out_set_before_after_and_every_page(app_env):
     run_ok(at)
     at.button(key="why_add_mlp").click()
     run_ok(at)
-    assert at.multiselect(key="why_knockout_pick").value == ["L1H2", "L1 MLP"]
-    assert at.session_state["knockout"] == "L1H2,L1 MLP" and param(at, "knockout") == "L1H2,L1 MLP"
+    assert at.text_input(key="knockout").value == "L1H2, L1 MLP" and param(at, "knockout") == "L1H2, L1 MLP"
     assert "why_compare" in [c.key for c in at.get("plotly_chart")]
     assert float(metric(at, "KL(before")) > 0
     before, after = data(at, "why_compare")
     assert before["name"] == "before" and len(before["y"]) == len(after["y"]) >= 10
-    at.multiselect(key="why_knockout_pick").set_value(["L0H0"])
+    at.text_input(key="knockout").set_value("L0H0")
     run_ok(at)
-    assert at.session_state["knockout"] == "L0H0"
     at.toggle(key="knockout_view").set_value(True)
     run_ok(at)
-    assert param(at, "knockout_view") == "True"
-    at.switch_page("pages/next_token.py")
+    assert param(at, "knockout_view") == "true"
+    at.switch_page(BY_KEY["next_token"].file)
     run_ok(at)
-    assert any("knocked out" in w.value for w in at.sidebar.warning)
+    assert any("Knocked-out run" in w.value and "L0H0" in w.value for w in at.main.warning)
     at.button(key="knockout_off").click()
     run_ok(at)
-    assert not any("knocked out" in w.value for w in at.sidebar.warning)
+    assert not any("Knocked-out run" in w.value for w in at.main.warning)
     assert at.session_state["knockout"] == "L0H0"  # the set stays; only the switch went off
+
+
+def test_typed_head_names_knock_out_exactly_one_head(app_env):
+    """"L1H2" knocks out head 2 of layer 1 and nothing else (a multiselect once took every fuzzy match)."""
+    at = open_tab(start("why", app_env["gpt2"], PROMPT), "why_tab", "Knock out a set")
+    at.text_input(key="knockout").set_value("L1H2")
+    run_ok(at)
+    assert at.session_state["knockout"] == "L1H2"
+    assert "L1H2 knocked out" in json.loads(spec(at, "why_compare"))["layout"]["title"]["text"]
+    at.text_input(key="knockout").set_value("L1H2, L1H22, L1 mlp")
+    run_ok(at)
+    assert at.session_state["knockout"] == "L1H2, L1 MLP, L1H22"
+    assert any("`L1H22`" in w.value for w in at.warning)
 
 
 def test_knocked_out_run_from_a_link(app_env):
     """Everything lives in the URL: a link with a knock-out set and the switch on shows that run."""
     at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params.update({"model": app_env["llama"], "knockout": "L1H5,L0 MLP,junk,L9H9", "knockout_view": "True",
+    at.query_params.update({"model": app_env["llama"], "knockout": "L1H5,L0 MLP,junk,L9H9", "knockout_view": "true",
                             "ablation": "half", "why_target": "Mary", "prompt": PROMPT})
     at.run()
-    at.switch_page("pages/logit_lens.py")
+    at.switch_page(BY_KEY["logit_lens"].file)
     run_ok(at)
-    assert any("L1H5, L0 MLP knocked out (zero ablation)" in w.value for w in at.sidebar.warning)
-    at.switch_page("pages/why.py")
+    assert any("L1H5, L0 MLP knocked out (zero ablation)" in w.value for w in at.main.warning)
+    at.switch_page(BY_KEY["why"].file)
     run_ok(at)
-    assert at.multiselect(key="why_knockout_pick").value == ["L1H5", "L0 MLP"]
-    assert at.radio(key="ablation").value == "zero"
+    assert at.session_state["ablation"] == "zero"  # "half" is not an ablation: left out
     assert at.text_input(key="why_target").value == "Mary"
     assert any("always starts from the plain run" in c.value for c in at.caption)
+    open_tab(at, "why_tab", "Knock out a set")
+    assert any("`junk`" in w.value and "`L9H9`" in w.value for w in at.warning)
 
 
 def test_patching_with_a_name_swap_and_bad_corruptions(app_env):
-    at = start("why", app_env["llama"], PROMPT)
+    at = open_tab(start("why", app_env["llama"], PROMPT), "why_tab", "Patching")
     assert any("Suggest a name swap" in i.value for i in at.info)
     at.button(key="why_swap").click()
     run_ok(at)
@@ -182,7 +219,7 @@ def test_patching_with_a_name_swap_and_bad_corruptions(app_env):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_long_empty_and_short_prompts(app_env, family):
-    at = start("why", app_env[family], LONG_PROMPT)
+    at = open_tab(start("why", app_env[family], LONG_PROMPT), "why_tab", "Ablation map")
     assert any("left out" in w.value for w in at.warning)
     assert "why_ablation_map" not in [c.key for c in at.get("plotly_chart")]  # long: waits for the switch
     at.toggle(key="why_compute").set_value(True)
@@ -191,10 +228,10 @@ def test_long_empty_and_short_prompts(app_env, family):
     at.session_state["prompt"] = "   "
     run_ok(at)
     assert any("empty" in i.value for i in at.info)
-    at.session_state["prompt"] = "Hi"
+    at.session_state["prompt"] = "Hi there"
     run_ok(at)
     assert "why_ablation_map" in [c.key for c in at.get("plotly_chart")]
-    at.number_input(key="position").set_value(0)
+    at.number_input(key="_position_pick").set_value(0)
     run_ok(at)
     assert "after token 0" in texts(at)
 
@@ -207,10 +244,10 @@ def test_entry_points_on_next_token_and_attention(app_env):
     run_ok(at)
     (link,) = [p for p in at.get("page_link") if "Which heads" in p.proto.label]
     assert "␣Mary" in link.proto.label
-    at.switch_page("pages/why.py")
+    at.switch_page(BY_KEY["why"].file)
     run_ok(at)
     assert metric(at, "Target") == "␣Mary"
-    at.switch_page("pages/attention.py")
+    at.switch_page(BY_KEY["attention"].file)
     run_ok(at)
     assert [p for p in at.get("page_link") if "Why this token" in p.proto.label]
-    assert json.loads(spec(at, "attn_overview"))  # the page itself is unchanged
+    assert json.loads(spec(at, "attn_pattern"))  # the page itself is unchanged

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import gptviz
 from gptviz import ui
+from gptviz.ui.store import model_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -115,7 +116,7 @@ def test_the_scan_leaves_safe_calls_alone(snippet):
 def test_no_pickle_loading_anywhere_in_the_project():
     files = python_files()
     names = {str(p.relative_to(ROOT)) for p in files}
-    assert {"app.py", "gptviz/weights/gguf.py", "gptviz/ui.py", "pages/attention.py", "bench/bench.py"} <= names
+    assert {"app.py", "gptviz/weights/gguf.py", "gptviz/ui/store.py", "pages/attention.py", "bench/bench.py"} <= names
     assert not any(".venv" in name for name in names)
     found = [hit for p in files for hit in unpickling_calls(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
     assert found == []
@@ -140,7 +141,7 @@ def test_a_model_path_in_the_url_falls_back_to_the_default(app_env, tiny_gpt2_di
     load = gptviz.load_model
     monkeypatch.setattr(gptviz, "load_model", lambda source, progress=None: (
         sources.append(source), load(source, progress=progress))[1])
-    ui.model_registry.clear()  # an empty registry: every load is seen
+    model_registry.clear()  # an empty registry: every load is seen
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["model"] = asked
     at.run()

@@ -10,7 +10,15 @@ from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
 from gptviz.ui.navigation import PAGES, link
 from gptviz.ui.settings import DEFAULT_PROMPT, SETTINGS
 from gptviz.ui.store import ModelRegistry, Run, RunKey, TraceStore, computed, derived, local_model_dirs, of_model
-from gptviz.ui.view import MAX_VIEW_TOKENS, View, ablation_setting, cut_to_context, max_tokens, set_generated, view
+from gptviz.ui.view_state import (
+    MAX_VIEW_TOKENS,
+    View,
+    ablation_setting,
+    cut_to_context,
+    max_tokens,
+    set_generated,
+    view,
+)
 from gptviz.ui.widgets import (
     bits,
     chart,

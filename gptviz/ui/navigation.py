@@ -13,6 +13,16 @@ class PageInfo:
     key: str  # the file's stem and the URL path
     title: str
     icon: str  # a Material icon, drawn from Streamlit's own bundled font (no download)
+    tabs: tuple[tuple[str, str], ...] = ()  # (label, anchor) of the page's lazy tabs, the first open by default
+
+    @property
+    def tab_setting(self) -> str | None:
+        """The setting (and URL parameter) that holds the open tab."""
+        return f"{self.key}_tab" if self.tabs else None
+
+    def tab_of(self, anchor: str) -> str | None:
+        """The label of the tab that holds `anchor`."""
+        return next((label for label, a in self.tabs if a == anchor), None)
 
     @property
     def file(self) -> str:
@@ -22,13 +32,20 @@ class PageInfo:
 PAGES = (
     PageInfo("overview", "Overview", ":material/account_tree:"),
     PageInfo("tokens", "Tokens", ":material/text_fields:"),
-    PageInfo("embeddings", "Embeddings", ":material/scatter_plot:"),
-    PageInfo("attention", "Attention", ":material/visibility:"),
-    PageInfo("inside_block", "Inside a block", ":material/view_agenda:"),
+    PageInfo("embeddings", "Embeddings", ":material/scatter_plot:",
+             (("Input vectors", "input-vectors"), ("How alike", "how-alike"), ("Position table", "position-table"))),
+    PageInfo("attention", "Attention", ":material/visibility:",
+             (("Pattern", "pattern"), ("Step by step", "stages"), ("One query", "one-query"), ("Lines", "lines"),
+              ("All heads", "all-heads"))),
+    PageInfo("inside_block", "Inside a block", ":material/view_agenda:",
+             (("Norm", "norm"), ("Attention", "attention-output"), ("Shortcut", "shortcut"), ("MLP", "ffn"),
+              ("Positions", "positions"), ("Dropout", "dropout"))),
     PageInfo("next_token", "Next token", ":material/casino:"),
     PageInfo("compare_heads", "Compare heads", ":material/compare:"),
     PageInfo("logit_lens", "Logit lens", ":material/layers:"),
-    PageInfo("why", "Why this token?", ":material/psychology_alt:"),
+    PageInfo("why", "Why this token?", ":material/psychology_alt:",
+             (("Direct attribution", "direct-attribution"), ("Ablation map", "ablation-map"),
+              ("Knock out a set", "knock-out"), ("Patching", "patching"))),
     PageInfo("attention_at_scale", "Attention at scale", ":material/trending_up:"),
 )
 ICON = str(Path(__file__).parent.parent / "data" / "icon.png")  # the favicon, served by the app (no font CDN)
@@ -40,6 +57,10 @@ def navigation() -> st.navigation:
     """app.py's router over PAGES (the first is the default, at the app's root URL)."""
     return st.navigation([st.Page(p.file, title=p.title, icon=p.icon, url_path=p.key, default=p.key == DEFAULT_PAGE)
                           for p in PAGES])
+
+
+def tab_labels(key: str) -> list[str]:
+    return [label for label, _ in BY_KEY[key].tabs]
 
 
 def link(key: str, label: str | None = None, help: str | None = None) -> None:

@@ -11,6 +11,8 @@ from typing import Iterable
 
 import streamlit as st
 
+from gptviz.ui.navigation import PAGES
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -104,14 +106,12 @@ SETTINGS: tuple[Setting, ...] = tuple(
     )
     + _settings(
         "embeddings",
-        ("emb_tab", str, "Input vectors", "How alike"),
         ("emb_start", int, 0, 3, {"bounds": (0, 10**7)}),
         ("emb_matrix", str, None, "position embedding (wpe)"),
         ("emb_vectors", str, None, "after block 0"),
     )
     + _settings(
         "attention",
-        ("attn_tab", str, "Pattern", "Step by step"),
         ("attn_boost", bool, False, True),
         ("attn_window", bool, False, True),
         ("attn_win_start", int, None, 1, {"bounds": (0, 10**7)}),
@@ -122,7 +122,6 @@ SETTINGS: tuple[Setting, ...] = tuple(
     )
     + _settings(
         "inside_block",
-        ("block_tab", str, "Norm", "MLP"),
         ("norm", str, "norm1", "norm2"),
         ("neuron", int, 0, 5, {"bounds": (0, 10**7)}),
         ("n_positions", int, None, 16, {"bounds": (1, 10**7)}),
@@ -159,7 +158,6 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("why_target_pick", str, None, " Mary"),
         ("why_contrast", str, "", "John"),
         ("why_contrast_pick", str, None, " John"),
-        ("why_tab", str, "Direct attribution", "Ablation map"),
         ("why_gradient", bool, False, True),
         ("why_compute", bool, False, True),
         ("corrupt", str, "", "When John and Mary went to the store, Mary gave a drink to", {"long": True}),
@@ -169,6 +167,8 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("scale_budget", int, 60, 30, {"bounds": (1, 600)}),
     )
 )
+SETTINGS += tuple(Setting(page.tab_setting, str, page.tabs[0][0], page.tabs[-1][0], where=page.key,
+                          choices=tuple(label for label, _ in page.tabs)) for page in PAGES if page.tabs)
 BY_KEY = {s.key: s for s in SETTINGS}
 
 

@@ -12,6 +12,8 @@ from gptviz.analysis.attribution import token_choices
 from gptviz.config import GPTConfig
 from gptviz.interventions import MLP, Component, component_label, parse_components
 from gptviz.plots.common import show_whitespace
+from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
+from gptviz.ui.navigation import tab_labels
 from gptviz.ui.settings import save_url
 
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -78,12 +80,14 @@ def choose_state(key: str, options: Sequence, default) -> None:
         st.session_state[key] = default
 
 
-def sections(key: str, names: Sequence[str]) -> list[tuple[str, object]]:
-    """Lazy tabs: the (name, tab container) of the open tab only, so a page draws just what is on
-    screen; switching tabs reruns the page. The open tab is the setting `key` (in the URL)."""
-    choose_state(key, names, names[0])
-    tabs = st.tabs(list(names), key=key, on_change="rerun")
-    return [(name, tab) for name, tab in zip(names, tabs) if tab.open]
+def sections(page: str) -> list[tuple[str, object]]:
+    """The page's lazy tabs (as the page registry lists them): the (label, tab container) of the open
+    one only, so a page draws just what is on screen; switching tabs reruns the page. The open tab
+    is the page's tab setting (in the URL)."""
+    key, labels = PAGES_BY_KEY[page].tab_setting, tab_labels(page)
+    choose_state(key, labels, labels[0])
+    tabs = st.tabs(labels, key=key, on_change="rerun")
+    return [(label, tab) for label, tab in zip(labels, tabs) if tab.open]
 
 
 def fragment(draw: Callable) -> Callable:
