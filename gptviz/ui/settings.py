@@ -107,8 +107,8 @@ SETTINGS: tuple[Setting, ...] = tuple(
     + _settings(
         "embeddings",
         ("emb_start", int, 0, 3, {"bounds": (0, 10**7)}),
-        ("emb_matrix", str, None, "position embedding (wpe)"),
-        ("emb_vectors", str, None, "after block 0"),
+        ("emb_matrix", str, None, "position embedding"),
+        ("emb_vectors", str, None, "residual after layer 1"),
     )
     + _settings(
         "attention",
@@ -229,24 +229,31 @@ def save_url() -> None:
         st.query_params.from_dict(params)
 
 
-def view_file(ids: Iterable[int]) -> bytes:
-    """The view as a JSON file: every setting (long texts included) and the token ids they give."""
-    return json.dumps({"gptviz_view": VIEW_FILE_VERSION, "settings": current(), "ids": list(ids)},
+def view_file(values: dict, ids: Iterable[int]) -> bytes:
+    """A view as a JSON file: settings (as current() gives them, long texts included) and the token
+    ids they give."""
+    return json.dumps({"gptviz_view": VIEW_FILE_VERSION, "settings": values, "ids": list(ids)},
                       ensure_ascii=False, indent=1).encode()
 
 
-def open_view_file(data: bytes) -> tuple[list[str], list[int]]:
-    """Apply a view file's settings: (keys left out, the ids it recorded). ValueError with what is
-    wrong for a file that is not a gptviz view."""
+def read_view_file(data: bytes) -> tuple[dict, list[int]]:
+    """(settings, ids) of a view file; ValueError saying what is wrong for one that is not a gptviz view."""
     try:
         content = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"This is not a gptviz view file (not JSON: {err}).") from None
     if not isinstance(content, dict) or content.get("gptviz_view") != VIEW_FILE_VERSION:
-        raise ValueError("This is not a gptviz view file: it has no \"gptviz_view\": 1 entry.")
+        raise ValueError('This is not a gptviz view file: it has no "gptviz_view": 1 entry.')
     values, ids = content.get("settings", {}), content.get("ids", [])
     if not isinstance(values, dict) or not isinstance(ids, list):
-        raise ValueError("This view file is damaged: \"settings\" must be an object and \"ids\" a list.")
-    for key in [s.key for s in SETTINGS if s.key not in values and s.key != "model"]:
-        st.session_state.pop(key, None)  # what the file does not name is at its default
-    return apply(values), [int(i) for i in ids if isinstance(i, int)]
+        raise ValueError('This view file is damaged: "settings" must be an object and "ids" a list.')
+    return values, [i for i in ids if isinstance(i, int)]
+
+
+def open_view(values: dict) -> list[str]:
+    """Make a view file's settings the session's (what it does not name goes back to its default);
+    the keys left out as invalid."""
+    for setting in SETTINGS:
+        if setting.key not in values and setting.key != "model":
+            st.session_state.pop(setting.key, None)
+    return apply(values)

@@ -105,11 +105,11 @@ def _open_view_file() -> None:
     if upload is None:
         return
     try:
-        skipped, ids = settings.open_view_file(upload.getvalue())
+        values, ids = settings.read_view_file(upload.getvalue())
     except ValueError as err:
         st.session_state["_view_file_error"] = str(err)
         return
-    st.session_state["_view_file_opened"] = (upload.name, skipped, ids)
+    st.session_state["_view_file_opened"] = (upload.name, settings.open_view(values), ids)
 
 
 def max_tokens(model: GPT) -> int:
@@ -165,7 +165,8 @@ def _view_file_box(ids: tuple[int, ...]) -> None:
     """Save the whole view (long prompt included) as a .json file, or open one."""
     state = st.session_state
     with st.sidebar.expander("Save or open this view"):
-        st.download_button("Download this view (.json)", settings.view_file(ids), file_name="gptviz-view.json",
+        st.download_button("Download this view (.json)", settings.view_file(settings.current(), ids),
+                           file_name="gptviz-view.json",
                            mime="application/json", key="view_file_download", on_click="ignore",
                            help="Every setting, the whole prompt and its token ids: open it here to get this view "
                                 "back, also when the prompt is too long for a link.")
