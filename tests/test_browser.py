@@ -13,17 +13,15 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from app_server import serve
+from gptviz.ui.navigation import PAGES as NAV_PAGES
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox"
-PAGES = ["overview", "tokens", "embeddings", "attention", "inside_block", "next_token", "compare_heads", "logit_lens",
-         "attention_at_scale"]
-PAGE_TITLES = {"overview": "Overview", "tokens": "Tokens", "embeddings": "Embeddings", "attention": "Attention",
-               "inside_block": "Inside a block", "next_token": "Next token", "compare_heads": "Compare heads",
-               "logit_lens": "Logit lens", "attention_at_scale": "Attention at scale", "why": "Why this token?"}
+PAGES = [page.key for page in NAV_PAGES if page.key != "why"]  # Why this token? has a test of its own
+PAGE_TITLES = {page.key: page.title for page in NAV_PAGES}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +68,11 @@ def open_page(page: Page, name: str) -> None:
     settle(page)
 
 
+def open_tab(page: Page, label: str) -> None:
+    page.get_by_role("tab", name=label, exact=True).click()
+    settle(page)
+
+
 def shoot(page: Page, name: str, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(directory / f"{name}.png"))
@@ -91,19 +94,27 @@ def test_type_prompt_see_attention_sample_token(app_url, page, tmp_path):
     expect(page.locator(".js-plotly-plot text", has_text="brown").first).to_be_attached()
     shoot(page, "attention", shots)
 
+    # the position rule: a prompt edited on Attention, then Next token explains the new last token
+    prompt.fill(PROMPT + " jumps")
+    prompt.press("Control+Enter")
+    settle(page)
     open_page(page, "next_token")
+    expect(page.locator("body")).to_contain_text("the last token (the position follows the end of the text)")
+    expect(page.locator('[data-testid="stCaptionContainer"]', has_text="the last token").first).to_contain_text(
+        "␣jumps")
     sidebar = page.locator('[data-testid="stSidebar"]')
     expect(sidebar).not_to_contain_text("generated token")
-    page.get_by_role("button", name="Sample next token").click()
+    page.get_by_role("button", name="Sample 1 token").click()
     settle(page)
     expect(sidebar).to_contain_text("1 generated token appended")
     shoot(page, "next_token", shots)
 
-    open_page(page, "inside_block")  # its figures: the norm's steps first, the dropout view last
-    for title in ("norm1 of layer 0", "The 9 heads' context vectors", "hidden activations: tokens × neurons",
-                  "the same q and k at different positions", "training view: dropout"):
+    open_page(page, "inside_block")  # a tab per step: the norm first, dropout last
+    for tab, title in (("Norm", "norm1 of layer 0"), ("Attention", "The 9 heads' context vectors"),
+                       ("Positions", "the same q and k at different positions"),
+                       ("Dropout", "training view: dropout"), ("MLP", "hidden activations: tokens × neurons")):
+        open_tab(page, tab)
         expect(page.locator(".js-plotly-plot text", has_text=title).first).to_be_attached()
-    expect(page.locator(".js-plotly-plot")).to_have_count(19)
     shoot(page, "inside_block", shots)
     neurons = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="hidden activations")).first
     neurons.scroll_into_view_if_needed()
@@ -150,8 +161,9 @@ def test_local_attention_and_the_repo_box(browser, tmp_path_factory, tmp_path):
         settle(page)
         open_page(page, "attention")
         expect(page.locator("h3", has_text="(a local layer)")).to_be_visible()
-        expect(page.locator(".js-plotly-plot text", has_text="global").first).to_be_attached()  # overview ticks
         shoot(page, "attention_local", shots)
+        open_tab(page, "All heads")
+        expect(page.locator(".js-plotly-plot text", has_text="global").first).to_be_attached()  # overview ticks
         box = page.get_by_placeholder("owner/name, e.g. Qwen/Qwen2.5-0.5B")
         box.fill("someone/huge-model")
         box.press("Enter")
@@ -190,6 +202,9 @@ def test_why_this_token_names_heads_and_knocks_one_out(app_url, page, tmp_path):
     settle(page, timeout_ms=180_000)
     page.locator('[data-testid="stSidebarNav"]').get_by_text(PAGE_TITLES["why"], exact=True).click()
     page.wait_for_url("**/why**")
+    settle(page)
+    expect(page.locator(".js-plotly-plot text", has_text="Direct share").first).to_be_attached()  # at once
+    open_tab(page, "Ablation map")
     settle(page, timeout_ms=300_000)  # the ablation map: 300 reruns of SmolLM2
     body = page.locator("body")
     expect(body).to_contain_text("hurts ␣Mary most: L23H3")
@@ -204,6 +219,7 @@ def test_why_this_token_names_heads_and_knocks_one_out(app_url, page, tmp_path):
                           "height": bottom["y"] + bottom["height"] - top["y"] + 20})
     click_cell(page, ablation, 5, 1)  # head 5 of layer 1: it becomes the head in focus
     settle(page, timeout_ms=120_000)
+    open_tab(page, "Knock out a set")
     knock = page.get_by_role("button", name="Knock out L1H5 (the head in focus)")
     knock.click()
     settle(page, timeout_ms=120_000)
@@ -212,7 +228,8 @@ def test_why_this_token_names_heads_and_knocks_one_out(app_url, page, tmp_path):
     page.get_by_text("Show this knocked-out run on every page").click()
     settle(page)
     open_page(page, "next_token")
-    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("L1H5 knocked out (zero ablation)")
+    main = page.locator('[data-testid="stMain"]')
+    expect(main).to_contain_text("L1H5 knocked out (zero ablation)")  # a banner where people look
     page.get_by_role("button", name="Show the plain run").click()
     settle(page)
-    expect(page.locator('[data-testid="stSidebar"]')).not_to_contain_text("knocked out")
+    expect(main).not_to_contain_text("Knocked-out run")
