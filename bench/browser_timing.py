@@ -3,9 +3,11 @@
 Starts `streamlit run app.py` on port 8650 and measures, from the browser's side:
 - cold start: process spawned -> the default page fully rendered on the default model
   (the model is loaded on this first view);
-- prompt edit (warm): a new 64-token prompt committed on the Attention page -> the run
-  finished and the attention heatmap repainted (its heatmap image changed);
-- page switch with the trace cached: Attention -> Tokens, and Tokens -> Attention.
+- prompt edit (warm): a new 64-token prompt committed on the Attention page -> the heatmap
+  repainted (its image changed) -> the page settled; the same with one other CPU-bound process
+  running (a class's server is never idle);
+- a layer change in the sidebar, a sampling step on Next token -> settled;
+- page switch with the trace cached, to every page: first figure drawn, page settled.
 
 "Rendered" means: Streamlit's script state is notRunning, no stale element, no spinner, the
 page's title is there, every plotly chart has drawn its SVG; then two animation frames.
@@ -28,7 +30,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gptviz.ui.navigation import PAGES  # noqa: E402  (after the path, when run as a script)
+
 REPO = Path(__file__).resolve().parents[1]
+PAGE_TITLES = [page.title for page in PAGES if page.key != "tokens"]  # every page with a figure (Tokens has none)
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -108,14 +113,53 @@ def open_nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
 
 
+def timed(results: dict, name: str, action) -> None:
+    start = time.perf_counter()
+    action()
+    results.setdefault(name, []).append(time.perf_counter() - start)
+
+
+def edit_prompt(page, prompt, text: str, results: dict, label: str) -> None:
+    """Commit a new prompt on Attention: time to the heatmap repainted, and to the page settled."""
+    before = page.evaluate(f"({HEATMAP_JS})()")
+    prompt.fill(text)
+    start = time.perf_counter()
+    prompt.press("Control+Enter")
+    page.wait_for_function(f"(b) => ({HEATMAP_JS})() !== b", arg=before, timeout=300_000, polling="raf")
+    page.evaluate(TWO_FRAMES_JS)
+    results.setdefault(f"prompt edit -> heatmap repainted{label}", []).append(time.perf_counter() - start)
+    wait_rendered(page, "Attention")
+    results.setdefault(f"prompt edit -> page settled{label}", []).append(time.perf_counter() - start)
+
+
+def change_layer(page) -> None:
+    box = page.locator('[data-testid="stSidebar"] input[aria-label="Layer"]')
+    box.fill(str(1 - int(box.input_value() or 0) % 2))
+    box.press("Enter")
+    page.wait_for_timeout(50)
+    wait_rendered(page)
+
+
+def switch(page, title: str, results: dict) -> None:
+    """Open a page from the navigation (its trace cached): first figure drawn, page settled."""
+    start = time.perf_counter()
+    open_nav(page, title)
+    page.wait_for_function("(t) => { const h = document.querySelector('h1'); return h && h.textContent.includes(t) "
+                           "&& document.querySelector('.element-container:not([data-stale=true]) .js-plotly-plot "
+                           ".main-svg') }", arg=title,
+                           timeout=300_000, polling="raf")
+    first = time.perf_counter() - start
+    wait_rendered(page, title)
+    results.setdefault(f"switch to {title}: first figure", []).append(first)
+    results.setdefault(f"switch to {title}: settled", []).append(time.perf_counter() - start)
+
+
 def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     url = f"http://127.0.0.1:{port}"
     texts = prompts(repeats + 1)
-    results: dict[str, list[float]] = {"cold start: server healthy": [], "cold start: first view rendered": [],
-                                       "prompt edit -> heatmap repainted": [], "switch Attention -> Tokens": [],
-                                       "switch Tokens -> Attention (cached)": []}
+    results: dict[str, list[float]] = {"cold start: server healthy": [], "cold start: first view rendered": []}
     with sync_playwright() as p, open(log_path, "w") as log:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -139,27 +183,25 @@ def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = N
             prompt.press("Control+Enter")
             page.wait_for_function(f"() => ({HEATMAP_JS})()?.startsWith('{PROMPT_TOKENS}:')", timeout=300_000)
             wait_rendered(page, "Attention")
+            for busy in (False, True):
+                hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+                label = " (one other CPU-bound process)" if busy else ""
+                try:
+                    for text in texts[1:]:
+                        edit_prompt(page, prompt, text + (" busy" if busy else ""), results, label)
+                finally:
+                    if hog is not None:
+                        hog.kill()
             for text in texts[1:]:
-                before = page.evaluate(f"({HEATMAP_JS})()")
-                prompt.fill(text)
-                t1 = time.perf_counter()
-                prompt.press("Control+Enter")
-                page.wait_for_function(f"(b) => ({HEATMAP_JS})() !== b && ({RENDERED_JS})('Attention')", arg=before,
-                                       timeout=300_000, polling="raf")
-                page.evaluate(TWO_FRAMES_JS)
-                results["prompt edit -> heatmap repainted"].append(time.perf_counter() - t1)
-
-                t2 = time.perf_counter()
-                open_nav(page, "Tokens")
-                page.wait_for_url("**/tokens**")
-                wait_rendered(page, "Tokens")
-                t3 = time.perf_counter()
-                open_nav(page, "Attention")
-                page.wait_for_url("**/attention**")
-                wait_rendered(page, "Attention")
-                t4 = time.perf_counter()
-                results["switch Attention -> Tokens"].append(t3 - t2)
-                results["switch Tokens -> Attention (cached)"].append(t4 - t3)
+                timed(results, "layer changed in the sidebar -> settled", lambda: change_layer(page))
+                for title in PAGE_TITLES:
+                    switch(page, title, results)
+                switch(page, "Next token", results)
+                timed(results, "one sampling step -> settled", lambda: (
+                    page.get_by_role("button", name="Sample 1 token").click(), wait_rendered(page, "Next token")))
+                page.get_by_role("button", name="Back one step").click()
+                wait_rendered(page, "Next token")
+                switch(page, "Attention", results)
             errors = page.locator('[data-testid="stException"]').count()
             if screenshot:
                 page.screenshot(path=str(screenshot))

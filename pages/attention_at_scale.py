@@ -62,10 +62,11 @@ def main() -> None:
         f"In every layer each of the T tokens compares its query with the keys of all tokens: the scores "
         f"q·kᵀ are an ({nh}, T, T) matrix ({nh} heads, q of shape ({nh}, T, {hs})), then softmax, then a "
         f"weighted sum of the values. Each of the two products is T²·{hs} multiply-adds (2·T²·{hs} FLOPs) per "
-        f"head, so with {nh} heads **4·T²·d = 4·T²·{d}** FLOPs per layer: **O(T²·d)**. The projections "
+        f"head, so with {nh} heads **4·T²·nh·hs = 4·T²·{nh * hs:,}** FLOPs per layer: **O(T²·d)** (the attention "
+        f"width nh·hs = {nh}·{hs}" + (f", not d_model = {d}" if nh * hs != d else " = d_model") + "). The projections "
         f"(q, k, v, output) and the MLP cost the same for every token, {per_token:,} FLOPs per token per layer "
         f"here: **O(T·d²)**. "
-        f"So attention's share grows with T; they are equal at T = {per_token:,} / (4·{d}) ≈ "
+        f"So attention's share grows with T; they are equal at T = {per_token:,} / (4·{nh * hs:,}) ≈ "
         f"**{crossover:,.0f}** tokens for {v.model_name}"
         + (f" (its context is {config.n_ctx:,}, so within it attention never dominates by this count)."
            if crossover > config.n_ctx else f", inside its context of {config.n_ctx:,}.")

@@ -58,10 +58,43 @@ class Report:
     rss_peak_mb: float
     rss_end_anon_mb: float  # the end's VmRSS = private memory + mapped files (safetensors weights are mmapped)
     rss_end_file_mb: float
-    round_s_median: float
+    round_s_median: float  # p50 of prompt typed -> its tokens shown
+    round_s_p95: float
     round_s_max: float
+    stagger_s: float  # sessions arrive spread over this many seconds
+    server_cpu_s: float  # CPU seconds the server used while the sessions ran
+    browser_cpu_s: float  # CPU seconds the browsers used (measured apart: they share this machine)
     failures: list[str]
     per_session: list[dict]
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU seconds of these processes so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> set[int]:
+    """root and every process below it."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += parents.get(pid, [])
+    return found
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -81,11 +114,14 @@ async def settle(page: Page, timeout_ms: float) -> None:
 
 
 async def run_session(browser: Browser, url: str, s: Session, rounds: int, first_round: asyncio.Barrier,
-                      timeout_ms: float) -> None:
+                      timeout_ms: float, delay_s: float) -> None:
+    await asyncio.sleep(delay_s)  # people arrive one after another, not all in the same millisecond
     context = await browser.new_context(viewport={"width": 1200, "height": 900})
     try:
         page = await context.new_page()
-        await page.goto(f"{url}/tokens?{urllib.parse.urlencode({'model': s.model})}", wait_until="domcontentloaded")
+        page.set_default_navigation_timeout(timeout_ms)
+        await page.goto(f"{url}/tokens?{urllib.parse.urlencode({'model': s.model})}", wait_until="domcontentloaded",
+                        timeout=timeout_ms)
         await settle(page, timeout_ms)
         for r in range(rounds):
             marker = f"M{s.index:02d}R{r}Q"
@@ -124,8 +160,9 @@ async def run_session(browser: Browser, url: str, s: Session, rounds: int, first
 
 
 async def drive(url: str, pid: int, sessions: list[Session], rounds: int, deadline_s: float,
-                timeout_ms: float) -> dict:
+                timeout_ms: float, stagger_s: float) -> dict:
     rss = {"idle": rss_mb(pid), "peak": rss_mb(pid)}
+    server_before = cpu_seconds(descendants(pid))
     first_round = asyncio.Barrier(len(sessions) + 1)
 
     async def watch_memory() -> None:
@@ -143,9 +180,14 @@ async def drive(url: str, pid: int, sessions: list[Session], rounds: int, deadli
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         watcher = asyncio.create_task(watch_memory())
+        server = descendants(pid)
+        browsers_before = cpu_seconds(descendants(os.getpid()) - server - {os.getpid()})
+        step = stagger_s / max(1, len(sessions) - 1)
         try:
             await asyncio.wait_for(asyncio.gather(
-                read_first_round(), *(run_session(browser, url, s, rounds, first_round, timeout_ms) for s in sessions)
+                read_first_round(),
+                *(run_session(browser, url, s, rounds, first_round, timeout_ms, i * step)
+                  for i, s in enumerate(sessions))
             ), timeout=deadline_s)
         except TimeoutError:
             for s in sessions:
@@ -153,6 +195,9 @@ async def drive(url: str, pid: int, sessions: list[Session], rounds: int, deadli
                     s.failure = f"session {s.index} ({s.model}): not done after {deadline_s:.0f} s"
         finally:
             watcher.cancel()
+            rss["server_cpu"] = cpu_seconds(descendants(pid)) - server_before
+            browsers = descendants(os.getpid()) - descendants(pid) - {os.getpid()}
+            rss["browser_cpu"] = cpu_seconds(browsers) - browsers_before
             await browser.close()
     rss["end"], rss["anon"], rss["file"] = rss_mb(pid), rss_mb(pid, "RssAnon"), rss_mb(pid, "RssFile")
     rss["peak"] = max(rss["peak"], rss["end"])
@@ -170,7 +215,7 @@ def tiny_model_dirs(root: Path) -> list[Path]:
 
 def run_load_test(sessions: int = 8, rounds: int = 2, deadline_s: float = 300, wait_timeout_s: float = 120,
                   model_dirs: list[Path] | None = None, include_default: bool = True,
-                  log_path: Path | None = None) -> Report:
+                  log_path: Path | None = None, stagger_s: float = 0.0) -> Report:
     """Start the app, drive `sessions` concurrent browser sessions for `rounds` prompts each, stop it."""
     with tempfile.TemporaryDirectory(prefix="gptviz-load-") as tmp:
         dirs = model_dirs or tiny_model_dirs(Path(tmp))
@@ -185,7 +230,7 @@ def run_load_test(sessions: int = 8, rounds: int = 2, deadline_s: float = 300, w
         plan = [Session(i, models[i % len(models)]) for i in range(sessions)]
         start = time.monotonic()
         with serve(env, log_path or Path(tmp) / "streamlit.log") as (url, pid):
-            rss = asyncio.run(drive(url, pid, plan, rounds, deadline_s, wait_timeout_s * 1000))
+            rss = asyncio.run(drive(url, pid, plan, rounds, deadline_s, wait_timeout_s * 1000, stagger_s))
         duration = time.monotonic() - start
     times = sorted(t for s in plan for t in s.seconds) or [float("nan")]
     failures = [s.failure for s in plan if s.failure]
@@ -193,7 +238,9 @@ def run_load_test(sessions: int = 8, rounds: int = 2, deadline_s: float = 300, w
         sessions=sessions, rounds=rounds, models=models, passed=not failures, duration_s=round(duration, 1),
         rss_idle_mb=round(rss["idle"]), rss_first_round_mb=round(rss["first_round"]), rss_end_mb=round(rss["end"]),
         rss_peak_mb=round(rss["peak"]), rss_end_anon_mb=round(rss["anon"]), rss_end_file_mb=round(rss["file"]),
-        round_s_median=times[len(times) // 2], round_s_max=times[-1],
+        round_s_median=times[len(times) // 2], round_s_p95=times[min(len(times) - 1, int(0.95 * len(times)))],
+        round_s_max=times[-1], stagger_s=stagger_s, server_cpu_s=round(rss["server_cpu"], 1),
+        browser_cpu_s=round(rss["browser_cpu"], 1),
         failures=failures, per_session=[asdict(s) for s in plan],
     )
 
@@ -207,9 +254,10 @@ def main() -> int:
     parser.add_argument("--model-dir", action="append", type=Path, help="HF model dirs (default: two tiny ones)")
     parser.add_argument("--no-default-model", action="store_true", help="only the --model-dir models")
     parser.add_argument("--log", type=Path, help="where the server's log goes (default: a temp file)")
+    parser.add_argument("--stagger", type=float, default=30, help="sessions arrive spread over this many seconds")
     args = parser.parse_args()
     report = run_load_test(args.sessions, args.rounds, args.deadline, args.wait_timeout, args.model_dir,
-                           not args.no_default_model, args.log)
+                           not args.no_default_model, args.log, args.stagger)
     print(json.dumps(asdict(report), indent=2))
     return 0 if report.passed else 1
 

@@ -223,7 +223,7 @@ def test_app_offline_uncached_repo_says_so(app_hub, hub_env, monkeypatch):
     go_offline(monkeypatch)
     at = tokens_page({"model": SHARDED})
     assert not at.exception and at.session_state["model"] == SHARDED
-    assert any(f"Showing **{app_hub['gpt2']}** meanwhile" in c.value for c in at.caption)
+    assert any(f"**{app_hub['gpt2']}** is shown" in i.value for i in at.main.info)
     at.button(key="download").click().run()
     (error,) = at.error.values
     assert "not in the Hugging Face cache" in error and "HF_HUB_OFFLINE" in error and hub_env.requests == []

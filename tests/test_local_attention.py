@@ -21,6 +21,7 @@ from gptviz.analysis import scaling
 from gptviz.plots import attention as PA
 from gptviz.plots import heads as PH
 from gptviz.plots import scale as PS
+from gptviz.ui.navigation import BY_KEY
 from test_fidelity import ARCH_CASES, save_random
 
 APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
@@ -237,10 +238,10 @@ def gemma_app(app_env, tmp_path, monkeypatch):
     return "local: tiny-gemma3"
 
 
-def page(path: str, prompt: str, layer: int = 0) -> AppTest:
+def page(key: str, prompt: str, layer: int = 0) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page(path)
+    at.switch_page(BY_KEY[key].file)
     at.session_state["prompt"] = prompt
     at.session_state["layer"] = layer
     return at.run()
@@ -254,14 +255,18 @@ def chart_specs(at: AppTest) -> dict[str, str]:
 
 
 def test_attention_page_explains_and_draws_the_window(gemma_app):
-    at = page("pages/attention.py", PROMPT, layer=0)
+    at = page("attention", PROMPT, layer=0)
     assert not at.exception, at.exception
     notes = " ".join(at.markdown.values)
     assert "Sliding window" in notes and "Layer 0 is local" in notes and "a window of 6 keys" in notes
     assert any("(a local layer)" in h.value for h in at.subheader)
-    charts = chart_specs(at)
-    assert "outside the window" in charts["attn_pattern"] and "beyond the window" in charts["attn_stages"]
-    assert json.loads(charts["attn_overview"])["layout"]["xaxis"]["ticktext"][:2] == ["L0<br>local", "L1<br>global"]
+    assert "outside the window" in chart_specs(at)["attn_pattern"]
+    at.session_state["attention_tab"] = "Step by step"
+    assert "beyond the window" in chart_specs(at.run())["attn_stages"]
+    at.session_state["attention_tab"] = "All heads"
+    overview = json.loads(chart_specs(at.run())["attn_overview"])
+    assert overview["layout"]["xaxis"]["ticktext"][:2] == ["L0<br>local", "L1<br>global"]
+    at.session_state["attention_tab"] = "Pattern"
     at.session_state["layer"] = 1  # the global layer
     at.run()
     assert not at.exception and "Layer 1 is global" in " ".join(at.markdown.values)
@@ -270,7 +275,7 @@ def test_attention_page_explains_and_draws_the_window(gemma_app):
 
 def test_pooled_view_and_full_resolution_window_show_the_window(gemma_app, monkeypatch):
     monkeypatch.setattr(PA, "MAX_CELLS", 8)  # make this prompt count as long
-    at = page("pages/attention.py", PROMPT, layer=0)
+    at = page("attention", PROMPT, layer=0)
     assert not at.exception, at.exception
     assert any("blocks" in c.value for c in at.caption)
     assert "outside the window" in chart_specs(at)["attn_pattern"]  # max-pooled blocks
@@ -279,8 +284,8 @@ def test_pooled_view_and_full_resolution_window_show_the_window(gemma_app, monke
     assert "outside the window" in chart_specs(at)["attn_pattern"]  # one cell per token
 
 
-@pytest.mark.parametrize("path,text", [("pages/compare_heads.py", "In a local layer only the queries i < 6"),
-                                       ("pages/attention_at_scale.py", "Local layers.")])
+@pytest.mark.parametrize("path,text", [("compare_heads", "In a local layer only the queries i < 6"),
+                                       ("attention_at_scale", "Local layers.")])
 def test_other_pages_with_local_layers(gemma_app, path, text):
     at = page(path, PROMPT)
     assert not at.exception, at.exception

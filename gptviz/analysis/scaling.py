@@ -101,7 +101,9 @@ def peak_allocated(fn: Callable[[], object]) -> int:
 
 
 def best_time(fn: Callable[[], object], min_total: float = 0.2, max_repeats: int = 10) -> float:
-    """Seconds of one call of fn: the fastest of up to max_repeats calls (stops after min_total s)."""
+    """Seconds of one call of fn: the fastest of up to max_repeats calls (stops after min_total s), after
+    one untimed call that warms up (allocations, kernel selection, caches)."""
+    fn()
     times: list[float] = []
     while len(times) < max_repeats and sum(times) < min_total:
         start = time.perf_counter()

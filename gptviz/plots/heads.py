@@ -101,8 +101,9 @@ def compare_patterns_figure(
     what = "weight" if edges is None else "max weight"
     cols = max(1, min(cols, len(patterns)))
     rows = math.ceil(len(patterns) / cols)
+    ticks = n <= 24  # token labels under each panel: the next row's titles need room below them
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.03,
-                        vertical_spacing=0.08 if rows > 1 else 0.0)
+                        vertical_spacing=(0.22 if ticks else 0.1) / rows * 2 if rows > 1 else 0.0)
     for i, (p, window) in enumerate(zip(patterns, windows)):
         future, outside = masked_blocks(cells, cells, window)
         z = np.asarray(p, dtype=np.float32)
@@ -115,11 +116,13 @@ def compare_patterns_figure(
         ), **at)
         if window is not None and (outside & np.isnan(z)).any():
             fig.add_trace(window_overlay(outside & np.isnan(z), labels, labels, window), **at)
-    fig.update_xaxes(type="category", showticklabels=n <= 24, tickfont_size=8)
+    fig.update_xaxes(type="category", showticklabels=ticks, tickfont_size=8)
     fig.update_yaxes(type="category", autorange="reversed", showticklabels=False, tickfont_size=8)
-    fig.update_yaxes(showticklabels=n <= 24, col=1)
+    fig.update_yaxes(showticklabels=ticks, col=1)
+    fig.update_annotations(font_size=12, yshift=4)  # the panel titles
     fig.update_layout(coloraxis=dict(colorscale=weight_colorscale(gamma), cmin=0.0, cmax=1.0, colorbar_title="weight"),
-                      height=60 + rows * 300, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="#f4f4f4")
+                      height=60 + rows * (340 if ticks else 300), margin=dict(l=10, r=10, t=40, b=10),
+                      plot_bgcolor="#f4f4f4")
     return fig
 
 
