@@ -50,17 +50,26 @@ def test_interventions_match_hooked_transformers(smollm2, smollm2_hf, clean):
         assert (ours.logits - ref).abs().max() <= TOL, kind
 
 
-def test_drastic_knock_outs_match_in_float64(smollm2, smollm2_hf, clean):
-    """Knocking out the first layers (MLP 0, L1H5) changes the run so much that float32 rounding,
-    amplified, reaches 1e-4 between the two implementations; in float64 they agree as closely as
-    the plain runs do."""
-    ours, hf = copy.deepcopy(smollm2).double(), copy.deepcopy(smollm2_hf).double()
+def test_drastic_knock_outs_match_hooked_transformers(smollm2, smollm2_hf, clean):
+    """Knocking out the first layers (MLP 0 makes SmolLM2's attention-sink activation) makes the run
+    amplify rounding 15-20x: the two implementations' float32 runs then differ by more than 1e-4. A
+    "float64" copy is no way out: transformers keeps RMSNorm and the attention softmax in float32
+    inside a float64 model (and both sides build rotary tables in float32), so even the plain
+    "float64" runs differ by ~3.5e-5, and the knocked-out ones passed or failed by CPU.
+
+    The yardstick instead: how far float32 rounding alone moves *our* knocked-out run (float32 vs a
+    float64 copy of our model). The two implementations may differ by at most three times that, or
+    TOL (1.2 times measured), and the yardstick must stay far below the knock-out's own effect, so a
+    wrong knock-out (another head, layer or ablation) still fails."""
+    ours64 = copy.deepcopy(smollm2).double()
     hs = smollm2.config.d_head
-    plain = (gptviz.trace(ours, clean.ids).logits - hf_logits(hf, clean.ids)).abs().max()
     for components, ablation in (([(0, "mlp"), (14, 2)], "mean"), ([(1, 5), (23, 3)], "zero")):
-        knocked = gptviz.trace(ours, clean.ids, ablate=components, ablation=ablation)
-        diff = (knocked.logits - hf_logits(hf, clean.ids, ablate_hooks(hf, components, ablation, hs))).abs().max()
-        assert diff <= TOL and diff <= 3 * plain, components
+        knocked = gptviz.trace(smollm2, clean.ids, ablate=components, ablation=ablation).logits
+        rounding = (knocked - gptviz.trace(ours64, clean.ids, ablate=components, ablation=ablation).logits).abs().max()
+        ref = hf_logits(smollm2_hf, clean.ids, ablate_hooks(smollm2_hf, components, ablation, hs))
+        effect = (knocked - clean.logits).abs().max()
+        assert (knocked - ref).abs().max() <= max(TOL, 3 * rounding), components
+        assert 3 * rounding < effect / 100, components
 
 
 def test_direct_logit_attribution_adds_up_to_the_logit(clean, mary_john):
