@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptviz.config import GPTConfig, Rope
-from gptviz.interventions import Interventions, LayerEdit
+from gptviz.edits import Interventions, LayerEdit
 
 if TYPE_CHECKING:
     from gptviz.tokenizer import Tokenizer

@@ -16,8 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gptviz import interventions as iv
-from gptviz.interventions import Ablation, Component, Interventions, Patch
+from gptviz.edits import Ablation, EditSource, Interventions, build
+from gptviz.labels import Component
 from gptviz.model import (
     GPT,
     ForwardRecord,
@@ -56,7 +56,7 @@ def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: b
 
 def trace(
     model: GPT, text_or_ids: str | Sequence[int], *, allow_special: bool = False,
-    ablate: Sequence[Component] = (), ablation: Ablation = "zero", patch: Patch | None = None,
+    ablate: Sequence[Component] = (), ablation: Ablation = "zero", patch: EditSource | None = None,
 ) -> "Trace":
     """Run the model once on a prompt and keep what every view needs.
 
@@ -68,10 +68,10 @@ def trace(
     ablate: components knocked out, (layer, head) or (layer, "mlp"); ablation "zero" sets
     their output to 0, "mean" to its mean over this run's positions. patch: copies activations
     of a clean run of a prompt with as many tokens into this one (gptviz.Patch(clean_trace,
-    [(site, layer, position or head), ...]), sites as in gptviz.interventions.SITES).
+    [(site, layer, position or head), ...]), sites as in gptviz.interventions.SITES; any EditSource).
     """
     ids = encode_prompt(model, text_or_ids, allow_special)
-    edits = iv.build(model.config, len(ids), ablate, ablation, patch)
+    edits = build(model.config, len(ids), ablate, ablation, patch)
     record = ForwardRecord()
     with torch.inference_mode():
         logits = model(torch.tensor([ids]), record=record, edits=edits)  # (1, T, vocab)

@@ -10,7 +10,7 @@ import transformers
 
 import gptviz
 from gptviz.analysis import attribution as at
-from gptviz.interventions import Interventions, LayerEdit
+from gptviz.edits import Interventions, LayerEdit
 from test_fidelity import ARCH_CASES, save_random
 from test_interventions import capture, layers_of, o_proj_of
 

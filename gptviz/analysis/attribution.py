@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gptviz.interventions import ABLATIONS, Ablation, Interventions, LayerEdit
+from gptviz.edits import ABLATIONS, Ablation, Interventions, LayerEdit
 from gptviz.model import GPT, LayerNorm, RMSNorm
 from gptviz.sampling import token_rank
 from gptviz.trace import Trace
