@@ -128,6 +128,11 @@ def _head(c: GPTConfig) -> str:
     return f"its own matrix ({c.vocab_size:,} × {c.d_model:,}){cap}"
 
 
+def _attention_scale(c: GPTConfig) -> str:
+    cap = f", then soft-capped: {softcap_text(c.attn_softcap)}" if c.attn_softcap is not None else ""
+    return f"q·kᵀ {scale_text(c)}{cap}"
+
+
 def _qk_norm(c: GPTConfig) -> str:
     if not c.qk_norm:
         return "none"
@@ -161,8 +166,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("attention heads", _heads, "attention"),
     Feature("key/value heads", _kv_heads, "attention"),
     Feature("q/k norm", _qk_norm, "attention"),
-    Feature("attention scale", lambda c: f"q·kᵀ {scale_text(c)}", "attention"),
-    Feature("score soft-cap", lambda c: softcap_text(c.attn_softcap), "attention"),
+    Feature("attention scale", _attention_scale, "attention"),
     Feature("sliding window", window_text, "attention"),
     Feature("MLP", _mlp, "inside_block", "ffn", "the MLP"),
     Feature("biases", _biases, "inside_block", "attention-output", "attention's output"),

@@ -206,8 +206,9 @@ def test_the_feature_table_names_each_new_feature(traces):
              for name, tr in traces.items()}
     assert "in parallel" in table["gpt_neox"]["where the norms are"]
     assert "first 4 of each head's 16" in table["gpt_neox"]["positions"] and "erf" in table["gpt_neox"]["MLP"]
-    assert table["gemma2"]["score soft-cap"].startswith("tanh(s / 2)")
+    assert "then soft-capped: tanh(s / 2)" in table["gemma2"]["attention scale"]
     assert "soft-capped" in table["gemma2"]["output head"]
     assert table["olmo2"]["where the norms are"].startswith("on each sublayer's output")
     assert "whole q and k projections" in table["olmo2"]["q/k norm"]
-    assert table["phi3"]["score soft-cap"] == "none" and "first 6 of each head's 10" in table["phi3"]["positions"]
+    assert "soft-capped" not in table["phi3"]["attention scale"]
+    assert "first 6 of each head's 10" in table["phi3"]["positions"]
