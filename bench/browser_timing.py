@@ -75,7 +75,8 @@ def prompts(n: int, length: int = PROMPT_TOKENS) -> list[str]:
     """n different prompts of `length` tokens for the app's default model (windows of one text)."""
     import gptviz
     from gptviz.loading import SMOLLM2
-    from gptviz.tokenizer import gpt2_tokenizer, smollm2_gguf_path, tokenizer_from_gguf
+    from gptviz.packages import smollm2_gguf_path
+    from gptviz.tokenizer import gpt2_tokenizer, tokenizer_from_gguf
 
     name = os.environ.get("GPTVIZ_DEFAULT_MODEL") or gptviz.default_model_name()
     tokenizer = tokenizer_from_gguf(smollm2_gguf_path()) if name == SMOLLM2 else gpt2_tokenizer()

@@ -69,7 +69,7 @@ def load_hf(source: str, attn: str = "sdpa"):
 
     quiet_transformers()
     if source == SMOLLM2:
-        from gptviz.tokenizer import smollm2_gguf_path
+        from gptviz.packages import smollm2_gguf_path
 
         path = smollm2_gguf_path()
         model = transformers.AutoModelForCausalLM.from_pretrained(

@@ -2,13 +2,16 @@
 fills in GPTConfig's named features, and where each of our weights lives in the checkpoint.
 
 Adding an architecture is one entry in ARCHITECTURES (plus its GGUF names in
-gptviz/weights/gguf.py if it comes as GGUF): the model reads only the features.
+gptviz/weights/gguf.py if it comes as GGUF): the model reads only the features. A checkpoint
+that fuses projections differently from ours says how to undo it (`rearrange`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Callable
+
+from torch import Tensor
 
 from gptviz.config import GPTConfig, Rope
 
@@ -32,6 +35,27 @@ GEMMA3_NAMES = LLAMA_NAMES | {
     "norm2": ("pre_feedforward_layernorm",),
     "post_mlp_norm": ("post_feedforward_layernorm",),
 }
+GEMMA2_NAMES = GEMMA3_NAMES  # the same modules; Gemma 2 has no q/k norms
+OLMO2_NAMES = {  # no norms before the sublayers: OLMo-2's only norms follow them
+    **{k: v for k, v in LLAMA_NAMES.items() if k not in ("norm1", "norm2")},
+    "post_attn_norm": ("post_attention_layernorm",),
+    "post_mlp_norm": ("post_feedforward_layernorm",),
+}
+PHI3_NAMES = LLAMA_NAMES | {  # fused projections, in our order: q, k, v rows; gate, then up rows
+    "attn.qkv": ("self_attn.qkv_proj",),
+    "mlp.fc_in": ("mlp.gate_up_proj",),
+}
+GPT_NEOX_NAMES = {
+    "tok_emb": ("gpt_neox.embed_in",),
+    "final_norm": ("gpt_neox.final_layer_norm",),
+    "lm_head": ("lm_head",),
+    "norm1": ("input_layernorm",),
+    "attn.qkv": ("attention.query_key_value",),  # rows per head: q, k, v of head 0, then head 1, ...
+    "attn.out_proj": ("attention.dense",),
+    "norm2": ("post_attention_layernorm",),
+    "mlp.fc_in": ("mlp.dense_h_to_4h",),
+    "mlp.fc_out": ("mlp.dense_4h_to_h",),
+}
 GPT2_NAMES = {
     "tok_emb": ("wte",),
     "pos_emb": ("wpe",),
@@ -51,7 +75,9 @@ class Architecture:
 
     features(hf) -> GPTConfig keyword arguments; names: our module -> HF modules;
     block_prefix: where block i's modules live in the checkpoint; transposed: modules stored
-    (in, out) (GPT-2's Conv1D); checkpoint_key: a key as stored -> as in `names` (None: skip).
+    (in, out) (GPT-2's Conv1D); checkpoint_key: a key as stored -> as in `names` (None: skip);
+    rearrange: module -> f(tensor, config) putting a fused checkpoint tensor's rows (weight or bias)
+    in our order, after concatenation and transposition (GPT-NeoX's per-head q, k, v).
     """
 
     model_types: tuple[str, ...]
@@ -62,6 +88,7 @@ class Architecture:
     checkpoint_key: Callable[[str, GPTConfig], str | None] = lambda key, config: (
         None if key.endswith("rotary_emb.inv_freq") or (key == "lm_head.weight" and config.tie_embeddings) else key
     )
+    rearrange: dict[str, Callable[[Tensor, GPTConfig], Tensor]] = field(default_factory=dict)
 
 
 def _gpt2_key(key: str, config: GPTConfig) -> str | None:
@@ -69,6 +96,20 @@ def _gpt2_key(key: str, config: GPTConfig) -> str | None:
     if key.endswith((".attn.bias", ".attn.masked_bias")) or key == "lm_head.weight":
         return None  # causal-mask buffers, and the head tied to wte
     return key
+
+
+def _gpt_neox_key(key: str, config: GPTConfig) -> str | None:
+    if key.endswith((".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")):
+        return None  # causal-mask and rotary buffers of older checkpoints
+    if key.startswith("embed_out."):  # the hub checkpoints' name of the output head
+        key = "lm_head." + key.removeprefix("embed_out.")
+    return None if key == "lm_head.weight" and config.tie_embeddings else key
+
+
+def _heads_interleaved_qkv(w: Tensor, config: GPTConfig) -> Tensor:
+    """GPT-NeoX's query_key_value rows (nh, 3, hs) (each head's q, k, v together) -> ours (3, nh, hs)
+    (all q rows, then all k, then all v); w: a weight (rows, C) or a bias (rows,)."""
+    return w.unflatten(0, (config.n_head, 3, config.d_head)).transpose(0, 1).flatten(0, 2)
 
 
 def _unsupported(hf: dict, what: str) -> ValueError:
@@ -154,10 +195,59 @@ def _mistral(hf: dict) -> dict:
     return _llama(hf) | dict(sliding_window=window, layer_types=types)
 
 
+def _rotary_pct(hf: dict) -> float:
+    """The fraction of each head's dimensions rotary turns: transformers 5's partial_rotary_factor, or
+    the older top-level partial_rotary_factor (Phi-3) / rotary_pct (GPT-NeoX)."""
+    params = hf.get("rope_parameters") or {}
+    return float(params.get("partial_rotary_factor", hf.get("partial_rotary_factor", hf.get("rotary_pct", 1.0))))
+
+
+def _gpt_neox(hf: dict) -> dict:
+    gelu = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+    if hf.get("hidden_act", "gelu") not in gelu:
+        raise _unsupported(hf, f"hidden_act={hf['hidden_act']!r}")
+    n_head = hf["num_attention_heads"]
+    bias = bool(hf.get("attention_bias", True))
+    theta = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rotary_emb_base", 10000.0))
+    return dict(
+        vocab_size=hf["vocab_size"], n_ctx=hf.get("max_position_embeddings", 2048), d_model=hf["hidden_size"],
+        n_layer=hf["num_hidden_layers"], n_head=n_head, n_kv_head=n_head, d_mlp=hf["intermediate_size"],
+        norm_eps=hf.get("layer_norm_eps", 1e-5), norm="layernorm", rope=_rope(hf, {"rope_theta": theta}),
+        rotary_pct=_rotary_pct(hf), mlp="gelu", gelu=gelu[hf.get("hidden_act", "gelu")], qkv_bias=bias,
+        out_bias=bias, mlp_bias=True, parallel_residual=bool(hf.get("use_parallel_residual", True)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), dropout=float(hf.get("hidden_dropout", 0.0)),
+    )
+
+
+def _gemma2(hf: dict) -> dict:
+    n_layer = hf["num_hidden_layers"]
+    types = _layer_types(hf, n_layer, lambda i: "sliding_attention" if (i + 1) % 2 else "full_attention")
+    return _llama(hf, "gelu_pytorch_tanh", "hidden_activation") | dict(
+        norm_offset=1.0, mlp="geglu", post_norms=True, embed_scale=math.sqrt(hf["hidden_size"]),
+        attn_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5, sliding_window=hf.get("sliding_window", 4096),
+        layer_types=types, n_ctx=hf.get("max_position_embeddings", 8192), **_softcaps(hf),
+    )
+
+
+def _phi3(hf: dict) -> dict:
+    window = hf.get("sliding_window")
+    types = ("sliding",) * hf["num_hidden_layers"] if window else ()
+    return _llama(hf) | dict(sliding_window=window, layer_types=types, rotary_pct=_rotary_pct(hf),
+                             tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+def _olmo2(hf: dict) -> dict:
+    return _llama(hf) | dict(qk_norm=True, qk_norm_scope="projection", pre_norms=False, post_norms=True,
+                             tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+def _softcaps(hf: dict) -> dict:
+    """Gemma's soft caps of the attention scores and the final logits (None: not capped)."""
+    cap = lambda key: float(hf[key]) if hf.get(key) is not None else None
+    return dict(attn_softcap=cap("attn_logit_softcapping"), final_softcap=cap("final_logit_softcapping"))
+
+
 def _gemma3(hf: dict) -> dict:
-    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
-        if hf.get(key):
-            raise _unsupported(hf, key)
     n_layer = hf["num_hidden_layers"]
     pattern = hf.get("sliding_window_pattern", 6)
     types = _layer_types(hf, n_layer, lambda i: "sliding_attention" if (i + 1) % pattern else "full_attention")
@@ -171,7 +261,7 @@ def _gemma3(hf: dict) -> dict:
         norm_offset=1.0, mlp="geglu", qk_norm=True, post_norms=True, embed_scale=math.sqrt(hf["hidden_size"]),
         attn_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5, sliding_window=hf.get("sliding_window", 4096),
         layer_types=types, rope=rope, rope_local=rope_local,
-        n_ctx=hf.get("max_position_embeddings", 131072),
+        n_ctx=hf.get("max_position_embeddings", 131072), **_softcaps(hf),
     )
 
 
@@ -183,6 +273,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "qwen3": Architecture(("qwen3",), _qwen3, LLAMA_NAMES),
     "mistral": Architecture(("mistral",), _mistral, LLAMA_NAMES),
     "gemma3": Architecture(("gemma3_text",), _gemma3, GEMMA3_NAMES),
+    "gemma2": Architecture(("gemma2",), _gemma2, GEMMA2_NAMES),
+    "gpt_neox": Architecture(("gpt_neox",), _gpt_neox, GPT_NEOX_NAMES, "gpt_neox.layers.{i}.",
+                             checkpoint_key=_gpt_neox_key, rearrange={"attn.qkv": _heads_interleaved_qkv}),
+    "phi3": Architecture(("phi3",), _phi3, PHI3_NAMES),
+    "olmo2": Architecture(("olmo2",), _olmo2, OLMO2_NAMES),
 }
 
 

@@ -1,8 +1,8 @@
 """Model hyper-parameters: the shapes, and each architectural feature by name.
 
-An architecture (GPT-2, Llama, Qwen, Mistral, Gemma 3) is a choice of these features, made
-once per Hugging Face ``model_type`` in ``gptviz/architectures.py``; the model, the trace and
-the pages read the features, never the architecture's name.
+An architecture (GPT-2, Llama, Qwen, Mistral, Gemma 2 and 3, GPT-NeoX, Phi-3, OLMo-2) is a choice
+of these features, made once per Hugging Face ``model_type`` in ``gptviz/architectures.py``; the
+model, the trace and the pages read the features, never the architecture's name.
 """
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from typing import Literal
 Norm = Literal["layernorm", "rmsnorm"]
 Positional = Literal["learned", "rotary"]
 MLPKind = Literal["gelu", "swiglu", "geglu"]
+Gelu = Literal["tanh", "exact"]
+QKNormScope = Literal["head", "projection"]
 LayerType = Literal["full", "sliding"]
 RopeScaling = Literal["default", "linear", "llama3"]
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONALS = ("learned", "rotary")
 MLP_KINDS = ("gelu", "swiglu", "geglu")
+GELUS = ("tanh", "exact")
+QK_NORM_SCOPES = ("head", "projection")
 LAYER_TYPES = ("full", "sliding")
 ROPE_SCALINGS = ("default", "linear", "llama3")
 
@@ -54,10 +58,19 @@ class GPTConfig:
       norm_offset     the norm scales by (norm_offset + weight): Gemma stores weight - 1
       positional      "learned" (a table added to the input) or "rotary" (q and k turned by position)
       rope            rotary frequencies; rope_local, if set, for the sliding-window layers
+      rotary_pct      the fraction of each head's dimensions rotary turns (the first ones; GPT-NeoX: 0.25),
+                      the rest pass unturned
       mlp             "gelu" (GELU(x W_in) W_out), "swiglu" / "geglu" (act(x W_gate) * (x W_up), then W_out)
+      gelu            the GELU of "gelu" / "geglu": "tanh" (the approximation GPT-2 and Gemma use) or "exact" (erf)
       qkv_bias, out_bias, mlp_bias   biases of the q/k/v, attention output and MLP projections
-      qk_norm         an RMSNorm over each head's q and k before rotary
+      qk_norm         a norm over q and k before rotary: over each head's (qk_norm_scope "head") or over
+                      the whole projection, all heads at once ("projection", OLMo-2)
+      pre_norms       norms on each sublayer's input (the usual pre-norm block; OLMo-2 has none)
       post_norms      norms on attention's and the MLP's outputs before they join the residual stream
+      parallel_residual  attention and the MLP both read the block's input and their outputs are added
+                      together (GPT-NeoX): x + attn(norm1(x)) + mlp(norm2(x)); else the MLP reads x + attn
+      attn_softcap    scores soft-capped after scaling, before the mask: tanh(s / c) · c (Gemma 2; None: not)
+      final_softcap   logits soft-capped the same way (Gemma 2; None: not)
       embed_scale     token embeddings are multiplied by this (Gemma: sqrt(d_model))
       attn_scale      scores are multiplied by this (0: 1 / sqrt(d_head))
       sliding_window  keys a sliding-window layer sees, its own position included
@@ -82,12 +95,19 @@ class GPTConfig:
     positional: Positional = "rotary"
     rope: Rope = field(default_factory=Rope)
     rope_local: Rope | None = None
+    rotary_pct: float = 1.0
     mlp: MLPKind = "swiglu"
+    gelu: Gelu = "tanh"
     qkv_bias: bool = False
     out_bias: bool = False
     mlp_bias: bool = False
     qk_norm: bool = False
+    qk_norm_scope: QKNormScope = "head"
+    pre_norms: bool = True
     post_norms: bool = False
+    parallel_residual: bool = False
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
     embed_scale: float = 1.0
     attn_scale: float = 0.0
     sliding_window: int | None = None
@@ -99,6 +119,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for value, allowed, what in (
             (self.norm, NORMS, "norm"), (self.positional, POSITIONALS, "positional"), (self.mlp, MLP_KINDS, "mlp"),
+            (self.gelu, GELUS, "gelu"), (self.qk_norm_scope, QK_NORM_SCOPES, "qk_norm_scope"),
         ):
             if value not in allowed:
                 raise ValueError(f"Unknown {what} {value!r}: use one of {allowed}.")
@@ -108,8 +129,14 @@ class GPTConfig:
             object.__setattr__(self, "d_head", self.d_model // self.n_head)
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}.")
-        if self.positional == "rotary" and self.d_head % 2:
-            raise ValueError(f"Rotary position embedding needs an even d_head, not {self.d_head}.")
+        if not 0 < self.rotary_pct <= 1:
+            raise ValueError(f"rotary_pct must be in (0, 1], not {self.rotary_pct}.")
+        if self.positional == "rotary" and (self.rotary_dims % 2 or not self.rotary_dims):
+            raise ValueError(f"Rotary position embedding needs an even number of turned dimensions, not "
+                             f"{self.rotary_dims} (d_head={self.d_head}, rotary_pct={self.rotary_pct}).")
+        for cap in (self.attn_softcap, self.final_softcap):
+            if cap is not None and not cap > 0:
+                raise ValueError(f"A soft cap must be positive (or None), not {cap}.")
         object.__setattr__(self, "layer_types", tuple(self.layer_types))
         if self.layer_types and len(self.layer_types) != self.n_layer:
             raise ValueError(f"layer_types lists {len(self.layer_types)} layers, the model has {self.n_layer}.")
@@ -122,6 +149,11 @@ class GPTConfig:
     def n_rep(self) -> int:
         """Query heads that share one key/value head (1 without grouped-query attention)."""
         return self.n_head // self.n_kv_head
+
+    @property
+    def rotary_dims(self) -> int:
+        """How many of each head's dimensions rotary turns: the first int(d_head · rotary_pct)."""
+        return int(self.d_head * self.rotary_pct)
 
     @property
     def scale(self) -> float:

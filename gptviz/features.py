@@ -48,6 +48,16 @@ def mlp_formula(config: GPTConfig) -> str:
     return "W_out · GELU(W_in · x)" if gate is None else f"W_out · ({gate}(W_gate · x) ⊙ (W_up · x))"
 
 
+def gelu_text(config: GPTConfig) -> str:
+    """Which GELU a GELU MLP uses: the tanh approximation (GPT-2, Gemma) or the exact erf form (GPT-NeoX)."""
+    return "GELU with erf (exact)" if config.gelu == "exact" else "GELU, tanh approximation"
+
+
+def softcap_text(cap: float | None) -> str:
+    """A soft cap in words: "none", or "tanh(s / c) · c, c = 50"."""
+    return "none" if cap is None else f"tanh(s / {cap:g}) · {cap:g}: squashed into (−{cap:g}, {cap:g})"
+
+
 def scale_text(config: GPTConfig) -> str:
     """What q·kᵀ is multiplied by: "/ √64", or the model's own factor."""
     return f"/ √{config.d_head}" if not config.attn_scale else f"· {config.scale:.4g}"
@@ -67,7 +77,9 @@ def _rope_text(config: GPTConfig) -> str:
         return f"θ = {rope.theta:g}{scaled}"
 
     local = f"; sliding-window layers {one(config.rope_local)}" if config.rope_local is not None else ""
-    return f"rotary (RoPE): q and k turned by position, {one(config.rope)}{local}; no position vector"
+    part = (f" (the first {config.rotary_dims} of each head's {config.d_head} dimensions; the rest unturned)"
+            if config.rotary_dims < config.d_head else "")
+    return f"rotary (RoPE): q and k turned by position{part}, {one(config.rope)}{local}; no position vector"
 
 
 def _positions(c: GPTConfig) -> str:
@@ -81,8 +93,10 @@ def _norm(c: GPTConfig) -> str:
 
 
 def _placement(c: GPTConfig) -> str:
-    post = "; and on each sublayer's output before the shortcut adds it" if c.post_norms else ""
-    return f"before attention and before the MLP (pre-norm), and a final norm{post}"
+    places = (["before attention and before the MLP (pre-norm)"] if c.pre_norms else []) + (
+        ["on each sublayer's output before the shortcut adds it"] if c.post_norms else [])
+    parallel = "; attention and the MLP read the same input, in parallel" if c.parallel_residual else ""
+    return f"{', and '.join(places)}, and a final norm{parallel}"
 
 
 def _heads(c: GPTConfig) -> str:
@@ -103,13 +117,27 @@ def _biases(c: GPTConfig) -> str:
 
 
 def _mlp(c: GPTConfig) -> str:
-    return f"{c.d_model:,} → {c.d_mlp:,} → {c.d_model:,}, {mlp_name(c)}: {mlp_formula(c)}"
+    gelu = f" ({gelu_text(c)})" if c.mlp != "swiglu" else ""
+    return f"{c.d_model:,} → {c.d_mlp:,} → {c.d_model:,}, {mlp_name(c)}: {mlp_formula(c)}{gelu}"
 
 
 def _head(c: GPTConfig) -> str:
+    cap = f"; logits soft-capped, {softcap_text(c.final_softcap)}" if c.final_softcap is not None else ""
     if c.tie_embeddings:
-        return f"tied: logits = x · W_Eᵀ, the token embedding ({c.vocab_size:,} × {c.d_model:,})"
-    return f"its own matrix ({c.vocab_size:,} × {c.d_model:,})"
+        return f"tied: logits = x · W_Eᵀ, the token embedding ({c.vocab_size:,} × {c.d_model:,}){cap}"
+    return f"its own matrix ({c.vocab_size:,} × {c.d_model:,}){cap}"
+
+
+def _attention_scale(c: GPTConfig) -> str:
+    cap = f", then soft-capped: {softcap_text(c.attn_softcap)}" if c.attn_softcap is not None else ""
+    return f"q·kᵀ {scale_text(c)}{cap}"
+
+
+def _qk_norm(c: GPTConfig) -> str:
+    if not c.qk_norm:
+        return "none"
+    scope = "each head's q and k" if c.qk_norm_scope == "head" else "the whole q and k projections (all heads at once)"
+    return f"{norm_name(c)} on {scope}"
 
 
 def _dropout(c: GPTConfig) -> str:
@@ -137,8 +165,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("embedding scale", lambda c: f"× {c.embed_scale:.4g}" if c.embed_scale != 1.0 else "none", "embeddings"),
     Feature("attention heads", _heads, "attention"),
     Feature("key/value heads", _kv_heads, "attention"),
-    Feature("q/k norm", lambda c: f"{norm_name(c)} on each head's q and k" if c.qk_norm else "none", "attention"),
-    Feature("attention scale", lambda c: f"q·kᵀ {scale_text(c)}", "attention"),
+    Feature("q/k norm", _qk_norm, "attention"),
+    Feature("attention scale", _attention_scale, "attention"),
     Feature("sliding window", window_text, "attention"),
     Feature("MLP", _mlp, "inside_block", "ffn", "the MLP"),
     Feature("biases", _biases, "inside_block", "attention-output", "attention's output"),

@@ -18,14 +18,8 @@ from torch import Tensor
 
 from gptviz.config import GPTConfig
 from gptviz.model import GPT
-from gptviz.tokenizer import (
-    Tokenizer,
-    TokenizerError,
-    gemma3_gguf_path,
-    smollm2_gguf_path,
-    tokenizer_from_gguf,
-    tokenizer_from_hf_dir,
-)
+from gptviz.packages import PackageError, gemma3_gguf_path, smollm2_gguf_path
+from gptviz.tokenizer import Tokenizer, tokenizer_from_gguf, tokenizer_from_hf_dir
 from gptviz.weights import (
     HUB_NAMES,
     Progress,
@@ -44,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
-# Models that run offline: a name -> where its package puts the GGUF (TokenizerError if not installed).
+# Models that run offline: a name -> where its package puts the GGUF (PackageError if not installed).
 PACKAGED_GGUF: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_gguf_path, GEMMA3: gemma3_gguf_path}
 MODEL_NAMES: tuple[str, ...] = (*HUB_NAMES, *PACKAGED_GGUF)
 # Shown wherever a model is offered whose licence asks for it.
@@ -54,7 +48,7 @@ LICENCE_NOTES = {GEMMA3: "Gemma 3 is provided under and subject to the Gemma Ter
 def _installed(name: str) -> bool:
     try:
         PACKAGED_GGUF[name]()
-    except TokenizerError:
+    except PackageError:
         return False
     return True
 

@@ -1,10 +1,13 @@
-"""The GPT itself: one model for every architecture gptviz runs (GPT-2, Llama, Qwen, Mistral, Gemma 3).
+"""The GPT itself: one model for every architecture gptviz runs (GPT-2, Llama, Qwen, Mistral,
+Gemma 2 and 3, GPT-NeoX, Phi-3, OLMo-2).
 
 Read top to bottom like the book: norms, rotary embedding, the attention primitive, attention,
 MLP, block, GPT. Architectures differ only in the features their GPTConfig names: the norm
 (LayerNorm or RMSNorm, Gemma's 1 + w), where position enters (a learned table added to the
-input, or rotary turning q and k), the MLP (GELU, SwiGLU, GeGLU), biases, q/k norms, norms
-after each sublayer, an embedding scale, the attention scale and sliding-window layers.
+input, or rotary turning all or part of q and k), the MLP (GELU, SwiGLU, GeGLU), biases, q/k
+norms (per head or over the whole projection), norms before and/or after each sublayer,
+sequential or parallel sublayers, an embedding scale, the attention scale, soft-capped scores
+and logits, and sliding-window layers.
 
 Nothing is ever stored on the modules during a forward pass: what a caller wants to keep
 (a trace, a KV cache) or change (interventions: heads knocked out, activations patched in)
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptviz.config import GPTConfig, Rope
-from gptviz.interventions import Interventions, LayerEdit
+from gptviz.edits import Interventions, LayerEdit
 
 if TYPE_CHECKING:
     from gptviz.tokenizer import Tokenizer
@@ -82,15 +85,21 @@ def rotary_frequencies(rope: Rope, d_head: int) -> Tensor:
     return inv_freq
 
 
-def rotary_cos_sin(positions: Tensor, d_head: int, rope: Rope) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotation angles, each (T, hs): pair i turns by position · frequency i."""
-    angles = positions.float()[:, None] * rotary_frequencies(rope, d_head)[None, :]  # (T, hs/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (T, hs)
+def rotary_cos_sin(positions: Tensor, rotary_dims: int, rope: Rope) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotation angles, each (T, r) for the r = rotary_dims turned dimensions
+    of a head (d_head unless the rotary is partial): pair i turns by position · frequency i."""
+    angles = positions.float()[:, None] * rotary_frequencies(rope, rotary_dims)[None, :]  # (T, r/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, r)
     return angles.cos(), angles.sin()
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate q or k (B, nh, T, hs) by position: first half of hs pairs with the second half."""
+    """Rotate q or k (B, nh, T, hs) by position: the first r = cos.shape[-1] dimensions of each head
+    turn, the first half of them paired with the second half; the other hs - r pass unchanged
+    (partial rotary, GPT-NeoX)."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat((apply_rotary(x[..., :r], cos, sin), x[..., r:]), dim=-1)
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
     return x * cos + rotated * sin
@@ -169,40 +178,55 @@ def attention_mask(
     return allowed
 
 
+def soft_cap(x: Tensor, cap: float | None) -> Tensor:
+    """tanh(x / cap) · cap: x squashed smoothly into (-cap, cap), nearly unchanged where |x| << cap
+    (Gemma 2's attention scores and logits); x itself for cap None."""
+    return x if cap is None else torch.tanh(x / cap) * cap
+
+
 def attention_scores(q: Tensor, k: Tensor) -> Tensor:
-    """Raw scores q·kᵀ for every head: q (nh, T_q, hs), k (n_kv, T_k, hs) -> (nh, T_q, T_k)."""
-    n_rep = q.shape[0] // k.shape[0]
+    """Raw scores q·kᵀ for every head: q (..., nh, T_q, hs), k (..., n_kv, T_k, hs) -> (..., nh, T_q, T_k)."""
+    n_rep = q.shape[-3] // k.shape[-3]
     if n_rep > 1:
-        k = k.repeat_interleave(n_rep, dim=0)  # query head h reads key head h // n_rep
+        k = k.repeat_interleave(n_rep, dim=-3)  # query head h reads key head h // n_rep
     return q @ k.transpose(-1, -2)
 
 
 def masked_scores(
-    raw_scores: Tensor, scale: float, window: int | None = None, *, query_pos: Tensor | None = None,
-    key_pos: Tensor | None = None,
+    raw_scores: Tensor, scale: float, window: int | None = None, *, softcap: float | None = None,
+    query_pos: Tensor | None = None, key_pos: Tensor | None = None,
 ) -> Tensor:
-    """raw (..., T_q, T_k) -> scores × scale, -inf where attention_mask forbids (a new tensor)."""
+    """raw (..., T_q, T_k) -> soft_cap(scores × scale, softcap), -inf where attention_mask forbids
+    (a new tensor)."""
     t_query, t_key = raw_scores.shape[-2:]
     mask = attention_mask(t_query, t_key, window, query_pos=query_pos, key_pos=key_pos)
-    return (raw_scores * scale).masked_fill_(~mask, float("-inf"))  # in place: one T×T copy fewer
+    capped = soft_cap(raw_scores * scale, softcap)
+    return capped.masked_fill_(~mask, float("-inf"))  # in place: one T×T copy fewer
 
 
 def attention_pattern(
-    raw_scores: Tensor, scale: float, window: int | None = None, *, query_pos: Tensor | None = None,
+    raw_scores: Tensor, scale: float, window: int | None = None, *, softcap: float | None = None,
+    query_pos: Tensor | None = None,
 ) -> Tensor:
-    """softmax(mask(scores · scale)) over keys: (..., T_q, T_k) -> same shape, rows sum to 1.
+    """softmax(mask(soft_cap(scores · scale))) over keys: (..., T_q, T_k) -> same shape, rows sum to 1.
 
     The same maths the fused kernel (attend) runs; tests check the two agree.
     """
-    return torch.softmax(masked_scores(raw_scores, scale, window, query_pos=query_pos), dim=-1)
+    return torch.softmax(masked_scores(raw_scores, scale, window, softcap=softcap, query_pos=query_pos), dim=-1)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, window: int | None = None) -> Tensor:
-    """Context vectors softmax(mask(q·kᵀ · scale)) · v by PyTorch's fused kernel.
+def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, window: int | None = None,
+           softcap: float | None = None) -> Tensor:
+    """Context vectors softmax(mask(soft_cap(q·kᵀ · scale))) · v.
 
     q (B, nh, T, hs); k, v (B, n_kv, T_k, hs), the last T of T_k positions querying -> (B, nh, T, hs).
-    The plain causal cases skip building a mask.
+    PyTorch's fused kernel runs it unless the scores are soft-capped, which no fused kernel does:
+    then the pattern is computed (attention_pattern) and applied to v. The plain causal cases
+    skip building a mask.
     """
+    if softcap is not None:
+        pattern = attention_pattern(attention_scores(q, k), scale, window, softcap=softcap)  # (B, nh, T, T_k)
+        return pattern @ v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)  # (B, nh, T, hs)
     T, t_key = q.shape[2], k.shape[2]
     mask, is_causal = None, False
     if window is not None and t_key > window:
@@ -224,19 +248,23 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with grouped-query heads (n_kv <= nh).
 
     One fused projection gives q, k, v; each query head h reads key/value head h // n_rep.
-    q and k may be normed per head (qk_norm) before rotary turns them. `window` is this
-    layer's sliding window (None: the whole past).
+    q and k may be normed (qk_norm: each head's alone, or the whole projection at once) before
+    rotary turns them. `window` is this layer's sliding window (None: the whole past); `softcap`
+    squashes the scaled scores before the mask (None: not).
     """
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         self.n_head, self.n_kv_head, self.d_head = config.n_head, config.n_kv_head, config.d_head
-        self.scale, self.window = config.scale, config.window(layer)
+        self.scale, self.window, self.softcap = config.scale, config.window(layer), config.attn_softcap
         qkv_out = (config.n_head + 2 * config.n_kv_head) * config.d_head
         self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.qkv_bias)
         self.out_proj = nn.Linear(config.n_head * config.d_head, config.d_model, bias=config.out_bias)
-        self.q_norm = make_norm(config, config.d_head) if config.qk_norm else nn.Identity()
-        self.k_norm = make_norm(config, config.d_head) if config.qk_norm else nn.Identity()
+        self.qk_norm_scope = config.qk_norm_scope if config.qk_norm else None
+        whole = config.qk_norm_scope == "projection"
+        q_size, k_size = (config.n_head, config.n_kv_head) if whole else (1, 1)
+        self.q_norm = make_norm(config, q_size * config.d_head) if config.qk_norm else nn.Identity()
+        self.k_norm = make_norm(config, k_size * config.d_head) if config.qk_norm else nn.Identity()
 
     def project(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, C) -> q (B, nh, T, hs), k and v (B, n_kv, T, hs); rotary turns q and k."""
@@ -244,8 +272,13 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(
             [self.n_head * self.d_head, self.n_kv_head * self.d_head, self.n_kv_head * self.d_head], dim=-1
         )
-        q = self.q_norm(q.view(B, T, self.n_head, self.d_head)).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_norm(k.view(B, T, self.n_kv_head, self.d_head)).transpose(1, 2)  # (B, n_kv, T, hs)
+        if self.qk_norm_scope == "projection":  # one norm over all heads' q, one over all k (OLMo-2)
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, T, nh·hs), (B, T, n_kv·hs)
+        q = q.view(B, T, self.n_head, self.d_head)  # (B, T, nh, hs)
+        k = k.view(B, T, self.n_kv_head, self.d_head)  # (B, T, n_kv, hs)
+        if self.qk_norm_scope == "head":  # each head's q and k normed alone (Qwen3, Gemma 3)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.d_head).transpose(1, 2)  # (B, n_kv, T, hs)
         if rotary is not None:  # q and k become new tensors; a copy of v lets the fused output go
             q, k, v = apply_rotary(q, *rotary), apply_rotary(k, *rotary), v.contiguous()
@@ -269,28 +302,29 @@ class CausalSelfAttention(nn.Module):
             record.q.append(q)
             record.k.append(k)
             record.v.append(v)
-        z = attend(q, k, v, self.scale, self.window)  # (B, nh, T, hs): the context vectors
+        z = attend(q, k, v, self.scale, self.window, self.softcap)  # (B, nh, T, hs): the context vectors
         if edit is None:
             return self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head))
         z = edit.edit_z(z)  # heads knocked out or patched
         return edit.edit_attn_out(self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)))
 
 
-ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x, approximate="tanh"),
-    "swiglu": F.silu,
-    "geglu": lambda x: F.gelu(x, approximate="tanh"),
-}
+GELUS = {"tanh": lambda x: F.gelu(x, approximate="tanh"), "exact": F.gelu}
+
+
+def activation(config: GPTConfig) -> Callable[[Tensor], Tensor]:
+    """The MLP's activation: SiLU for "swiglu", else the GELU config.gelu names (tanh or exact)."""
+    return F.silu if config.mlp == "swiglu" else GELUS[config.gelu]
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward. "gelu": act(x W_in) W_out (GPT-2, tanh GELU);
-    "swiglu" / "geglu": (act(x W_gate) * (x W_up)) W_out with SiLU / tanh GELU."""
+    """Position-wise feed-forward. "gelu": act(x W_in) W_out (GPT-2: tanh GELU, GPT-NeoX: exact);
+    "swiglu" / "geglu": (act(x W_gate) * (x W_up)) W_out with SiLU / GELU."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.gated = config.mlp != "gelu"
-        self.act = ACTIVATIONS[config.mlp]
+        self.act = activation(config)
         self.fc_in = nn.Linear(config.d_model, (2 if self.gated else 1) * config.d_mlp, bias=config.mlp_bias)
         self.fc_out = nn.Linear(config.d_mlp, config.d_model, bias=config.mlp_bias)
 
@@ -315,19 +349,25 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + post_attn_norm(attn(norm1(x))), then + post_mlp_norm(mlp(norm2(x))).
+    """mid = x + post_attn_norm(attn(norm1(x))); out = mid + post_mlp_norm(mlp(norm2(m))), where the
+    MLP reads m = mid (sequential, the book's block) or m = x (parallel_residual: both sublayers
+    read the block's input, GPT-NeoX).
 
-    The shortcut connections; the post norms exist only with config.post_norms (Gemma).
+    The shortcut connections. norm1 and norm2 exist with config.pre_norms, the post norms with
+    config.post_norms (Gemma: both; OLMo-2: only the post norms); a missing norm is the identity.
     """
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
-        self.norm1 = make_norm(config)
+        pre_norm = (lambda: make_norm(config)) if config.pre_norms else nn.Identity
+        post_norm = (lambda: make_norm(config)) if config.post_norms else nn.Identity
+        self.parallel = config.parallel_residual
+        self.norm1 = pre_norm()
         self.attn = CausalSelfAttention(config, layer)
-        self.post_attn_norm = make_norm(config) if config.post_norms else nn.Identity()
-        self.norm2 = make_norm(config)
+        self.post_attn_norm = post_norm()
+        self.norm2 = pre_norm()
         self.mlp = MLP(config)
-        self.post_mlp_norm = make_norm(config) if config.post_norms else nn.Identity()
+        self.post_mlp_norm = post_norm()
 
     def forward(
         self,
@@ -337,13 +377,14 @@ class TransformerBlock(nn.Module):
         record: ForwardRecord | None = None,
         edit: LayerEdit | None = None,
     ) -> Tensor:
-        x = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record, edit))  # (B, T, C)
+        mid = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record, edit))  # (B, T, C)
         if record is not None:
-            record.resid_mid.append(x)
+            record.resid_mid.append(mid)
+        mlp_in = x if self.parallel else mid  # parallel: the MLP reads the block's input, as attention did
         if edit is None:
-            x = x + self.post_mlp_norm(self.mlp(self.norm2(x)))  # (B, T, C)
+            x = mid + self.post_mlp_norm(self.mlp(self.norm2(mlp_in)))  # (B, T, C)
         else:  # interventions: the MLP's output knocked out or patched, then the residual stream
-            x = edit.edit_resid_post(x + self.post_mlp_norm(edit.edit_mlp_out(self.mlp(self.norm2(x)))))
+            x = edit.edit_resid_post(mid + self.post_mlp_norm(edit.edit_mlp_out(self.mlp(self.norm2(mlp_in)))))
         if record is not None:
             record.resid.append(x)
         return x
@@ -374,8 +415,17 @@ class GPT(nn.Module):
         return self.tok_emb.weight if self.config.tie_embeddings else self.lm_head.weight
 
     def unembed(self, x: Tensor) -> Tensor:
-        """Final-normed residual (..., C) -> logits (..., vocab)."""
+        """Final-normed residual (..., C) -> the output head's logits (..., vocab): linear, before any soft-cap."""
         return F.linear(x, self.unembed_weight)
+
+    def cap_logits(self, logits: Tensor) -> Tensor:
+        """The output head's logits (...) -> the model's: soft_cap(logits, final_softcap) (Gemma 2), or
+        unchanged."""
+        return soft_cap(logits, self.config.final_softcap)
+
+    def readout(self, x: Tensor) -> Tensor:
+        """Final-normed residual (..., C) -> the model's logits (..., vocab): unembed, then cap_logits."""
+        return self.cap_logits(self.unembed(x))
 
     def embed(self, idx: Tensor) -> Tensor:
         """Token ids (B, T) -> token embeddings (B, T, C), times embed_scale."""
@@ -387,7 +437,7 @@ class GPT(nn.Module):
         if self.config.positional != "rotary":
             return [None] * self.config.n_layer
         ropes = [self.config.rope_for(i) for i in range(self.config.n_layer)]
-        tables = {rope: rotary_cos_sin(positions, self.config.d_head, rope) for rope in set(ropes)}
+        tables = {rope: rotary_cos_sin(positions, self.config.rotary_dims, rope) for rope in set(ropes)}
         return [tables[rope] for rope in ropes]
 
     def forward(
@@ -421,7 +471,7 @@ class GPT(nn.Module):
         for i, (block, rotary) in enumerate(zip(self.blocks, self.rotary(positions))):
             edit = edits.layer(i) if edits is not None else None
             x = block(x, rotary, cache.layers[i] if cache is not None else None, record, edit)
-        return self.unembed(self.final_norm(x))  # (B, T, vocab)
+        return self.readout(self.final_norm(x))  # (B, T, vocab)
 
     def forward_from(
         self, layer: int, x: Tensor, edits: Interventions | None = None, positions: Tensor | None = None,

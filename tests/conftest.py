@@ -82,7 +82,7 @@ def smollm2_hf(tmp_path_factory):
     """transformers' own reading of the shipped SmolLM2 GGUF (fp32, eager attention; ~20 s)."""
     from transformers import AutoModelForCausalLM
 
-    from gptviz.tokenizer import smollm2_gguf_path
+    from gptviz.packages import smollm2_gguf_path
 
     folder = tmp_path_factory.mktemp("hf-gguf")
     (folder / "model.gguf").symlink_to(smollm2_gguf_path())
@@ -97,7 +97,7 @@ def gemma3_hf(tmp_path_factory):
     """transformers' own reading of the Gemma 3 270M GGUF (fp32, eager attention; ~2 min, ~3 GB peak)."""
     from transformers import AutoModelForCausalLM
 
-    from gptviz.tokenizer import gemma3_gguf_path
+    from gptviz.packages import gemma3_gguf_path
 
     folder = tmp_path_factory.mktemp("hf-gemma3")
     (folder / "model.gguf").symlink_to(gemma3_gguf_path())

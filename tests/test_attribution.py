@@ -10,7 +10,7 @@ import transformers
 
 import gptviz
 from gptviz.analysis import attribution as at
-from gptviz.interventions import Interventions, LayerEdit
+from gptviz.edits import Interventions, LayerEdit
 from test_fidelity import ARCH_CASES, save_random
 from test_interventions import capture, layers_of, o_proj_of
 
@@ -19,14 +19,17 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
 @pytest.fixture(scope="module")
-def tiny_gemma3(tmp_path_factory):
-    config_class, kwargs, _ = ARCH_CASES["gemma3"]
-    return gptviz.load_model(str(save_random(tmp_path_factory.mktemp("gemma3") / "m", config_class, 5, **kwargs)))
+def arch_models(tmp_path_factory) -> dict:
+    """Gemma 3 (norms after each sublayer), GPT-NeoX (parallel attention and MLP, biases) and Gemma 2
+    (soft-capped logits) as random models."""
+    return {name: gptviz.load_model(str(save_random(tmp_path_factory.mktemp(name) / "m", ARCH_CASES[name][0], 5,
+                                                    **ARCH_CASES[name][1])))
+            for name in ("gemma3", "gpt_neox", "gemma2")}
 
 
-@pytest.fixture(params=["gpt2", "llama", "gemma3"])
-def model(request, tiny_gpt2, tiny_llama, tiny_gemma3):
-    return {"gpt2": tiny_gpt2, "llama": tiny_llama, "gemma3": tiny_gemma3}[request.param]
+@pytest.fixture(params=["gpt2", "llama", "gemma3", "gpt_neox", "gemma2"])
+def model(request, tiny_gpt2, tiny_llama, arch_models):
+    return {"gpt2": tiny_gpt2, "llama": tiny_llama, **arch_models}[request.param]
 
 
 def metrics_for(tr: gptviz.Trace) -> list[at.Metric]:
@@ -36,12 +39,15 @@ def metrics_for(tr: gptviz.Trace) -> list[at.Metric]:
 
 # ---- direct logit attribution ------------------------------------------------------------------------
 def test_direct_logit_attribution_adds_up_to_the_logit(model):
-    """LayerNorm (GPT-2: centred parts, biases, position embedding), RMSNorm (Llama), and Gemma 3's
-    norms after each sublayer, each held at its scale: the parts sum to the logit (difference)."""
+    """LayerNorm (GPT-2: centred parts, biases, position embedding), RMSNorm (Llama), Gemma 3's
+    norms after each sublayer, each held at its scale, GPT-NeoX's parallel block: the parts sum to
+    the logit (difference); on Gemma 2 to the logit before its soft-cap."""
     tr = gptviz.trace(model, PROMPT)
     for metric in metrics_for(tr):
         dla = at.direct_logit_attribution(tr, metric)
         logits = tr.logits[metric.position]
+        if model.config.final_softcap is not None:
+            logits = model.unembed(tr.final_norm[metric.position])
         expected = logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0)
         assert dla.logit == pytest.approx(float(expected), abs=1e-6)
         assert abs(dla.total - dla.logit) <= TOL
@@ -171,8 +177,8 @@ def test_patching_map_equals_one_patched_trace_per_cell(model, site, monkeypatch
             expected = (at.metric_value(tr, metric) - lo) / (hi - lo)
             assert pmap.restored[row, col] == pytest.approx(expected, abs=1e-4), (row, col)
     if site == "resid":  # the last row: only the last position reaches the prediction
-        assert pmap.restored[-1, -1] == pytest.approx(1.0, abs=1e-6)
-        assert np.abs(pmap.restored[-1, :-1]).max() <= 1e-6
+        assert pmap.values[-1, -1] == pytest.approx(hi, abs=1e-6)
+        assert np.abs(pmap.values[-1, :-1] - lo).max() <= 1e-6
 
 
 def test_patching_map_needs_equal_lengths(tiny_gpt2):

@@ -46,6 +46,20 @@ ARCH_CASES = {
                                                                                 rope_theta=1e6),
                                                          "sliding_attention": dict(rope_type="default",
                                                                                    rope_theta=1e4)}), 23),
+    # Pythia: parallel attention and MLP, rotary on a quarter of each head, LayerNorm, exact GELU, biases
+    "gpt_neox": ("GPTNeoXConfig", dict(SMALL, hidden_size=48, num_attention_heads=3, intermediate_size=88,
+                                       rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                            partial_rotary_factor=0.25)), 37),
+    # Gemma 2: scores and logits soft-capped (caps small enough to bite on a random model), local/global
+    "gemma2": ("Gemma2Config", dict(SMALL, hidden_size=42, num_attention_heads=3, num_key_value_heads=1,
+                                    head_dim=22, query_pre_attn_scalar=17, sliding_window=6, initializer_range=0.1,
+                                    attn_logit_softcapping=2.0, final_logit_softcapping=1.5), 23),
+    # Phi-3: fused qkv and gate/up projections, partial rotary, every layer sliding
+    "phi3": ("Phi3Config", dict(SMALL, num_attention_heads=4, num_key_value_heads=2, sliding_window=9,
+                                rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                     partial_rotary_factor=0.6)), 30),
+    # OLMo-2: norms only after the sublayers, q/k norms over the whole projection
+    "olmo2": ("Olmo2Config", dict(SMALL, num_attention_heads=5, num_key_value_heads=1), 25),
 }
 
 
@@ -55,10 +69,17 @@ def reference(path, family: str):
 
 
 def save_random(path, config_class: str, seed: int, **kwargs):
-    """A random transformers model of `config_class`, saved with save_pretrained (safetensors)."""
+    """A random transformers model of `config_class`, saved with save_pretrained (safetensors). Biases
+    and norm weights (every 1-D parameter), which transformers initialises to constants, get noise, so
+    that one loaded in the wrong place or order shows."""
     torch.manual_seed(seed)
     config = getattr(transformers, config_class)(**kwargs)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.add_(0.1 * torch.randn_like(param))
+    model.save_pretrained(path)
     return path
 
 

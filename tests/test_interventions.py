@@ -2,7 +2,9 @@
 changed with PyTorch forward hooks (a head's slice of the input to the attention output
 projection zeroed or mean-ablated, an MLP's output zeroed or replaced, a decoder layer's hidden
 state replaced at a position). Random configs of both families (grouped-query attention
-included) and Gemma 3 (norms after each sublayer); logits within 1e-5."""
+included), Gemma 3 (norms after each sublayer), GPT-NeoX (parallel attention and MLP), Gemma 2
+(soft-capped scores and logits), Phi-3 (fused projections) and OLMo-2 (norms only after the
+sublayers); logits within 1e-5."""
 from __future__ import annotations
 
 import threading
@@ -13,7 +15,9 @@ import torch
 import transformers
 
 import gptviz
-from gptviz.interventions import Interventions, LayerEdit, Site, component_label, parse_components
+from gptviz.edits import Interventions, LayerEdit
+from gptviz.interventions import Site
+from gptviz.labels import component_label, head_label, parse_components, parse_head
 from test_fidelity import ARCH_CASES, save_random
 
 TOL = 1e-5
@@ -21,16 +25,24 @@ TOL = 1e-5
 
 # ---- the reference: transformers with hooks ------------------------------------------------------
 def layers_of(hf):
+    if hasattr(hf, "gpt_neox"):
+        return hf.gpt_neox.layers
     return hf.transformer.h if hasattr(hf, "transformer") else hf.model.layers
 
 
 def attn_of(layer):
-    return layer.attn if hasattr(layer, "attn") else layer.self_attn
+    for name in ("attn", "self_attn", "attention"):
+        if hasattr(layer, name):
+            return getattr(layer, name)
+    raise AttributeError(f"no attention module in {type(layer).__name__}")
 
 
 def o_proj_of(layer):
     attn = attn_of(layer)
-    return attn.c_proj if hasattr(attn, "c_proj") else attn.o_proj
+    for name in ("c_proj", "o_proj", "dense"):
+        if hasattr(attn, name):
+            return getattr(attn, name)
+    raise AttributeError(f"no output projection in {type(attn).__name__}")
 
 
 def first(out):
@@ -118,7 +130,7 @@ CASES = {  # name -> (transformers config class, kwargs)
     "llama-gqa": ("LlamaConfig", dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
                                       num_key_value_heads=2, intermediate_size=96, vocab_size=50257,
                                       max_position_embeddings=64)),
-    "gemma3": ARCH_CASES["gemma3"][:2],
+    **{name: ARCH_CASES[name][:2] for name in ("gemma3", "gpt_neox", "gemma2", "phi3", "olmo2")},
 }
 
 
@@ -273,6 +285,10 @@ def test_component_labels_round_trip():
     assert text == "L3H1,L5 MLP,L0H0"
     assert parse_components(text, 6, 4) == comps
     assert parse_components("L3H1, l5mlp ,L9H0,L0H7,junk,,L3H1", 6, 4) == [(3, 1), (5, "mlp")]
+    assert head_label(3, 1) == component_label((3, 1)) and parse_head(head_label(11, 0)) == (11, 0)
+    for bad in ("L5 MLP", "3H1", "L3H", ""):
+        with pytest.raises(ValueError, match="not a head"):
+            parse_head(bad)
 
 
 def test_concurrent_interventions_stay_independent(tiny_llama):
@@ -298,9 +314,8 @@ def test_concurrent_interventions_stay_independent(tiny_llama):
 
 
 # ---- forward_from: rerunning from a cached layer ----------------------------------------------------------
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_forward_from_a_cached_layer_equals_the_full_forward(family, tiny_gpt2, tiny_llama):
-    model = tiny_gpt2 if family == "gpt2" else tiny_llama
+def test_forward_from_a_cached_layer_equals_the_full_forward(pair):
+    model, _ = pair
     tr = gptviz.trace(model, ids_for(model, T=13))
     final = model.final_norm(tr.resid_stream[-1])  # (T, C)
     L = model.config.n_layer

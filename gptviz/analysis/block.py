@@ -60,10 +60,12 @@ NORM_PLACES = {
 
 
 def norm_places(trace: Trace) -> dict[str, str]:
-    """The norms a block of this model has: module name -> where it sits (post norms only with post_norms)."""
-    if trace.model.config.post_norms:
-        return dict(NORM_PLACES)
-    return {name: place for name, place in NORM_PLACES.items() if not name.startswith("post")}
+    """The norms a block of this model has: module name -> where it sits (norm1 and norm2 only with
+    pre_norms, the post norms only with post_norms)."""
+    config = trace.model.config
+    present = {"norm1": config.pre_norms, "norm2": config.pre_norms, "post_attn_norm": config.post_norms,
+               "post_mlp_norm": config.post_norms}
+    return {name: place for name, place in NORM_PLACES.items() if present[name]}
 
 
 def norm_module(trace: Trace, layer: int, which: str) -> nn.Module:
@@ -75,8 +77,8 @@ def norm_module(trace: Trace, layer: int, which: str) -> nn.Module:
 
 def norm_input(trace: Trace, layer: int, which: str, start: int = 0, stop: int | None = None) -> Tensor:
     """(W, C) what norm `which` of block `layer` reads at positions [start, stop): the residual stream
-    entering the block (norm1), after attention's shortcut (norm2), or the sublayer's raw output
-    (the post norms)."""
+    entering the block (norm1), the stream the MLP reads (norm2: after attention's shortcut, or the
+    block's input in a parallel block), or the sublayer's raw output (the post norms)."""
     start, stop = _window(trace, start, stop)
     block = trace.model.blocks[trace._layer(layer)]
     norm_module(trace, layer, which)
@@ -84,7 +86,7 @@ def norm_input(trace: Trace, layer: int, which: str, start: int = 0, stop: int |
         if which == "norm1":
             return trace.resid_pre(layer)[start:stop]
         if which == "norm2":
-            return trace.resid_mid(layer)[start:stop]
+            return trace.mlp_in(layer)[start:stop]
         if which == "post_attn_norm":
             return block.attn.out_proj(merged_heads(trace, layer, start, stop))
         return _mlp_tensors(trace, layer, start, stop)["out"]
@@ -251,7 +253,8 @@ def head_z(trace: Trace, layer: int, start: int = 0, stop: int | None = None) ->
     with torch.inference_mode():
         q = trace.q(layer)[None, :, start:stop]  # (1, nh, W, hs): the last W of `stop` positions
         k, v = trace.k(layer)[None, :, :stop], trace.v(layer)[None, :, :stop]
-        return attend(q, k, v, trace.model.config.scale, trace.window(layer))[0]
+        config = trace.model.config
+        return attend(q, k, v, config.scale, trace.window(layer), config.attn_softcap)[0]
 
 
 def merged_heads(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
@@ -384,7 +387,7 @@ def _mlp_tensors(trace: Trace, layer: int, start: int, stop: int | None) -> dict
     start, stop = _window(trace, start, stop)
     block = trace.model.blocks[trace._layer(layer)]
     with torch.inference_mode():
-        x = block.norm2(trace.resid_mid(layer)[start:stop])
+        x = block.norm2(trace.mlp_in(layer)[start:stop])
         pre, up = block.mlp.expand(x)
         act = block.mlp.act(pre)
         hidden = act if up is None else act * up
@@ -395,7 +398,7 @@ def _mlp_tensors(trace: Trace, layer: int, start: int, stop: int | None) -> dict
 
 
 def mlp_steps(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> MLPSteps:
-    """The MLP of block `layer` step by step on the residual stream after attention at [start, stop)."""
+    """The MLP of block `layer` step by step on the residual stream it reads (Trace.mlp_in) at [start, stop)."""
     parts = _mlp_tensors(trace, layer, start, stop)
     return MLPSteps(start=start, **{name: None if t is None else _np(t) for name, t in parts.items()})
 
@@ -479,8 +482,8 @@ def one_token_check(trace: Trace, layer: int, position: int) -> OneTokenCheck:
     position = _position(trace, position)
     block = trace.model.blocks[trace._layer(layer)]
     with torch.inference_mode():
-        mid = trace.resid_mid(layer)[None, position : position + 1]  # (1, 1, C)
-        mlp_alone = block.post_mlp_norm(block.mlp(block.norm2(mid)))[0, 0]
+        mlp_in = trace.mlp_in(layer)[None, position : position + 1]  # (1, 1, C)
+        mlp_alone = block.post_mlp_norm(block.mlp(block.norm2(mlp_in)))[0, 0]
         pre = trace.resid_pre(layer)[None, position : position + 1]
         rotary = trace.model.rotary(torch.tensor([position]))[trace._layer(layer)]
         attn_alone = block.post_attn_norm(block.attn(block.norm1(pre), rotary))[0, 0]

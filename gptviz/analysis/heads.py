@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptviz.model import attention_mask, attention_pattern, masked_scores
+from gptviz.model import attention_mask, attention_pattern, masked_scores, soft_cap
 from gptviz.trace import Trace
 from gptviz.trace import trace as run_trace
 
@@ -62,7 +62,8 @@ def pattern_at(trace: Trace, layer: int, positions: Sequence[int], heads: Sequen
         q = trace.q(layer)[heads][:, pos]  # (n, r, hs)
         k = trace.k(layer)[[trace.kv_head(h) for h in heads]]  # (n, T, hs)
         raw = q @ k.transpose(-1, -2)  # (n, r, T) q·kᵀ
-        return attention_pattern(raw, trace.model.config.scale, trace.window(layer), query_pos=pos)
+        config = trace.model.config
+        return attention_pattern(raw, config.scale, trace.window(layer), softcap=config.attn_softcap, query_pos=pos)
 
 
 def iter_pattern_rows(
@@ -533,8 +534,10 @@ class QueryBreakdown:
     q (hs,); keys (n_shown, hs) and values (n_shown, hs) of the shown key positions
     `shown` (all keys the query sees, 0..position or its sliding window, when few, else the
     `top` of them with the largest weights, in order); raw, scaled, weights (position + 1,) over
-    all keys; weighted (n_shown, hs) = weights[shown, None] * values; rest (hs,) = the weighted
-    values of the keys not shown, summed; z (hs,) = weighted.sum(0) + rest = Σ_j weights[j] v_j.
+    all keys, and softcapped (position + 1,): tanh(scaled / c) · c on a model that soft-caps (else
+    None), what the mask and softmax then take; weighted (n_shown, hs) = weights[shown, None] * values;
+    rest (hs,) = the weighted values of the keys not shown, summed; z (hs,) = weighted.sum(0) + rest
+    = Σ_j weights[j] v_j.
     """
 
     position: int
@@ -544,6 +547,7 @@ class QueryBreakdown:
     values: np.ndarray
     raw: np.ndarray
     scaled: np.ndarray
+    softcapped: np.ndarray | None
     weights: np.ndarray
     weighted: np.ndarray
     rest: np.ndarray
@@ -560,9 +564,14 @@ def query_breakdown(trace: Trace, layer: int, head: int, position: int, top: int
         q = trace.q(layer)[head, position].double().numpy()  # (hs,)
         k = trace.k(layer)[kv, : position + 1].double().numpy()  # (position + 1, hs)
         v = trace.v(layer)[kv, : position + 1].double().numpy()  # (position + 1, hs)
+    config = trace.model.config
     raw = k @ q  # (position + 1,)
-    scaled = raw * trace.model.config.scale
-    masked = masked_scores(torch.from_numpy(raw)[None], trace.model.config.scale, trace.window(layer))[0]
+    scaled = raw * config.scale
+    softcapped = None
+    if config.attn_softcap is not None:
+        softcapped = soft_cap(torch.from_numpy(scaled), config.attn_softcap).numpy()
+    masked = masked_scores(torch.from_numpy(raw)[None], config.scale, trace.window(layer),
+                           softcap=config.attn_softcap)[0]
     weights = torch.softmax(masked, dim=-1).numpy()  # 0 outside a sliding window
     seen = np.flatnonzero(visible_keys([position], position + 1, trace.window(layer))[0].numpy())  # keys in sight
     if len(seen) <= top:
@@ -574,7 +583,7 @@ def query_breakdown(trace: Trace, layer: int, head: int, position: int, top: int
     z = weighted_all.sum(axis=0)
     return QueryBreakdown(
         position=position, q=q, shown=shown, keys=k[shown], values=v[shown], raw=raw, scaled=scaled,
-        weights=weights, weighted=weighted, rest=z - weighted.sum(axis=0), z=z,
+        softcapped=softcapped, weights=weights, weighted=weighted, rest=z - weighted.sum(axis=0), z=z,
     )
 
 
@@ -590,10 +599,11 @@ def context_vector(trace: Trace, layer: int, head: int, position: int) -> np.nda
 
 
 def stage_window(trace: Trace, layer: int, head: int, start: int, stop: int) -> dict[str, np.ndarray]:
-    """The four stages of one head on queries and keys start..stop-1: each (w, w) numpy.
+    """The stages of one head on queries and keys start..stop-1, in the model's order: each (w, w) numpy.
 
-    "raw" q·kᵀ, "scaled" × scale, "masked" (-inf after the query or outside its window), "softmax" (the pattern;
-    the softmax runs over all keys 0..i, so a window not starting at 0 shows rows summing to < 1).
+    "raw" q·kᵀ, "scaled" × scale, "softcapped" tanh(scaled / c) · c (only on a model that soft-caps its
+    scores), "masked" (-inf after the query or outside its window), "softmax" (the pattern; the softmax
+    runs over all keys 0..i, so a window not starting at 0 shows rows summing to < 1).
     """
     T = trace.n_tokens
     if not 0 <= start < stop <= T:
@@ -602,8 +612,11 @@ def stage_window(trace: Trace, layer: int, head: int, start: int, stop: int) -> 
         q = trace.q(layer)[head, start:stop]  # (w, hs)
         k = trace.k(layer)[trace.kv_head(head), start:stop]  # (w, hs)
         raw = q @ k.T  # (w, w)
-        scale, positions = trace.model.config.scale, torch.arange(start, stop)
-        scaled = raw * scale
-        masked = masked_scores(raw, scale, trace.window(layer), query_pos=positions, key_pos=positions)
-        pattern = pattern_at(trace, layer, np.arange(start, stop), [head])[0, :, start:stop]
-    return {"raw": raw.numpy(), "scaled": scaled.numpy(), "masked": masked.numpy(), "softmax": pattern.numpy()}
+        config, positions = trace.model.config, torch.arange(start, stop)
+        stages = {"raw": raw, "scaled": raw * config.scale}
+        if config.attn_softcap is not None:
+            stages["softcapped"] = soft_cap(stages["scaled"], config.attn_softcap)
+        stages["masked"] = masked_scores(raw, config.scale, trace.window(layer), softcap=config.attn_softcap,
+                                         query_pos=positions, key_pos=positions)
+        stages["softmax"] = pattern_at(trace, layer, np.arange(start, stop), [head])[0, :, start:stop]
+    return {name: stage.numpy() for name, stage in stages.items()}

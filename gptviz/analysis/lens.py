@@ -1,6 +1,7 @@
 """What the model predicts, read out of a trace: the next-token distribution and the logit lens.
 
-The model's prediction after token t is softmax(unembed(final_norm(resid[-1][t]))). The
+The model's prediction after token t is softmax(readout(final_norm(resid[-1][t]))), readout being
+the output head and, on models that soft-cap their logits (Gemma 2), the cap. The
 same read-out applied to the residual stream entering every block is the logit lens: what
 the model "would say" if it stopped after that many layers. The last row of the lens is
 the model's own prediction.
@@ -39,10 +40,11 @@ def lens_row_names(n_layer: int) -> list[str]:
 
 
 def lens_logits(trace: Trace, resid: Tensor) -> Tensor:
-    """A residual stream (..., C) read out as logits (..., vocab): unembed(final_norm(resid))."""
+    """A residual stream (..., C) read out as logits (..., vocab): readout(final_norm(resid)), the
+    output head and the model's final soft-cap (if any), as the model reads its last stream."""
     model = trace.model
     with torch.inference_mode():
-        return model.unembed(model.final_norm(resid))
+        return model.readout(model.final_norm(resid))
 
 
 def logit_lens_top(trace: Trace, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:

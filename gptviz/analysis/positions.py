@@ -53,9 +53,10 @@ def position_similarity(table: np.ndarray) -> np.ndarray:
 class RotaryTable:
     """The rotation rotary applies in one layer, for positions 0..N-1.
 
-    frequencies (hs/2,) radians per position of each dimension pair; wavelengths (hs/2,) = 2π / frequency,
-    in positions; angles (N, hs/2) = position · frequency; cos (N, hs/2) the model's cos table (its first half:
-    pair i joins dimensions i and i + hs/2).
+    r = the turned dimensions of a head (config.rotary_dims: hs, or a fraction of it with partial rotary, whose
+    other dimensions are never turned). frequencies (r/2,) radians per position of each dimension pair;
+    wavelengths (r/2,) = 2π / frequency, in positions; angles (N, r/2) = position · frequency; cos (N, r/2) the
+    model's cos table (its first half: pair i joins dimensions i and i + r/2).
     """
 
     frequencies: np.ndarray
@@ -70,17 +71,17 @@ def rotary_table(model: GPT, layer: int, n_positions: int) -> RotaryTable:
     if cfg.positional != "rotary":
         raise ValueError(f"{cfg.name or 'This model'} has no rotary embedding: its positions are a learned table.")
     rope = cfg.rope_for(layer)
-    freq = rotary_frequencies(rope, cfg.d_head).double()  # (hs/2,)
+    freq = rotary_frequencies(rope, cfg.rotary_dims).double()  # (r/2,)
     positions = torch.arange(n_positions)
-    cos, _ = rotary_cos_sin(positions, cfg.d_head, rope)  # (N, hs)
+    cos, _ = rotary_cos_sin(positions, cfg.rotary_dims, rope)  # (N, r)
     return RotaryTable(frequencies=freq.numpy(), wavelengths=(2 * math.pi / freq).numpy(),
                        angles=(positions.double()[:, None] * freq[None, :]).numpy(),
-                       cos=cos[:, : cfg.d_head // 2].numpy())
+                       cos=cos[:, : cfg.rotary_dims // 2].numpy())
 
 
 def _rotated(model: GPT, layer: int, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """x (hs,) placed at each of `positions` (P,) -> (P, hs), turned by the layer's rotary."""
-    cos, sin = rotary_cos_sin(positions, model.config.d_head, model.config.rope_for(layer))  # (P, hs)
+    cos, sin = rotary_cos_sin(positions, model.config.rotary_dims, model.config.rope_for(layer))  # (P, r)
     return apply_rotary(x.float()[None, :].expand(len(positions), -1), cos, sin)
 
 

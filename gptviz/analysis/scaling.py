@@ -129,11 +129,11 @@ def measure_size(model: GPT, T: int, generator: torch.Generator, max_eager_bytes
     rotary = model.rotary(torch.arange(T))[0]
     idx = torch.randint(0, config.vocab_size, (1, T), generator=generator)
 
-    def fused(window: int | None = None) -> torch.Tensor:  # what the model runs: PyTorch's fused kernel
-        return attend(q, k, v, config.scale, window)
+    def fused(window: int | None = None) -> torch.Tensor:  # what the model runs (fused unless it soft-caps)
+        return attend(q, k, v, config.scale, window, config.attn_softcap)
 
     def eager() -> torch.Tensor:  # the textbook path: the (nh, T, T) pattern is materialised
-        pattern = attention_pattern(attention_scores(q[0], k[0]), config.scale)  # (nh, T, T)
+        pattern = attention_pattern(attention_scores(q[0], k[0]), config.scale, softcap=config.attn_softcap)
         return pattern @ v[0].repeat_interleave(nh // n_kv, dim=0)  # (nh, T, hs)
 
     def rest() -> torch.Tensor:  # everything else in the layer: norms, projections, MLP

@@ -1,5 +1,6 @@
-"""Figures of one attention head: its pattern, its four stages, one query's weighted sum,
-bertviz-style lines, and the overview of every head. Arrays and token strings in, figures out.
+"""Figures of one attention head: its pattern, its stages (raw → scaled → soft-capped, where the
+model caps → masked → softmax), one query's weighted sum, bertviz-style lines, and the overview
+of every head. Arrays and token strings in, figures out.
 
 Masked cells come from the model's attention primitive (`gptviz.model.attention_mask`): keys
 after the query are left blank, keys a sliding window hides are drawn in WINDOW_COLOUR."""
@@ -19,12 +20,14 @@ from gptviz.plots.common import heatmap, show_whitespace, token_labels
 
 MAX_CELLS = 512  # a heatmap side longer than this is max-pooled
 MAX_LINES_TOKENS = 64
-STAGE_TITLES = {
-    "raw": "1. q·kᵀ",
-    "scaled": "2. ÷ √d_head",
-    "masked": "3. mask the future",
-    "softmax": "4. softmax",
+STAGE_TITLES = {  # in the model's order; "softcapped" only on models that soft-cap their scores
+    "raw": "q·kᵀ",
+    "scaled": "÷ √d_head",
+    "softcapped": "soft-cap: tanh(s / c) · c",
+    "masked": "mask the future",
+    "softmax": "softmax",
 }
+OPTIONAL_STAGES = ("softcapped",)
 WINDOW_COLOUR = "#f6c28b"  # keys outside a sliding window: masked like the future, but drawn apart from it
 
 
@@ -152,12 +155,15 @@ def pattern_heatmap(
 def stages_figure(
     stages: Mapping[str, np.ndarray], tokens: Sequence[str], start: int = 0, window: int | None = None
 ) -> go.Figure:
-    """Four (w, w) heatmaps side by side, raw → scaled → masked → softmax, each with its own
-    colour scale. stages: "raw", "scaled", "masked" (-inf above the diagonal, drawn blank; with a
-    sliding window of `window` keys, -inf also for older keys, drawn in WINDOW_COLOUR in the last two
-    panels), "softmax"; the panels show positions start..start+w-1 of `tokens`."""
-    if set(stages) != set(STAGE_TITLES):
-        raise ValueError(f"stages needs exactly the keys {list(STAGE_TITLES)}, got {list(stages)}.")
+    """(w, w) heatmaps side by side, raw → scaled (→ soft-capped) → masked → softmax, numbered, each
+    with its own colour scale. stages: "raw", "scaled", optionally "softcapped", "masked" (-inf above
+    the diagonal, drawn blank; with a sliding window of `window` keys, -inf also for older keys, drawn
+    in WINDOW_COLOUR in the last two panels), "softmax" (what analysis.heads.stage_window returns);
+    the panels show positions start..start+w-1 of `tokens`."""
+    required = [name for name in STAGE_TITLES if name not in OPTIONAL_STAGES]
+    if not set(required) <= set(stages) <= set(STAGE_TITLES):
+        raise ValueError(f"stages needs the keys {required} (and optionally {list(OPTIONAL_STAGES)}), "
+                         f"got {list(stages)}.")
     shapes = {np.asarray(s).shape for s in stages.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2 or len(set(next(iter(shapes)))) != 1:
         raise ValueError(f"Every stage must be the same square (w, w) matrix, got shapes {shapes}.")
@@ -166,11 +172,13 @@ def stages_figure(
         raise ValueError(f"A window of {w} tokens at {start} does not fit {len(tokens)} tokens.")
     labels = token_labels(tokens)[start : start + w]
     small = w > 24  # too many tokens for tick labels
-    titles = dict(STAGE_TITLES, masked="3. mask the future and beyond the window") if window else STAGE_TITLES
+    names = [name for name in STAGE_TITLES if name in stages]
+    titles = dict(STAGE_TITLES, masked="mask the future and beyond the window") if window else STAGE_TITLES
     outside = masked_blocks(np.arange(w + 1), np.arange(w + 1), window, start, start)[1] if window else None
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[titles[k] for k in STAGE_TITLES],
+    n = len(names)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[f"{i}. {titles[k]}" for i, k in enumerate(names, start=1)],
                         horizontal_spacing=0.035)
-    for i, name in enumerate(STAGE_TITLES, start=1):
+    for i, name in enumerate(names, start=1):
         z = np.asarray(stages[name], dtype=np.float32)
         z = np.where(np.isfinite(z), z, np.nan)
         finite = z[np.isfinite(z)]
@@ -190,7 +198,7 @@ def stages_figure(
             fig.add_trace(window_overlay(outside, labels, labels, window), row=1, col=i)
         fig.update_layout({axis: dict(
             colorscale=scale, cmin=lo, cmax=hi,
-            colorbar=dict(orientation="h", x=(i - 0.5) / 4, xanchor="center", y=-0.02 if small else -0.3,
+            colorbar=dict(orientation="h", x=(i - 0.5) / n, xanchor="center", y=-0.02 if small else -0.3,
                           yanchor="top", len=0.2, thickness=10),
         )})
     fig.update_xaxes(type="category", showticklabels=not small, tickfont_size=8)

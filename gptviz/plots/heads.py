@@ -8,14 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gptviz.labels import head_label
 from gptviz.plots.attention import layer_ticks, masked_blocks, range_labels, weight_colorscale, window_overlay
 from gptviz.plots.common import cell_markers, token_labels
 
 MAX_COMPARE_CELLS = 128  # each compared pattern is max-pooled to at most this many cells a side
-
-
-def head_label(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
 
 
 def head_labels(n_layer: int, n_head: int) -> list[str]:

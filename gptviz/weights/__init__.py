@@ -9,7 +9,7 @@ convert holds what they share: our parameter names and shapes, the plan that map
 checkpoint tensors onto them, the checks. Nothing is ever unpickled.
 """
 from gptviz.weights.convert import Progress, WeightsError, param_shapes
-from gptviz.weights.gguf import default_cache_dir, load_gguf, tensor_types
+from gptviz.weights.gguf import load_gguf, tensor_types
 from gptviz.weights.hf_dir import load_hf_dir, stored_dtypes
 from gptviz.weights.hub import (
     DOWNLOAD_BYTES,
@@ -24,7 +24,7 @@ from gptviz.weights.hub import (
 )
 
 __all__ = [
-    "DOWNLOAD_BYTES", "HUB_NAMES", "Progress", "WeightsError", "cached_repos", "default_cache_dir", "download",
+    "DOWNLOAD_BYTES", "HUB_NAMES", "Progress", "WeightsError", "cached_repos", "download",
     "hub_offline", "is_cached", "is_hub_name", "load_gguf", "load_hf_dir", "param_shapes", "repo_allowed", "repo_id",
     "stored_dtypes", "tensor_types",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,11 +37,13 @@ def param_shapes(config: GPTConfig) -> dict[str, Shape]:
 @dataclass(frozen=True)
 class Step:
     """One of our tensors <- these checkpoint tensors (key, shape), concatenated on dim 0,
-    then transposed when the checkpoint stores (in, out)."""
+    then transposed when the checkpoint stores (in, out), then its rows put in our order by
+    `rearrange` (a fused projection laid out differently from ours), if given."""
 
     ours: str
     parts: tuple[tuple[str, Shape], ...]
     transpose: bool
+    rearrange: Callable[[Tensor], Tensor] | None = None
 
 
 def _part_rows(module: str, rows: int, n_parts: int, config: GPTConfig) -> list[int]:
@@ -70,7 +73,8 @@ def plan(config: GPTConfig) -> list[Step]:
             (f"{prefix}{m}.{suffix}", tuple(reversed((r, *shape[1:]))) if transpose else (r, *shape[1:]))
             for m, r in zip(hf_modules, rows)
         )
-        steps.append(Step(ours, parts, transpose))
+        rearrange = arch.rearrange.get(local)
+        steps.append(Step(ours, parts, transpose, None if rearrange is None else partial(rearrange, config=config)))
     return steps
 
 
@@ -100,5 +104,7 @@ def convert(steps: list[Step], hf: dict[str, Tensor]) -> dict[str, Tensor]:
     for step in steps:
         parts = [hf.pop(key) for key, _ in step.parts]
         w = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-        sd[step.ours] = (w.t() if step.transpose else w).to(torch.float32).contiguous()
+        w = w.t() if step.transpose else w
+        w = step.rearrange(w) if step.rearrange is not None else w
+        sd[step.ours] = w.to(torch.float32).contiguous()
     return sd

@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,7 +17,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from gptviz.architectures import config_from_hf
+from gptviz.cache import default_cache_dir
 from gptviz.config import GPTConfig
+from gptviz.gguf_header import GGUFHeaderError, read_header
 from gptviz.weights.convert import Progress, WeightsError, check_shapes, convert, param_shapes, plan
 
 logger = logging.getLogger(__name__)
@@ -114,11 +115,6 @@ def unpermute_rows(w: Tensor, n_head: int) -> Tensor:
     return w.reshape(n_head, rows // n_head // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
-def default_cache_dir() -> Path:
-    """``$GPTVIZ_CACHE``, else ``~/.cache/gptviz``."""
-    return Path(os.environ.get("GPTVIZ_CACHE") or Path.home() / ".cache" / "gptviz")
-
-
 def _open_gguf(path: Path) -> gguf.GGUFReader:
     try:
         reader = gguf.GGUFReader(path)
@@ -130,59 +126,13 @@ def _open_gguf(path: Path) -> gguf.GGUFReader:
     return reader
 
 
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType -> bytes
-_STRING, _ARRAY = 8, 9
-
-
 def tensor_types(path: str | Path) -> dict[str, int]:
     """How many tensors of a GGUF file are stored in each type ("Q4_1", "F32", ...), read from its
-    header alone (milliseconds; gguf.GGUFReader parses the whole vocabulary first, ~20 s)."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        def read(fmt: str):
-            size = struct.calcsize(fmt)
-            data = f.read(size)
-            if len(data) != size:
-                raise WeightsError(f"{path} is truncated (its header is cut short): download it again.")
-            return struct.unpack("<" + fmt, data)[0]
-
-        def skip_string() -> None:
-            f.seek(read("Q"), os.SEEK_CUR)
-
-        def skip_value(kind: int) -> None:
-            if kind == _STRING:
-                skip_string()
-            elif kind == _ARRAY:
-                item, n = read("I"), read("Q")
-                if item in _SCALAR_BYTES:
-                    f.seek(n * _SCALAR_BYTES[item], os.SEEK_CUR)
-                else:
-                    for _ in range(n):
-                        skip_value(item)
-            elif kind in _SCALAR_BYTES:
-                f.seek(_SCALAR_BYTES[kind], os.SEEK_CUR)
-            else:
-                raise WeightsError(f"{path}: unknown GGUF value type {kind}; this file cannot be read.")
-
-        if f.read(4) != b"GGUF":
-            raise WeightsError(f"{path} is not a GGUF file (no GGUF magic).")
-        read("I")  # version
-        n_tensors, n_kv = read("Q"), read("Q")
-        for _ in range(n_kv):
-            skip_string()
-            skip_value(read("I"))
-        counts: dict[str, int] = {}
-        for _ in range(n_tensors):
-            skip_string()
-            f.seek(8 * read("I"), os.SEEK_CUR)  # the dims
-            kind = read("I")
-            read("Q")  # data offset
-            try:
-                name = gguf.GGMLQuantizationType(kind).name
-            except ValueError:
-                name = f"type {kind}"
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+    header alone (milliseconds)."""
+    try:
+        return read_header(path, metadata=False).tensor_types
+    except GGUFHeaderError as e:
+        raise WeightsError(f"{e}: download it again.") from e
 
 
 def _gguf_config(reader: gguf.GGUFReader, path: Path) -> tuple[GPTConfig, GgufArchitecture]:

@@ -1,0 +1,214 @@
+"""The features Pythia, Gemma 2, Phi-3 and OLMo-2 brought, each seen where it acts: soft-capped
+scores as a stage of their own and soft-capped logits (in the lens and in direct logit attribution),
+parallel attention and MLP, partial rotary, norms only after the sublayers, q/k norms over the whole
+projection, GPT-NeoX's per-head fused q, k, v. The models are random transformers models of
+test_fidelity.ARCH_CASES (whose logits, patterns and hidden states match transformers to 1e-5)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import gptviz
+from gptviz import features
+from gptviz.analysis import attribution as at
+from gptviz.analysis import block, heads, lens, positions
+from gptviz.architectures import ARCHITECTURES
+from gptviz.config import GPTConfig
+from gptviz.model import soft_cap
+from gptviz.plots import attention as PA
+from test_fidelity import ARCH_CASES, save_random
+
+TOL = 1e-5
+NEW = ("gpt_neox", "gemma2", "phi3", "olmo2")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict:
+    """name -> directory of a random model of ARCH_CASES[name], for the four new architectures."""
+    return {name: save_random(tmp_path_factory.mktemp(name) / "m", ARCH_CASES[name][0], 11, **ARCH_CASES[name][1])
+            for name in NEW}
+
+
+@pytest.fixture(scope="module")
+def traces(saved) -> dict[str, gptviz.Trace]:
+    """name -> a trace of T random tokens (T of the case: past every sliding window)."""
+    out = {}
+    for name, path in saved.items():
+        model = gptviz.load_model(str(path))
+        T = ARCH_CASES[name][2]
+        ids = torch.randint(0, 50257, (T,), generator=torch.Generator().manual_seed(1)).tolist()
+        out[name] = gptviz.trace(model, ids)
+    return out
+
+
+# ---- soft-capped attention scores: a stage of their own ------------------------------------------------
+def test_soft_capped_scores_are_a_stage_only_where_the_model_caps(traces):
+    tr = traces["gemma2"]
+    cap = tr.model.config.attn_softcap
+    assert tr.score_stages == ("raw", "scaled", "softcapped", "masked")
+    for layer in range(tr.n_layer):
+        scaled, capped = tr.scores(layer, 1, "scaled"), tr.scores(layer, 1, "softcapped")
+        assert torch.equal(capped, soft_cap(scaled, cap)) and capped.abs().max() < cap
+        assert (capped - scaled).abs().max() > 1e-2  # the cap bites on this model
+        masked = tr.scores(layer, 1, "masked")
+        seen = torch.isfinite(masked)
+        assert torch.equal(masked[seen], capped[seen])
+        assert (torch.softmax(masked, -1) - tr.attention(layer, 1)).abs().max() <= 1e-6
+    for name in ("gpt_neox", "phi3", "olmo2"):
+        assert traces[name].score_stages == ("raw", "scaled", "masked")
+        with pytest.raises(ValueError, match="does not soft-cap"):
+            traces[name].scores(0, 0, "softcapped")
+
+
+def test_the_attention_page_helpers_show_the_soft_cap(traces):
+    for name, tr in traces.items():
+        capped = tr.model.config.attn_softcap is not None
+        stages = heads.stage_window(tr, 0, 0, 2, 12)
+        assert list(stages) == [*tr.score_stages, "softmax"]
+        fig = PA.stages_figure(stages, tr.tokens, 2, window=tr.window(0))
+        titles = [a.text for a in fig.layout.annotations]
+        assert len(titles) == len(stages) and titles[-1].startswith(f"{len(stages)}. softmax")
+        assert any("soft-cap" in t for t in titles) == capped
+        b = heads.query_breakdown(tr, 0, 0, tr.n_tokens - 1)
+        assert (b.softcapped is not None) == capped
+        assert np.abs(b.weights - tr.attention(0, 0)[-1].numpy()).max() <= 1e-6
+        if capped:
+            assert np.abs(b.softcapped - soft_cap(torch.from_numpy(b.scaled), tr.model.config.attn_softcap).numpy()
+                          ).max() <= 1e-12
+    with pytest.raises(ValueError, match="needs the keys"):
+        PA.stages_figure({"raw": stages["raw"], "softmax": stages["softmax"]}, traces["gemma2"].tokens, 2)
+
+
+# ---- soft-capped logits: the lens and the attribution -------------------------------------------------
+def test_the_lens_applies_the_final_soft_cap(traces):
+    tr = traces["gemma2"]
+    model, cap = tr.model, tr.model.config.final_softcap
+    assert tr.logits.abs().max() < cap
+    final = lens.lens_logits(tr, tr.resid_stream[-1])
+    assert (final - tr.logits).abs().max() <= 1e-6
+    assert (model.unembed(tr.final_norm) - tr.logits).abs().max() > 0.1  # without the cap they differ
+    rows = lens.readout_at(tr, 3)
+    assert (rows[-1] - tr.probs[3]).abs().max() <= 1e-6
+    assert rows.shape == (tr.n_layer + 1, model.config.vocab_size)
+
+
+def test_attribution_explains_the_logits_before_the_cap(traces):
+    tr = traces["gemma2"]
+    model = tr.model
+    order = torch.argsort(tr.logits[-1], descending=True).tolist()
+    for metric in (at.Metric(order[0], order[5]), at.Metric(order[2]), at.Metric(order[9], order[0], position=4)):
+        dla = at.direct_logit_attribution(tr, metric)
+        p = metric.check(tr).position
+        pick = lambda logits: float(logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None
+                                                            else 0.0))
+        raw = model.unembed(tr.final_norm[p])
+        assert dla.logit == pytest.approx(pick(raw), abs=1e-6) and abs(dla.total - dla.logit) <= TOL
+        assert dla.capped_logit == pytest.approx(pick(tr.logits[p]), abs=1e-6)
+        assert abs(dla.capped_logit - dla.logit) > 1e-3 and dla.softcap == model.config.final_softcap
+        assert "before the cap" in dla.cap_note
+        if metric.contrast is not None:  # the metric every rerun measures is the model's own, capped
+            assert at.metric_value(tr, metric) == pytest.approx(dla.capped_logit, abs=1e-5)
+    assert at.direct_logit_attribution(traces["olmo2"], at.Metric(0, 1)).cap_note is None
+
+
+# ---- parallel attention and MLP (GPT-NeoX) ---------------------------------------------------------------
+def test_a_parallel_blocks_mlp_reads_the_blocks_input(traces, saved):
+    tr = traces["gpt_neox"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(saved["gpt_neox"], attn_implementation="eager").eval()
+    seen = {}
+    handles = [layer.post_attention_layernorm.register_forward_pre_hook(
+        lambda m, args, i=i: seen.__setitem__(i, args[0][0].clone())) for i, layer in enumerate(hf.gpt_neox.layers)]
+    with torch.no_grad():
+        hf(torch.tensor([tr.ids]))
+    for h in handles:
+        h.remove()
+    for layer in range(tr.n_layer):
+        assert (tr.mlp_in(layer) - seen[layer]).abs().max() <= TOL  # norm2 reads resid_pre, as in transformers
+        assert torch.equal(tr.mlp_in(layer), tr.resid_pre(layer))
+        assert (tr.resid_pre(layer) + tr.attn_out(layer) + tr.mlp_out(layer) - tr.resid_post(layer)).abs().max() <= TOL
+        assert (block.norm_input(tr, layer, "norm2") - seen[layer]).abs().max() <= TOL
+        check = block.one_token_check(tr, layer, tr.n_tokens - 1)
+        assert check.mlp_difference <= TOL
+    assert (traces["phi3"].mlp_in(1) - traces["phi3"].resid_mid(1)).abs().max() == 0  # sequential: after attention
+
+
+def test_attribution_adds_up_on_a_parallel_block_with_biases(traces):
+    tr = traces["gpt_neox"]
+    assert all((b.attn.out_proj.bias != 0).all() and (b.mlp.fc_out.bias != 0).all() for b in tr.model.blocks)
+    order = torch.argsort(tr.logits[-1], descending=True).tolist()
+    for metric in (at.Metric(order[0], order[1]), at.Metric(order[4])):
+        dla = at.direct_logit_attribution(tr, metric)
+        assert abs(dla.total - dla.logit) <= TOL and dla.final_bias != 0 and (dla.attn_bias != 0).all()
+        assert dla.softcap is None and dla.capped_logit is None
+
+
+# ---- rotary on a part of each head ---------------------------------------------------------------------
+@pytest.mark.parametrize("name, turned", [("gpt_neox", 4), ("phi3", 6), ("olmo2", 8)])
+def test_partial_rotary_turns_only_the_first_dimensions(traces, name, turned):
+    tr = traces[name]
+    cfg = tr.model.config
+    assert cfg.rotary_dims == turned
+    s = block.qkv_steps(tr, 1, tr.n_tokens - 1)
+    assert np.array_equal(s.q[:, turned:], s.q_pre[:, turned:]) and np.array_equal(s.k[:, turned:], s.k_pre[:, turned:])
+    assert np.abs(s.q[:, :turned] - s.q_pre[:, :turned]).max() > 1e-3
+    table = positions.rotary_table(tr.model, 1, 10)
+    assert table.frequencies.shape == (turned // 2,) and table.cos.shape == (10, turned // 2)
+
+
+def test_rotary_needs_an_even_number_of_turned_dimensions():
+    base = dict(arch="x", vocab_size=10, n_ctx=8, d_model=16, n_layer=1, n_head=2, n_kv_head=2, d_mlp=8,
+                norm_eps=1e-5)
+    assert GPTConfig(**base, rotary_pct=0.25).rotary_dims == 2
+    with pytest.raises(ValueError, match="even number"):
+        GPTConfig(**base, rotary_pct=0.375)  # 3 of 8
+    with pytest.raises(ValueError, match="positive"):
+        GPTConfig(**base, attn_softcap=0.0)
+
+
+# ---- OLMo-2: norms only after the sublayers, q/k norms over the whole projection ----------------------
+def test_olmo2_norms(traces, saved):
+    tr = traces["olmo2"]
+    cfg, first = tr.model.config, tr.model.blocks[0]
+    assert list(block.norm_places(tr)) == ["post_attn_norm", "post_mlp_norm"]
+    assert isinstance(first.norm1, torch.nn.Identity) and isinstance(first.norm2, torch.nn.Identity)
+    assert first.attn.q_norm.weight.shape == (cfg.n_head * cfg.d_head,)
+    assert first.attn.k_norm.weight.shape == (cfg.n_kv_head * cfg.d_head,)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(saved["olmo2"], attn_implementation="eager").eval()
+    seen, layer = {}, hf.model.layers[1]
+    handles = [layer.self_attn.q_norm.register_forward_hook(lambda m, a, out: seen.__setitem__("q", out[0])),
+               layer.post_attention_layernorm.register_forward_hook(lambda m, a, out: seen.__setitem__("post", out[0]))]
+    with torch.no_grad():
+        hf(torch.tensor([tr.ids]))
+    for h in handles:
+        h.remove()
+    s = block.qkv_steps(tr, 1, 5)
+    assert np.abs(s.q_pre.ravel() - seen["q"][5].numpy()).max() <= TOL  # all heads' q normed together
+    assert (block.norm_steps(tr.model.blocks[1].post_attn_norm, block.norm_input(tr, 1, "post_attn_norm")).difference
+            <= TOL)
+    assert (tr.attn_out(1) - seen["post"]).abs().max() <= TOL
+
+
+# ---- GPT-NeoX's fused q, k, v ---------------------------------------------------------------------------
+def test_gpt_neox_rows_are_reordered_per_head():
+    config = GPTConfig(arch="gpt_neox", vocab_size=10, n_ctx=8, d_model=6, n_layer=1, n_head=2, n_kv_head=2,
+                       d_mlp=8, norm_eps=1e-5, positional="learned")
+    rearrange = ARCHITECTURES["gpt_neox"].rearrange["attn.qkv"]
+    labels = [f"{part}{h}{d}" for h in range(2) for part in "qkv" for d in range(3)]  # checkpoint order
+    order = rearrange(torch.arange(18), config).tolist()
+    assert [labels[i] for i in order] == [f"{part}{h}{d}" for part in "qkv" for h in range(2) for d in range(3)]
+    assert rearrange(torch.arange(36).view(18, 2), config)[:, 0].tolist() == [2 * i for i in order]  # a weight
+
+
+def test_the_feature_table_names_each_new_feature(traces):
+    table = {name: features.feature_table(tr.model.config).set_index("component")["this model"]
+             for name, tr in traces.items()}
+    assert "in parallel" in table["gpt_neox"]["where the norms are"]
+    assert "first 4 of each head's 16" in table["gpt_neox"]["positions"] and "erf" in table["gpt_neox"]["MLP"]
+    assert "then soft-capped: tanh(s / 2)" in table["gemma2"]["attention scale"]
+    assert "soft-capped" in table["gemma2"]["output head"]
+    assert table["olmo2"]["where the norms are"].startswith("on each sublayer's output")
+    assert "whole q and k projections" in table["olmo2"]["q/k norm"]
+    assert "soft-capped" not in table["phi3"]["attention scale"]
+    assert "first 6 of each head's 10" in table["phi3"]["positions"]
