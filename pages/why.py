@@ -6,7 +6,8 @@ import streamlit as st
 from gptviz import ui
 from gptviz.analysis import attribution as at
 from gptviz.analysis.lens import top_next_tokens
-from gptviz.interventions import ABLATIONS, component_label
+from gptviz.edits import ABLATIONS
+from gptviz.labels import component_label
 from gptviz.plots import attribution as plots
 from gptviz.plots.common import show_whitespace
 from gptviz.tokenizer import TokenizerError

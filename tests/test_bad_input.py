@@ -201,7 +201,7 @@ def test_representative_cases_on_every_other_page(app_env, tiny_gpt2, stem):
 def smollm2_in_app(app_env, smollm2, monkeypatch):
     """The app's registry gets the module's SmolLM2 instead of loading a second copy."""
     load = gptviz.load_model
-    monkeypatch.setattr(gptviz, "load_model", lambda source, progress=None: (
+    monkeypatch.setattr(gptviz.loading, "load_model", lambda source, progress=None: (
         smollm2 if source == SMOLLM2 else load(source, progress=progress)))
     return app_env
 

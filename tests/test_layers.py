@@ -29,6 +29,9 @@ FLOORS: list[tuple[str, set[str]]] = [
     ("plots", {"gptviz.plots", *{f"gptviz.plots.{m}" for m in ("attention", "attribution", "block", "common",
                                                                "embeddings", "heads", "lens", "pipeline", "sampling",
                                                                "scale")}}),
+    ("the app's registries: pages, settings", {"gptviz.ui.navigation", "gptviz.ui.settings"}),
+    ("the app's store: models, traces, results", {"gptviz.ui.store", "gptviz.ui.models"}),
+    ("the app's widgets and view", {"gptviz.ui.widgets", "gptviz.ui.view_state"}),
     ("the app and the API", {"gptviz", "gptviz.__main__", "gptviz.ui"}),
 ]
 

@@ -74,7 +74,7 @@ def test_a_loaded_model_is_served_while_another_one_loads(app_env, monkeypatch):
         release.wait(timeout=30)
         return loaded
 
-    monkeypatch.setattr(gptviz, "load_model", slow_load)
+    monkeypatch.setattr(gptviz.loading, "load_model", slow_load)
     other = threading.Thread(target=registry.get, args=(app_env["llama"],))
     other.start()
     try:

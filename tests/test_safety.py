@@ -139,7 +139,7 @@ def test_a_model_path_in_the_url_falls_back_to_the_default(app_env, tiny_gpt2_di
     asked = asked.replace("PATH_OF_TINY_GPT2", str(tiny_gpt2_dir))  # a configured dir, but spelled as a path
     sources = []
     load = gptviz.load_model
-    monkeypatch.setattr(gptviz, "load_model", lambda source, progress=None: (
+    monkeypatch.setattr(gptviz.loading, "load_model", lambda source, progress=None: (
         sources.append(source), load(source, progress=progress))[1])
     model_registry.clear()  # an empty registry: every load is seen
     at = AppTest.from_file(APP, default_timeout=60)

@@ -6,7 +6,7 @@ import os
 
 import streamlit as st
 
-import gptviz
+from gptviz.loading import MODEL_NAMES, default_model_name
 from gptviz.model import GPT
 from gptviz.tokenizer import TokenizerError
 from gptviz.ui.store import load_with_progress, local_model_dirs
@@ -42,7 +42,7 @@ def model_choices() -> list[str]:
     """The picker's models: the built-in names (hub ones only if allowed), the allowed hub repos
     already in the Hugging Face cache, and the local directories."""
     allowed = allowed_models()
-    names = [name for name in gptviz.MODEL_NAMES if not is_hub_name(name) or repo_allowed(name, allowed)]
+    names = [name for name in MODEL_NAMES if not is_hub_name(name) or repo_allowed(name, allowed)]
     cached = [repo for repo in cached_repos() if repo not in HUB_NAMES.values() and repo_allowed(repo, allowed)]
     return names + cached + list(local_model_dirs())
 
@@ -65,7 +65,7 @@ def default_model() -> str:
     wanted = os.environ.get("GPTVIZ_DEFAULT_MODEL")
     if wanted and wanted in model_choices():
         return wanted
-    return gptviz.default_model_name()
+    return default_model_name()
 
 
 def _offer_download(name: str) -> None:

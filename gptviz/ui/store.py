@@ -19,9 +19,9 @@ from typing import Callable, NamedTuple, TypeVar
 
 import streamlit as st
 
-import gptviz
+from gptviz import loading
 from gptviz.model import GPT
-from gptviz.trace import Trace
+from gptviz.trace import Trace, trace
 
 T = TypeVar("T")
 TRACE_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "3000")) * 2**20)
@@ -45,7 +45,7 @@ def local_model_dirs() -> dict[str, str]:
 
 def load_named(name: str, progress: Callable[[int, int], None] | None = None) -> GPT:
     """The picker's name -> the model: a local directory's label, an offline name or a hub repo id."""
-    return gptviz.load_model(local_model_dirs().get(name, name), progress=progress)
+    return loading.load_model(local_model_dirs().get(name, name), progress=progress)
 
 
 class ModelRegistry:
@@ -134,9 +134,9 @@ class TraceStore:
         if parent is not None:
             tr = parent.extend(key.ids[parent.n_tokens:])
         elif key.knock_out is not None:
-            tr = gptviz.trace(model, key.ids, ablate=key.knock_out[0], ablation=key.knock_out[1])
+            tr = trace(model, key.ids, ablate=key.knock_out[0], ablation=key.knock_out[1])
         else:
-            tr = gptviz.trace(model, key.ids)
+            tr = trace(model, key.ids)
         return self._keep_trace(key, model, tr)
 
     def _keep_trace(self, key: RunKey, model: GPT, tr: Trace) -> Trace:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from gptviz.interventions import ABLATIONS, component_label, parse_components
+from gptviz.edits import ABLATIONS
+from gptviz.labels import component_label, parse_components
 from gptviz.loading import LICENCE_NOTES
 from gptviz.model import GPT
 from gptviz.tokenizer import TokenizerError

@@ -10,7 +10,7 @@ import streamlit as st
 
 from gptviz.analysis.attribution import token_choices
 from gptviz.config import GPTConfig
-from gptviz.interventions import MLP, Component, component_label, parse_components
+from gptviz.labels import MLP, Component, component_label, parse_component
 from gptviz.plots.common import show_whitespace
 from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
 from gptviz.ui.navigation import tab_labels
@@ -192,11 +192,13 @@ def parse_exact(text: str, n_layer: int, n_head: int, mlps: bool = True) -> tupl
     for piece in (p.strip() for p in text.replace(";", ",").split(",")):
         if not piece:
             continue
-        parsed = parse_components(piece, n_layer, n_head)
-        if len(parsed) != 1 or (parsed[0][1] == MLP and not mlps):
+        parsed = parse_component(piece)
+        fits = parsed is not None and parsed[0] < n_layer and (parsed[1] == MLP and mlps or parsed[1] != MLP
+                                                               and parsed[1] < n_head)
+        if not fits:
             bad.append(piece)
-        elif parsed[0] not in found:
-            found.append(parsed[0])
+        elif parsed not in found:
+            found.append(parsed)
     return found, bad
 
 
