@@ -101,18 +101,23 @@ def rotary_note(config) -> str:
 
 @ui.fragment
 def stages_section(v, T: int, labels: list[str]) -> None:
-    tr, layer, head = v.trace, v.layer, v.head
-    hs = tr.model.config.d_head
+    tr, layer, head, config = v.trace, v.layer, v.head, v.model.config
+    hs, cap = config.d_head, config.attn_softcap
     st.subheader(f"From scores to weights, step by step: {head_title(v, layer, head)}")
     ui.explain(
-        f"The weights come from **softmax(mask(q·kᵀ / √d_head))**, here with d_head = {hs}:\n\n"
+        f"The weights come from **softmax(mask({'cap(' if cap else ''}q·kᵀ · scale{')' if cap else ''}))**, here "
+        f"with d_head = {hs}:\n\n"
         f"1. raw scores q·kᵀ: this head's queries q ({T}, {hs}) times its keys kᵀ ({hs}, {T}) give a "
-        f"({T}, {T}) matrix: how well each query matches each key{rotary_note(tr.model.config)};\n"
-        f"2. scaled: divided by √{hs} = {hs ** 0.5:.2f}, so the softmax is not too peaked when d_head is large;\n"
-        f"3. masked: scores of future keys (j > i) become -∞ (blank), so they get weight 0"
+        f"({T}, {T}) matrix: how well each query matches each key{rotary_note(config)};\n"
+        f"2. scaled: × {config.scale:.4g}" + (f" = 1/√{hs}" if abs(config.scale - hs ** -0.5) < 1e-9 else
+                                              f" (this model's own scale, not 1/√{hs} = {hs ** -0.5:.4g})")
+        + ", so the softmax is not too peaked when d_head is large;\n"
+        + (f"3. soft-capped: tanh(s / {cap:g}) · {cap:g}, which keeps every score between −{cap:g} and {cap:g} "
+           "(nearly unchanged for small scores, flattened for large ones);\n" if cap else "")
+        + f"{3 + bool(cap)}. masked: scores of future keys (j > i) become -∞ (blank), so they get weight 0"
         + (f"; in this local layer so do keys more than {tr.window(layer) - 1} tokens back, j ≤ i − "
-           f"{tr.window(layer)} (orange);\n" if tr.window(layer) else ";\n") +
-        f"4. softmax along each row: e^s / Σ e^s, weights in 0..1 that sum to 1 over keys 0..i.\n\n"
+           f"{tr.window(layer)} (orange);\n" if tr.window(layer) else ";\n")
+        + f"{4 + bool(cap)}. softmax along each row: e^s / Σ e^s, weights in 0..1 that sum to 1 over keys 0..i.\n\n"
         f"Each panel has its own colour scale and shows a (w, w) window of the ({T}, {T}) matrices, w ≤ "
         f"{STAGE_SIZES[-1]}. The window shows queries and keys in the same range; the softmax "
         f"runs over all keys 0..i, so if the window does not start at 0 its rows sum to less than 1."

@@ -142,3 +142,25 @@ def test_app_routes_the_page_registry(app_env):
         at.switch_page(page.file)
         run_ok(at)
         assert [t.value for t in at.title] == [page.title]
+
+
+NEW_ARCHITECTURES = ["gpt_neox", "gemma2", "phi3", "olmo2"]
+
+
+@pytest.mark.parametrize("case", NEW_ARCHITECTURES)
+def test_every_page_and_tab_on_the_newer_architectures(app_env, case, tmp_path, monkeypatch):
+    """Parallel branches and partial rotary (Pythia), soft-capped scores and logits (Gemma 2), fused
+    projections (Phi-3), norms after the sublayers (OLMo-2): every page and tab draws, and the Attention
+    page shows a soft-cap stage exactly where the model has one."""
+    from test_fidelity import ARCH_CASES, save_random
+
+    config_class, kwargs, _ = ARCH_CASES[case]
+    monkeypatch.setenv("GPTVIZ_MODEL_DIRS", str(save_random(tmp_path / case, config_class, 0, **kwargs)))
+    for page, tab in page_tabs():
+        at = open_page(page, f"local: {case}", "When Mary and John went to the store, John gave a drink to")
+        if tab:
+            open_tab(at, f"{page}_tab", tab)
+        assert not at.error, (page, tab, [e.value for e in at.error])
+        if (page, tab) == ("attention", "Step by step"):
+            titles = " ".join(a["text"] for a in json.loads(charts(at)["attn_stages"])["layout"]["annotations"])
+            assert ("soft-cap" in titles) == (case == "gemma2"), titles
