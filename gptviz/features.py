@@ -13,6 +13,7 @@ import pandas as pd
 
 from gptviz.architectures import config_from_hf
 from gptviz.config import GPTConfig
+from gptviz.model import block_structure
 
 BOOK_GPT2 = config_from_hf(
     dict(model_type="gpt2", vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
@@ -22,6 +23,14 @@ BOOK_WEIGHTS = "OpenAI's released GPT-2 checkpoint, float32"
 
 
 # ---- the words the pipeline diagram and the table share ----------------------------------------
+NORM_PLACES = {  # (sublayer, before or after it) -> where a norm sits (model.BlockStructure.norms)
+    ("attn", "before"): "before attention",
+    ("attn", "after"): "on attention's output (post norm)",
+    ("mlp", "before"): "before the MLP",
+    ("mlp", "after"): "on the MLP's output (post norm)",
+}
+
+
 def norm_name(config: GPTConfig) -> str:
     return "LayerNorm" if config.norm == "layernorm" else "RMSNorm"
 
@@ -93,9 +102,11 @@ def _norm(c: GPTConfig) -> str:
 
 
 def _placement(c: GPTConfig) -> str:
-    places = (["before attention and before the MLP (pre-norm)"] if c.pre_norms else []) + (
-        ["on each sublayer's output before the shortcut adds it"] if c.post_norms else [])
-    parallel = "; attention and the MLP read the same input, in parallel" if c.parallel_residual else ""
+    structure = block_structure(c)
+    sides = {where for _, where in structure.norms().values()}
+    places = (["before attention and before the MLP (pre-norm)"] if "before" in sides else []) + (
+        ["on each sublayer's output before the shortcut adds it"] if "after" in sides else [])
+    parallel = "; attention and the MLP read the same input, in parallel" if structure.parallel else ""
     return f"{', and '.join(places)}, and a final norm{parallel}"
 
 

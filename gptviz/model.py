@@ -30,36 +30,75 @@ if TYPE_CHECKING:
     from gptviz.tokenizer import Tokenizer
 
 
-class LayerNorm(nn.Module):
-    """GPT-2's norm: (x - mean) / sqrt(var + eps) * weight + bias over the last dim."""
+class Norm(nn.Module):
+    """A norm over the last dim, in the steps every explanation reads (the norm maths, written once):
 
-    def __init__(self, d_model: int, eps: float):
+        centre      x - mean(x) (LayerNorm), or x itself (RMSNorm)
+        statistic   mean(centre²): the variance (LayerNorm) or the mean of squares (RMSNorm)
+        scale       1 / sqrt(statistic + eps)
+        normalized  centre · scale
+        out         normalized · gain (+ bias), gain = offset + weight (Gemma stores weight - 1: offset 1)
+
+    Shapes: x (..., n) -> centre, normalized (..., n); statistic, scale (..., 1).
+    """
+
+    centred: bool
+
+    def __init__(self, size: int, eps: float, offset: float = 0.0):
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d_model))
-        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.eps, self.offset = eps, offset
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def centre(self, x: Tensor) -> Tensor:
+        return x - x.mean(-1, keepdim=True) if self.centred else x
+
+    def statistic(self, x: Tensor) -> Tensor:
+        return self.centre(x).pow(2).mean(-1, keepdim=True)
+
+    def scale(self, x: Tensor) -> Tensor:
+        return torch.rsqrt(self.statistic(x) + self.eps)
+
+    def normalized(self, x: Tensor) -> Tensor:
+        return self.centre(x) * self.scale(x)
+
+    @property
+    def gain(self) -> Tensor:
+        """(n,) what the normalized vector is multiplied by: offset + weight."""
+        return self.offset + self.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.normalized(x) * self.gain
+        return out if self.bias is None else out + self.bias
+
+
+class LayerNorm(Norm):
+    """GPT-2's norm: (x - mean) / sqrt(var + eps) * weight + bias. The forward runs PyTorch's fused
+    kernel of the same maths (tests check it equals the steps)."""
+
+    centred = True
+
+    def __init__(self, size: int, eps: float):
+        super().__init__(size, eps)
+        self.bias = nn.Parameter(torch.zeros(size))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(Norm):
     """Llama's norm: x / sqrt(mean(x^2) + eps) * (offset + weight); no mean subtracted, no bias.
 
     offset is 0 except for Gemma, whose checkpoints store weight - 1.
     """
 
-    def __init__(self, d_model: int, eps: float, offset: float = 0.0):
-        super().__init__()
-        self.eps, self.offset = eps, offset
-        self.weight = nn.Parameter(torch.ones(d_model))
+    centred = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return x * torch.rsqrt(variance + self.eps) * (self.offset + self.weight)
+    def __init__(self, size: int, eps: float, offset: float = 0.0):
+        super().__init__(size, eps, offset)
+        self.register_parameter("bias", None)
 
 
-def make_norm(config: GPTConfig, size: int | None = None) -> nn.Module:
+def make_norm(config: GPTConfig, size: int | None = None) -> Norm:
     """The config's norm over the last dim (size: d_model unless given, e.g. d_head for q/k norms)."""
     size = size or config.d_model
     if config.norm == "layernorm":
@@ -348,26 +387,66 @@ class MLP(nn.Module):
         return self.fc_out(self.hidden(x))
 
 
+@dataclass(frozen=True)
+class Branch:
+    """One sublayer as the block runs it: `name` (the block's module, "attn" or "mlp"), the residual
+    stream it reads (`reads`: "resid_pre", the block's input, or "resid_mid", after attention's
+    shortcut), the norm modules before and after it (None: none), and what it adds to the stream
+    (`writes`, a trace stage: "attn_out" or "mlp_out")."""
+
+    name: str
+    reads: str
+    norm_before: str | None
+    norm_after: str | None
+    writes: str
+
+
+@dataclass(frozen=True)
+class BlockStructure:
+    """What a block is made of, in the order it runs: attention, then the MLP, each a Branch;
+    parallel: both read the block's input and their outputs are added together."""
+
+    parallel: bool
+    branches: tuple[Branch, ...]
+
+    def norms(self) -> dict[str, tuple[str, str]]:
+        """The block's norms in the order they run: module name -> (branch name, "before" or "after")."""
+        return {name: (b.name, where) for b in self.branches
+                for name, where in ((b.norm_before, "before"), (b.norm_after, "after")) if name is not None}
+
+
+def block_structure(config: GPTConfig) -> BlockStructure:
+    """The block the config describes: norms before each sublayer with pre_norms, after it with
+    post_norms; the MLP reads the stream after attention, or the block's input when parallel."""
+    pre = config.pre_norms
+    post = config.post_norms
+    return BlockStructure(config.parallel_residual, (
+        Branch("attn", "resid_pre", "norm1" if pre else None, "post_attn_norm" if post else None, "attn_out"),
+        Branch("mlp", "resid_pre" if config.parallel_residual else "resid_mid", "norm2" if pre else None,
+               "post_mlp_norm" if post else None, "mlp_out"),
+    ))
+
+
 class TransformerBlock(nn.Module):
     """mid = x + post_attn_norm(attn(norm1(x))); out = mid + post_mlp_norm(mlp(norm2(m))), where the
     MLP reads m = mid (sequential, the book's block) or m = x (parallel_residual: both sublayers
     read the block's input, GPT-NeoX).
 
-    The shortcut connections. norm1 and norm2 exist with config.pre_norms, the post norms with
-    config.post_norms (Gemma: both; OLMo-2: only the post norms); a missing norm is the identity.
+    The shortcut connections. `structure` declares which norms the block has and where (Gemma:
+    before and after each sublayer; OLMo-2: only after); a norm it lacks is the identity here.
     """
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
-        pre_norm = (lambda: make_norm(config)) if config.pre_norms else nn.Identity
-        post_norm = (lambda: make_norm(config)) if config.post_norms else nn.Identity
-        self.parallel = config.parallel_residual
-        self.norm1 = pre_norm()
+        self.structure = block_structure(config)
+        present = self.structure.norms()
+        norm = lambda name: make_norm(config) if name in present else nn.Identity()
+        self.norm1 = norm("norm1")
         self.attn = CausalSelfAttention(config, layer)
-        self.post_attn_norm = post_norm()
-        self.norm2 = pre_norm()
+        self.post_attn_norm = norm("post_attn_norm")
+        self.norm2 = norm("norm2")
         self.mlp = MLP(config)
-        self.post_mlp_norm = post_norm()
+        self.post_mlp_norm = norm("post_mlp_norm")
 
     def forward(
         self,
@@ -380,7 +459,7 @@ class TransformerBlock(nn.Module):
         mid = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record, edit))  # (B, T, C)
         if record is not None:
             record.resid_mid.append(mid)
-        mlp_in = x if self.parallel else mid  # parallel: the MLP reads the block's input, as attention did
+        mlp_in = x if self.structure.parallel else mid  # parallel: the MLP reads the block's input, as attention did
         if edit is None:
             x = mid + self.post_mlp_norm(self.mlp(self.norm2(mlp_in)))  # (B, T, C)
         else:  # interventions: the MLP's output knocked out or patched, then the residual stream

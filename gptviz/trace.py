@@ -247,66 +247,111 @@ class Trace:
         with torch.inference_mode():
             return compute()
 
-    def z(self, layer: int) -> Tensor:
-        """(nh, T, hs) context vectors: each head's pattern-weighted sum of values (hook_z).
+    def z(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(nh, W, hs) context vectors of the queries at positions [start, stop) (default: all T):
+        each head's pattern-weighted sum of values (hook_z).
 
         Computed by the same kernel the forward pass ran, on the same q, k, v (and with
-        this run's interventions: a knocked-out head's z is its ablated value).
+        this run's interventions: a knocked-out head's z is its ablated value; a mean over
+        positions needs them all, so an intervened run computes every position).
         """
         layer = self._layer(layer)
+        start, stop = self.span(start, stop)
         config = self.model.config
+        edit = self._edit(layer)
+        first, last = (0, self.n_tokens) if edit is not None else (start, stop)
         with torch.inference_mode():
-            z = attend(self.qs[layer][None], self.ks[layer][None], self.vs[layer][None],
-                       config.scale, self.window(layer), config.attn_softcap)
-            if (edit := self._edit(layer)) is not None:
-                z = edit.edit_z(z)
+            q = self.qs[layer][None, :, first:last]  # (1, nh, W, hs): the last W of `last` positions
+            k, v = self.ks[layer][None, :, :last], self.vs[layer][None, :, :last]
+            z = attend(q, k, v, config.scale, self.window(layer), config.attn_softcap)
+            if edit is not None:
+                z = edit.edit_z(z)[:, :, start:stop]
         return z[0]
 
-    def attn_module_out(self, layer: int) -> Tensor:
-        """(T, C) the heads' context vectors concatenated, through out_proj: attention's output
+    def attn_module_out(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) the heads' context vectors concatenated, through out_proj: attention's output
         before any post-attention norm (what a forward hook on the attention module sees)."""
-        z = self.z(layer)
-        block = self.model.blocks[self._layer(layer)]
+        layer = self._layer(layer)
+        start, stop = self.span(start, stop)
+        edit = self._edit(layer)
+        first, last = (0, self.n_tokens) if edit is not None else (start, stop)  # copies cover every position
+        z = self.z(layer, first, last)  # (nh, W, hs)
+        block = self.model.blocks[layer]
         with torch.inference_mode():
-            out = block.attn.out_proj(z.transpose(0, 1).reshape(self.n_tokens, -1))[None]  # (1, T, C)
-            if (edit := self._edit(self._layer(layer))) is not None:
-                out = edit.edit_attn_out(out)
+            out = block.attn.out_proj(z.transpose(0, 1).reshape(z.shape[1], -1))[None]  # (1, W, C)
+            if edit is not None:
+                out = edit.edit_attn_out(out)[:, start:stop]
         return out[0]
 
-    def attn_out(self, layer: int) -> Tensor:
-        """(T, C) what attention adds to the residual stream (hook_attn_out): attn_module_out
+    def attn_out(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) what attention adds to the residual stream (hook_attn_out): attn_module_out
         (through the post-attention norm, if the model has one)."""
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            return block.post_attn_norm(self.attn_module_out(layer))
+            return block.post_attn_norm(self.attn_module_out(layer, start, stop))
 
     # ---- MLP ------------------------------------------------------------------------
-    def mlp_in(self, layer: int) -> Tensor:
-        """(T, C) the residual stream the MLP of block `layer` reads (before norm2): resid_mid, or
+    def mlp_in(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) the residual stream the MLP of block `layer` reads (before norm2): resid_mid, or
         resid_pre in a parallel block, whose MLP reads the block's input as attention does."""
-        return self.resid_pre(layer) if self.model.config.parallel_residual else self.resid_mid(layer)
+        return self.stream(self.model.blocks[self._layer(layer)].structure.branches[1].reads, layer)[
+            slice(*self.span(start, stop))]
 
-    def mlp_hidden(self, layer: int) -> Tensor:
-        """(T, d_mlp) MLP hidden activation (GELU or SwiGLU) (hook_post)."""
+    def mlp_hidden(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, d_mlp) MLP hidden activation (GELU or SwiGLU) (hook_post)."""
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            return block.mlp.hidden(block.norm2(self.mlp_in(layer)))
+            return block.mlp.hidden(self.sublayer_in(layer, "mlp", start, stop))
 
-    def mlp_module_out(self, layer: int) -> Tensor:
-        """(T, C) the MLP's output before any post-MLP norm (what a forward hook on the MLP module
-        sees), with this run's interventions."""
-        block = self.model.blocks[self._layer(layer)]
+    def mlp_module_out(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) the MLP's output before any post-MLP norm (what a forward hook on the MLP module
+        sees), with this run's interventions (which may need every position: then all are computed)."""
+        layer = self._layer(layer)
+        start, stop = self.span(start, stop)
+        edit = self._edit(layer)
+        first, last = (0, self.n_tokens) if edit is not None else (start, stop)
+        block = self.model.blocks[layer]
         with torch.inference_mode():
-            out = block.mlp.fc_out(self.mlp_hidden(layer))[None]  # (1, T, C)
-            if (edit := self._edit(self._layer(layer))) is not None:
-                out = edit.edit_mlp_out(out)
+            out = block.mlp.fc_out(self.mlp_hidden(layer, first, last))[None]  # (1, W, C)
+            if edit is not None:
+                out = edit.edit_mlp_out(out)[:, start:stop]
         return out[0]
 
-    def mlp_out(self, layer: int) -> Tensor:
-        """(T, C) what the MLP adds to the residual stream (hook_mlp_out; after the post-MLP norm, if any)."""
+    def mlp_out(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) what the MLP adds to the residual stream (hook_mlp_out; after the post-MLP norm, if any)."""
         block = self.model.blocks[self._layer(layer)]
         with torch.inference_mode():
-            return block.post_mlp_norm(self.mlp_module_out(layer))
+            return block.post_mlp_norm(self.mlp_module_out(layer, start, stop))
+
+    # ---- the block as it declares itself ---------------------------------------------------
+    def stream(self, name: str, layer: int) -> Tensor:
+        """(T, C) the residual stream `name` of block `layer`: "resid_pre", "resid_mid" or "resid_post"."""
+        streams = {"resid_pre": self.resid_pre, "resid_mid": self.resid_mid, "resid_post": self.resid_post}
+        if name not in streams:
+            raise ValueError(f"stream must be one of {list(streams)}, not {name!r}.")
+        return streams[name](layer)
+
+    def sublayer_in(self, layer: int, branch: str, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) what block `layer`'s sublayer `branch` ("attn" or "mlp") receives: the stream it
+        reads (block.structure), through the norm before it if the block has one."""
+        block = self.model.blocks[self._layer(layer)]
+        b = self._branch(block, branch)
+        x = self.stream(b.reads, layer)[slice(*self.span(start, stop))]
+        with torch.inference_mode():
+            return x if b.norm_before is None else block.get_submodule(b.norm_before)(x)
+
+    def norm_in(self, layer: int, norm: str, start: int = 0, stop: int | None = None) -> Tensor:
+        """(W, C) what block `layer`'s norm module `norm` (a key of block.structure.norms()) reads:
+        the stream its sublayer reads (a norm before it), or the sublayer's output (a norm after it)."""
+        block = self.model.blocks[self._layer(layer)]
+        norms = block.structure.norms()
+        if norm not in norms:
+            raise ValueError(f"This model's blocks have no norm {norm!r}: use one of {list(norms)}.")
+        branch, where = norms[norm]
+        if where == "before":
+            return self.stream(self._branch(block, branch).reads, layer)[slice(*self.span(start, stop))]
+        module_out = {"attn": self.attn_module_out, "mlp": self.mlp_module_out}[branch]
+        return module_out(layer, start, stop)
 
     # ---- output -----------------------------------------------------------------------
     @property
@@ -356,6 +401,21 @@ class Trace:
             )
 
     # ---- index checks ----------------------------------------------------------------
+    def span(self, start: int = 0, stop: int | None = None) -> tuple[int, int]:
+        """[start, stop) checked against the T positions (stop None: T)."""
+        T = self.n_tokens
+        stop = T if stop is None else stop
+        if not 0 <= start < stop <= T:
+            raise ValueError(f"Positions [{start}, {stop}) are not inside the sequence of {T} tokens.")
+        return start, stop
+
+    @staticmethod
+    def _branch(block, name: str):
+        branches = {b.name: b for b in block.structure.branches}
+        if name not in branches:
+            raise ValueError(f"A block's sublayers are {list(branches)}, not {name!r}.")
+        return branches[name]
+
     def _layer(self, layer: int) -> int:
         if not -self.n_layer <= layer < self.n_layer:
             raise ValueError(f"Layer {layer} does not exist: this model has layers 0–{self.n_layer - 1}.")

@@ -30,7 +30,8 @@ CASES = {  # name -> (saver(path) -> path, T)
     "gpt2-odd": (lambda p: save_tiny_gpt2(p, seed=1, **GPT2_CASES[1][0]), 29),
     "llama-mqa": (lambda p: save_tiny_llama(p, seed=2, **LLAMA_CASES[1][0]), 31),
     **{name: (lambda p, c=ARCH_CASES[name]: save_random(p, c[0], 3, **c[1]), ARCH_CASES[name][2])
-       for name in ("gemma3", "qwen3", "llama-bias", "qwen2-sliding", "llama3-rope")},
+       for name in ("gemma3", "qwen3", "llama-bias", "qwen2-sliding", "llama3-rope", "gpt_neox", "gemma2", "phi3",
+                    "olmo2")},
 }
 
 
@@ -77,12 +78,15 @@ def close(a, b, tol: float = TOL) -> None:
 
 # ---- against transformers -------------------------------------------------------------------------
 def test_every_step_matches_transformers(case):
+    """Each step against a forward hook on the transformers module it stands for; which norms there
+    are and where comes from the block's declared structure (pre, post, both; parallel or not)."""
     ours, hf, tr = case
     cfg, arch = ours.config, ours.config.arch
     nh, hs, T = cfg.n_head, cfg.d_head, tr.n_tokens
+    structure = ours.blocks[0].structure
+    assert list(block.norm_places(tr)) == list(structure.norms())
     for layer in range(cfg.n_layer):
-        names = ["norm1", "attn.qkv", "attn.out_proj", "norm2", "mlp.fc_out"] + (
-            ["post_attn_norm", "post_mlp_norm"] if cfg.post_norms else [])
+        names = [*structure.norms(), "attn.qkv", "attn.out_proj", "mlp.fc_in", "mlp.fc_out"]
         modules = {f"{n}/{i}": m for n in names for i, m in enumerate(hf_block_module(hf, arch, layer, n))}
         seen = run_with_hooks(hf, tr.ids, modules)
 
@@ -97,10 +101,12 @@ def test_every_step_matches_transformers(case):
 
         # q, k, v of one token: x · W (+ b), split into heads (transformers: one or three projections)
         hf_qkv = torch.cat([seen[f"attn.qkv/{i}"][1] for i in range(len(ARCHITECTURES[arch].names["attn.qkv"]))], -1)
+        if (rearrange := ARCHITECTURES[arch].rearrange.get("attn.qkv")) is not None:  # GPT-NeoX: per head
+            hf_qkv = rearrange(hf_qkv.T, cfg).T
         for position in (0, T // 2, T - 1):
             s = block.qkv_steps(tr, layer, position)
             close(np.concatenate([s.q_lin.ravel(), s.k_lin.ravel(), s.v.ravel()]), hf_qkv[position])
-            close(s.x, seen["norm1/0"][1][position])
+            close(s.x, seen["attn.qkv/0"][0][position])  # what the attention projections read
             close(s.q, tr.q(layer)[:, position])
             close(s.k, tr.k(layer)[:, position])
             close(s.v, tr.v(layer)[:, position])
@@ -125,7 +131,7 @@ def test_every_step_matches_transformers(case):
 
         # the MLP: hidden activations are the input of W_out; its output is W_out's
         mlp = block.mlp_steps(tr, layer)
-        close(mlp.x, seen["norm2/0"][1])
+        close(mlp.x, seen["mlp.fc_in/0"][0])  # what the MLP reads: after norm2, from the stream it reads
         close(mlp.hidden, seen["mlp.fc_out/0"][0])
         close(mlp.out, seen["mlp.fc_out/0"][1])
         close(mlp.written, tr.mlp_out(layer))
@@ -133,7 +139,8 @@ def test_every_step_matches_transformers(case):
             close(mlp.written, seen["post_mlp_norm/0"][1])
         act = block.activation_curve(tr, layer, -3.0, 3.0, 7)
         close(mlp.act, ours.blocks[layer].mlp.act(torch.from_numpy(mlp.pre)))
-        expected = (torch.nn.functional.gelu(torch.from_numpy(act[0]), approximate="tanh") if cfg.mlp != "swiglu"
+        gelu = {"tanh": "tanh", "exact": "none"}[cfg.gelu]
+        expected = (torch.nn.functional.gelu(torch.from_numpy(act[0]), approximate=gelu) if cfg.mlp != "swiglu"
                     else torch.nn.functional.silu(torch.from_numpy(act[0])))
         close(act[1], expected)
         if mlp.up is None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from gptviz.edits import ABLATIONS, Ablation, Interventions, LayerEdit
-from gptviz.model import GPT, LayerNorm, RMSNorm
+from gptviz.model import GPT, Norm
 from gptviz.sampling import token_rank
 from gptviz.trace import Trace
 
@@ -96,17 +96,15 @@ def metric_value(trace: Trace, metric: Metric) -> float:
 # ---- direct logit attribution -------------------------------------------------------------------
 def through_norm(norm: nn.Module, total: Tensor, parts: Tensor) -> tuple[Tensor, Tensor | None]:
     """Parts (P, C) of a norm's input total (C,) taken through the norm with its scale held at
-    the value it has for total: RMSNorm parts · s · w; LayerNorm (parts − their means) · s · w,
-    and the bias (C,) as its own part (None without). The parts then add up to norm(total)."""
+    the value it has for total: each part centred as the norm centres (LayerNorm), times the scale
+    of total and the gain; the bias (C,) as its own part (None without). The parts then add up to
+    norm(total). The norm's own steps (gptviz.model.Norm); a missing norm (identity) passes them."""
     if isinstance(norm, nn.Identity):
         return parts, None
-    if isinstance(norm, LayerNorm):
-        scale = torch.rsqrt(total.var(-1, unbiased=False) + norm.eps)
-        return (parts - parts.mean(-1, keepdim=True)) * scale * norm.weight.double(), norm.bias.double()
-    if isinstance(norm, RMSNorm):
-        scale = torch.rsqrt(total.pow(2).mean(-1) + norm.eps)
-        return parts * scale * (norm.offset + norm.weight.double()), None
-    raise TypeError(f"No linear form for {type(norm).__name__}.")
+    if not isinstance(norm, Norm):
+        raise TypeError(f"No linear form for {type(norm).__name__}.")
+    bias = None if norm.bias is None else norm.bias.double()
+    return norm.centre(parts) * norm.scale(total) * norm.gain.double(), bias
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Inside one transformer block, step by step, with the model's own modules and the trace's numbers.
 
-A block is x → x + post_attn_norm(attn(norm1(x))) → x + post_mlp_norm(mlp(norm2(x))) (the
-post norms exist only with config.post_norms). This module takes each step apart for a learner:
+A block is x → x + post_attn_norm(attn(norm1(x))) → + post_mlp_norm(mlp(norm2(·))), the MLP reading
+the stream after attention or, in a parallel block, the block's input; which norms exist and where
+is the block's own declaration (block.structure). This module takes each step apart for a learner:
 the norm's mean, variance (or mean square), normalised vector, gain and bias; the projections
 to q, k, v for one token; the heads' context vectors concatenated and multiplied by W_O, and the
 same output as a sum of per-head contributions; what each sublayer writes into the residual
@@ -25,19 +26,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gptviz.model import LayerNorm, RMSNorm, attend
+from gptviz.features import NORM_PLACES
+from gptviz.model import LayerNorm, Norm
 from gptviz.trace import Trace
 
 TOP_NEURONS = 32  # neurons in the tokens × neurons view
 CURVE_POINTS = 401
-
-
-def _window(trace: Trace, start: int, stop: int | None) -> tuple[int, int]:
-    T = trace.n_tokens
-    stop = T if stop is None else stop
-    if not 0 <= start < stop <= T:
-        raise ValueError(f"Positions [{start}, {stop}) are not inside the sequence of {T} tokens.")
-    return start, stop
 
 
 def _position(trace: Trace, position: int) -> int:
@@ -51,21 +45,10 @@ def _np(x: Tensor) -> np.ndarray:
 
 
 # ---- the norms ----------------------------------------------------------------------------------
-NORM_PLACES = {
-    "norm1": "before attention",
-    "norm2": "before the MLP",
-    "post_attn_norm": "on attention's output (post norm)",
-    "post_mlp_norm": "on the MLP's output (post norm)",
-}
-
-
 def norm_places(trace: Trace) -> dict[str, str]:
-    """The norms a block of this model has: module name -> where it sits (norm1 and norm2 only with
-    pre_norms, the post norms only with post_norms)."""
-    config = trace.model.config
-    present = {"norm1": config.pre_norms, "norm2": config.pre_norms, "post_attn_norm": config.post_norms,
-               "post_mlp_norm": config.post_norms}
-    return {name: place for name, place in NORM_PLACES.items() if present[name]}
+    """The norms a block of this model has, in the order they run: module name -> where it sits
+    (read from the block's declared structure)."""
+    return {name: NORM_PLACES[place] for name, place in trace.model.blocks[0].structure.norms().items()}
 
 
 def norm_module(trace: Trace, layer: int, which: str) -> nn.Module:
@@ -76,31 +59,22 @@ def norm_module(trace: Trace, layer: int, which: str) -> nn.Module:
 
 
 def norm_input(trace: Trace, layer: int, which: str, start: int = 0, stop: int | None = None) -> Tensor:
-    """(W, C) what norm `which` of block `layer` reads at positions [start, stop): the residual stream
-    entering the block (norm1), the stream the MLP reads (norm2: after attention's shortcut, or the
-    block's input in a parallel block), or the sublayer's raw output (the post norms)."""
-    start, stop = _window(trace, start, stop)
-    block = trace.model.blocks[trace._layer(layer)]
-    norm_module(trace, layer, which)
-    with torch.inference_mode():
-        if which == "norm1":
-            return trace.resid_pre(layer)[start:stop]
-        if which == "norm2":
-            return trace.mlp_in(layer)[start:stop]
-        if which == "post_attn_norm":
-            return block.attn.out_proj(merged_heads(trace, layer, start, stop))
-        return _mlp_tensors(trace, layer, start, stop)["out"]
+    """(W, C) what norm `which` of block `layer` reads at positions [start, stop): the stream its
+    sublayer reads (a norm before it), or the sublayer's raw output (a post norm); Trace.norm_in."""
+    return trace.norm_in(layer, which, start, stop)
 
 
 @dataclass(frozen=True)
 class NormSteps:
-    """A norm taken apart over W vectors of size n (float64, computed from the model's float32 input).
+    """A norm taken apart over W vectors of size n (float64, computed from the model's float32 input
+    by the norm's own steps, gptviz.model.Norm).
 
     centred: LayerNorm subtracts the mean (RMSNorm does not); mean (W,) the input's mean either way;
-    var (W,): the variance (LayerNorm) or the mean of squares (RMSNorm); denom (W,) = √(var + eps):
-    the standard deviation or the root mean square; normalized (W, n) = (x − mean) / denom or x / denom;
-    gain (n,) = offset + weight (the γ applied); bias (n,) β or None; out (W, n) = normalized · gain (+ bias);
-    model_out (W, n) the norm module's own output on x (out equals it to float32 rounding).
+    var (W,): the variance (LayerNorm) or the mean of squares (RMSNorm): the norm's statistic;
+    denom (W,) = √(var + eps): the standard deviation or the root mean square; normalized (W, n) =
+    (x − mean) / denom or x / denom; gain (n,) = offset + weight (the γ applied); bias (n,) β or None;
+    out (W, n) = normalized · gain (+ bias); model_out (W, n) the norm module's own output on x (out
+    equals it to float32 rounding).
     """
 
     centred: bool
@@ -127,30 +101,22 @@ class NormSteps:
 
 
 def norm_steps(norm: nn.Module, x: Tensor) -> NormSteps:
-    """The model's LayerNorm or RMSNorm applied to x (W, n) one step at a time; `out` equals norm(x)."""
-    xd = x.detach().double()
-    if isinstance(norm, LayerNorm):
-        centred, offset = True, 0.0
-        bias = norm.bias.detach().double().numpy()
-    elif isinstance(norm, RMSNorm):
-        centred, offset, bias = False, float(norm.offset), None
-    else:
+    """The model's LayerNorm or RMSNorm applied to x (W, n) one step at a time (its own centre,
+    statistic, scale, gain and bias, in float64); `out` equals norm(x)."""
+    if not isinstance(norm, Norm):
         raise ValueError(f"norm_steps takes the model's LayerNorm or RMSNorm, not {type(norm).__name__}.")
-    mean = xd.mean(-1)  # (W,)
-    if centred:
-        var = (xd - mean[:, None]).pow(2).mean(-1)  # biased variance, as LayerNorm uses
-        normalized = (xd - mean[:, None]) / (var + norm.eps).sqrt()[:, None]
-    else:
-        var = xd.pow(2).mean(-1)  # mean of squares
-        normalized = xd / (var + norm.eps).sqrt()[:, None]
-    gain = offset + norm.weight.detach().double()  # (n,)
-    out = normalized * gain + (torch.from_numpy(bias) if bias is not None else 0.0)
+    xd = x.detach().double()
     with torch.inference_mode():
+        var = norm.statistic(xd)[..., 0]  # (W,)
+        normalized = norm.normalized(xd)  # (W, n)
+        gain = norm.gain.detach().double()  # (n,)
+        bias = None if norm.bias is None else norm.bias.detach().double()
+        out = normalized * gain + (bias if bias is not None else 0.0)
         model_out = norm(x.detach())
     return NormSteps(
-        centred=centred, eps=float(norm.eps), offset=offset, x=xd.numpy(), mean=mean.numpy(), var=var.numpy(),
-        denom=(var + norm.eps).sqrt().numpy(), normalized=normalized.numpy(), gain=gain.numpy(), bias=bias,
-        out=out.numpy(), model_out=_np(model_out),
+        centred=norm.centred, eps=float(norm.eps), offset=float(norm.offset), x=xd.numpy(), mean=xd.mean(-1).numpy(),
+        var=var.numpy(), denom=(var + norm.eps).sqrt().numpy(), normalized=normalized.numpy(), gain=gain.numpy(),
+        bias=None if bias is None else bias.numpy(), out=out.numpy(), model_out=_np(model_out),
     )
 
 
@@ -174,21 +140,25 @@ def norm_table(steps: NormSteps, tokens: list[str], start: int = 0) -> pd.DataFr
 
 
 def norm_scale_by_layer(trace: Trace, position: int, start: int = 0, stop: int | None = None) -> pd.DataFrame:
-    """Layer by layer, the L2 norm of the residual stream entering each block and of its norm1 output:
+    """Layer by layer, the L2 norm of the residual stream entering each block and of what attention
+    reads from it (norm1's output; the stream itself in a block without norms before its sublayers):
     at `position`, and the median over positions [start, stop). Rows "L0".. are the blocks' inputs; the
     last row, "final", is the last block's output and the final norm (what the output head reads)."""
     position = _position(trace, position)
-    start, stop = _window(trace, start, stop)
+    start, stop = trace.span(start, stop)
     model, rows = trace.model, []
     with torch.inference_mode():
         for layer in range(trace.n_layer + 1):
             resid = trace.resid_stream[layer][start:stop]  # (W, C)
-            norm = model.blocks[layer].norm1 if layer < trace.n_layer else model.final_norm
-            normed = norm(resid)
             at = trace.resid_stream[layer][position : position + 1]
+            if layer < trace.n_layer:
+                normed, normed_at = (trace.sublayer_in(layer, "attn", start, stop),
+                                     trace.sublayer_in(layer, "attn", position, position + 1))
+            else:
+                normed, normed_at = model.final_norm(resid), model.final_norm(at)
             rows.append((
                 f"L{layer}" if layer < trace.n_layer else "final",
-                float(at.norm()), float(norm(at).norm()),
+                float(at.norm()), float(normed_at.norm()),
                 float(resid.norm(dim=-1).median()), float(normed.norm(dim=-1).median()),
             ))
     return pd.DataFrame(rows, columns=["residual stream", "‖x‖ at the token", "‖norm(x)‖ at the token",
@@ -227,7 +197,7 @@ def qkv_steps(trace: Trace, layer: int, position: int) -> QKVSteps:
     cfg, block = trace.model.config, trace.model.blocks[trace._layer(layer)]
     nh, n_kv, hs = cfg.n_head, cfg.n_kv_head, cfg.d_head
     with torch.inference_mode():
-        x = block.norm1(trace.resid_pre(layer)[position : position + 1])[None]  # (1, 1, C)
+        x = trace.sublayer_in(layer, "attn", position, position + 1)[None]  # (1, 1, C)
         q_lin, k_lin, v = block.attn.qkv(x)[0, 0].split([nh * hs, n_kv * hs, n_kv * hs])
         q_pre, k_pre, _ = block.attn.project(x, None)  # after the q/k norms, before rotary
         rotary = trace.model.rotary(torch.tensor([position]))[trace._layer(layer)]
@@ -243,32 +213,10 @@ def qkv_steps(trace: Trace, layer: int, position: int) -> QKVSteps:
     )
 
 
-def head_z(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
-    """(nh, W, hs) context vectors of the queries at positions [start, stop) (all keys up to each),
-    by the model's fused attention on the trace's q, k, v: rows of trace.z(layer)."""
-    start, stop = _window(trace, start, stop)
-    layer = trace._layer(layer)
-    if trace.interventions is not None:  # a knocked-out run: z as that run had it (a mean needs every position)
-        return trace.z(layer)[:, start:stop]
-    with torch.inference_mode():
-        q = trace.q(layer)[None, :, start:stop]  # (1, nh, W, hs): the last W of `stop` positions
-        k, v = trace.k(layer)[None, :, :stop], trace.v(layer)[None, :, :stop]
-        config = trace.model.config
-        return attend(q, k, v, config.scale, trace.window(layer), config.attn_softcap)[0]
-
-
 def merged_heads(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
-    """(W, nh·hs) the heads' context vectors concatenated: columns h·hs .. (h+1)·hs - 1 are head h."""
-    z = head_z(trace, layer, start, stop)
+    """(W, nh·hs) the heads' context vectors (trace.z) concatenated: columns h·hs .. (h+1)·hs - 1 are head h."""
+    z = trace.z(layer, start, stop)
     return z.transpose(0, 1).reshape(z.shape[1], -1)
-
-
-def attention_written(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
-    """(W, C) what block `layer`'s attention adds to the residual stream at [start, stop): the merged
-    heads through out_proj and the post-attention norm (rows of trace.attn_out(layer))."""
-    block = trace.model.blocks[trace._layer(layer)]
-    with torch.inference_mode():
-        return block.post_attn_norm(block.attn.out_proj(merged_heads(trace, layer, start, stop)))
 
 
 def head_output_weight(trace: Trace, layer: int, head: int) -> Tensor:
@@ -308,11 +256,11 @@ class AttentionOutput:
 
 def attention_output(trace: Trace, layer: int, start: int = 0, stop: int | None = None) -> AttentionOutput:
     """The output projection of block `layer` over positions [start, stop), and its per-head split."""
-    start, stop = _window(trace, start, stop)
+    start, stop = trace.span(start, stop)
     block = trace.model.blocks[trace._layer(layer)]
     nh = trace.model.config.n_head
     with torch.inference_mode():
-        z = head_z(trace, layer, start, stop)  # (nh, W, hs)
+        z = trace.z(layer, start, stop)  # (nh, W, hs)
         merged = z.transpose(0, 1).reshape(z.shape[1], -1)  # (W, nh·hs)
         out = block.attn.out_proj(merged)  # (W, C)
         written = block.post_attn_norm(out)
@@ -336,12 +284,12 @@ def residual_writes(trace: Trace, layer: int, start: int = 0, stop: int | None =
     """L2 norms (W,) at positions [start, stop) of block `layer`'s residual stream and what its sublayers
     write into it: resid_pre, attn_out (attention's write), resid_mid = resid_pre + attn_out, mlp_out
     (the MLP's write), resid_post = resid_mid + mlp_out. Kept on the trace per (layer, window)."""
-    start, stop = _window(trace, start, stop)
+    start, stop = trace.span(start, stop)
     layer = trace._layer(layer)
 
     def compute() -> dict[str, np.ndarray]:
         vectors = {"resid_pre": trace.resid_pre(layer)[start:stop],
-                   "attn_out": attention_written(trace, layer, start, stop),
+                   "attn_out": trace.attn_out(layer, start, stop),
                    "resid_mid": trace.resid_mid(layer)[start:stop],
                    "mlp_out": _mlp_tensors(trace, layer, start, stop)["written"],
                    "resid_post": trace.resid_post(layer)[start:stop]}
@@ -384,16 +332,14 @@ class MLPSteps:
 
 
 def _mlp_tensors(trace: Trace, layer: int, start: int, stop: int | None) -> dict[str, Tensor | None]:
-    start, stop = _window(trace, start, stop)
+    start, stop = trace.span(start, stop)
     block = trace.model.blocks[trace._layer(layer)]
     with torch.inference_mode():
-        x = block.norm2(trace.mlp_in(layer)[start:stop])
+        x = trace.sublayer_in(layer, "mlp", start, stop)
         pre, up = block.mlp.expand(x)
         act = block.mlp.act(pre)
         hidden = act if up is None else act * up
-        out = block.mlp.fc_out(hidden)
-        if trace.interventions is not None:  # a knocked-out MLP: its output as that run had it
-            out = trace.mlp_module_out(layer)[start:stop]
+        out = trace.mlp_module_out(layer, start, stop)  # a knocked-out MLP: its output as that run had it
         return dict(x=x, pre=pre, up=up, act=act, hidden=hidden, out=out, written=block.post_mlp_norm(out))
 
 
@@ -482,13 +428,13 @@ def one_token_check(trace: Trace, layer: int, position: int) -> OneTokenCheck:
     position = _position(trace, position)
     block = trace.model.blocks[trace._layer(layer)]
     with torch.inference_mode():
-        mlp_in = trace.mlp_in(layer)[None, position : position + 1]  # (1, 1, C)
+        mlp_in = trace.mlp_in(layer, position, position + 1)[None]  # (1, 1, C)
         mlp_alone = block.post_mlp_norm(block.mlp(block.norm2(mlp_in)))[0, 0]
         pre = trace.resid_pre(layer)[None, position : position + 1]
         rotary = trace.model.rotary(torch.tensor([position]))[trace._layer(layer)]
         attn_alone = block.post_attn_norm(block.attn(block.norm1(pre), rotary))[0, 0]
-        mlp_model = _mlp_tensors(trace, layer, position, position + 1)["written"][0]
-        attn_model = attention_written(trace, layer, position, position + 1)[0]
+        mlp_model = trace.mlp_out(layer)[position]
+        attn_model = trace.attn_out(layer)[position]
     return OneTokenCheck(position=position, mlp_alone=_np(mlp_alone), mlp_model=_np(mlp_model),
                          attn_alone=_np(attn_alone), attn_model=_np(attn_model))
 
