@@ -261,3 +261,17 @@ def test_hub_configs_name_their_features():
     with pytest.raises(ValueError, match="longrope"):  # Phi-3's 128k variants
         config_from_hf({**PHI3_MINI_4K, "rope_scaling": {"type": "longrope", "long_factor": [1.0] * 48,
                                                          "short_factor": [1.0] * 48}})
+
+
+def test_growing_by_a_token_with_the_kv_cache(traces):
+    """Soft-capped attention over cached keys (Gemma 2), partial rotary and parallel blocks (GPT-NeoX),
+    fused projections (Phi-3), norms after the sublayers (OLMo-2): extending a trace token by token
+    gives the logits and the stream of tracing the whole sequence."""
+    for name, tr in traces.items():
+        new = [7, 1234, 42]
+        grown = tr
+        for token in new:
+            grown = grown.extend([token])
+        whole = gptviz.trace(tr.model, tr.ids + new)
+        assert (grown.logits - whole.logits).abs().max() <= TOL, name
+        assert (grown.resid - whole.resid).abs().max() <= TOL, name
