@@ -23,6 +23,7 @@ BOOK_WEIGHTS = "OpenAI's released GPT-2 checkpoint, float32"
 
 
 # ---- the words the pipeline diagram and the table share ----------------------------------------
+NORM_NAMES = {"norm1": "ln1", "norm2": "ln2", "post_attn_norm": "ln1_post", "post_mlp_norm": "ln2_post"}  # as TL
 NORM_PLACES = {  # (sublayer, before or after it) -> where a norm sits (model.BlockStructure.norms)
     ("attn", "before"): "before attention",
     ("attn", "after"): "on attention's output (post norm)",
@@ -72,6 +73,26 @@ def scale_text(config: GPTConfig) -> str:
     return f"/ √{config.d_head}" if not config.attn_scale else f"· {config.scale:.4g}"
 
 
+def block_formula(config: GPTConfig) -> str:
+    """The block as a formula, from its declared structure (norms by TransformerLens's names):
+    "mid = x + attn(ln1(x)); out = mid + mlp(ln2(mid))" (GPT-2), "out = x + attn(ln1(x)) + mlp(ln2(x))"
+    (parallel, GPT-NeoX), "mid = x + ln1_post(attn(x)); ..." (OLMo-2)."""
+    structure = block_structure(config)
+    args = {"resid_pre": "x", "resid_mid": "mid"}
+
+    def term(branch) -> str:
+        inner = args[branch.reads]
+        if branch.norm_before is not None:
+            inner = f"{NORM_NAMES[branch.norm_before]}({inner})"
+        out = f"{branch.name}({inner})"
+        return out if branch.norm_after is None else f"{NORM_NAMES[branch.norm_after]}({out})"
+
+    attn, mlp = structure.branches
+    if structure.parallel:
+        return f"out = x + {term(attn)} + {term(mlp)}"
+    return f"mid = x + {term(attn)}; out = mid + {term(mlp)}"
+
+
 def window_text(config: GPTConfig) -> str:
     if not config.has_sliding_layers:
         return "none: every layer sees the whole past"
@@ -107,7 +128,7 @@ def _placement(c: GPTConfig) -> str:
     places = (["before attention and before the MLP (pre-norm)"] if "before" in sides else []) + (
         ["on each sublayer's output before the shortcut adds it"] if "after" in sides else [])
     parallel = "; attention and the MLP read the same input, in parallel" if structure.parallel else ""
-    return f"{', and '.join(places)}, and a final norm{parallel}"
+    return f"{', and '.join(places)}, and a final norm{parallel}: {block_formula(c)}"
 
 
 def _heads(c: GPTConfig) -> str:

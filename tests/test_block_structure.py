@@ -107,7 +107,7 @@ def test_the_explanations_draw_the_declared_block(traces):
         cfg = tr.model.config
         stages = pipeline.pipeline_stages(cfg, 9)
         keys = [s.key for s in stages]
-        norm_keys = {pipeline.NORM_KEYS[n] for n in NORMS[name]}
+        norm_keys = {features.NORM_NAMES[n] for n in NORMS[name]}
         assert norm_keys <= set(keys) and not ({"ln1", "ln2", "ln1_post", "ln2_post"} - norm_keys) & set(keys)
         by_key = {s.key: s for s in stages}
         if name == "gpt_neox":  # side by side, one ⊕ for both
@@ -121,5 +121,10 @@ def test_the_explanations_draw_the_declared_block(traces):
         placement = features.feature_table(cfg).set_index("component").loc["where the norms are", "this model"]
         assert ("pre-norm" in placement) == (name != "olmo2") and ("output" in placement) == (name in ("gemma2",
                                                                                                        "olmo2"))
+    formulas = {name: features.block_formula(tr.model.config) for name, tr in traces.items()}
+    assert formulas["gpt_neox"] == "out = x + attn(ln1(x)) + mlp(ln2(x))"
+    assert formulas["phi3"] == "mid = x + attn(ln1(x)); out = mid + mlp(ln2(mid))"
+    assert formulas["gemma2"] == "mid = x + ln1_post(attn(ln1(x))); out = mid + ln2_post(mlp(ln2(mid)))"
+    assert formulas["olmo2"] == "mid = x + ln1_post(attn(x)); out = mid + ln2_post(mlp(mid))"
     capped = {s.key: s for s in pipeline.pipeline_stages(traces["gemma2"].model.config, 4)}
     assert "soft-capped" in capped["attn"].detail and "soft-capped" in capped["logits"].detail

@@ -5,6 +5,8 @@ projection, GPT-NeoX's per-head fused q, k, v. The models are random transformer
 test_fidelity.ARCH_CASES (whose logits, patterns and hidden states match transformers to 1e-5)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,11 @@ import gptviz
 from gptviz import features
 from gptviz.analysis import attribution as at
 from gptviz.analysis import block, heads, lens, positions
-from gptviz.architectures import ARCHITECTURES
+from gptviz.architectures import ARCHITECTURES, config_from_hf
 from gptviz.config import GPTConfig
 from gptviz.model import soft_cap
 from gptviz.plots import attention as PA
+from gptviz.weights import param_shapes
 from test_fidelity import ARCH_CASES, save_random
 
 TOL = 1e-5
@@ -212,3 +215,63 @@ def test_the_feature_table_names_each_new_feature(traces):
     assert "whole q and k projections" in table["olmo2"]["q/k norm"]
     assert "soft-capped" not in table["phi3"]["attention scale"]
     assert "first 6 of each head's 10" in table["phi3"]["positions"]
+
+
+# ---- the hub checkpoints' own config.json files -----------------------------------------------------------
+PYTHIA_70M = {"architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+              "hidden_size": 512, "intermediate_size": 2048, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+              "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6, "rotary_emb_base": 10000,
+              "rotary_pct": 0.25, "tie_word_embeddings": False, "use_parallel_residual": True, "vocab_size": 50304}
+GEMMA2_2B = {"architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attn_logit_softcapping": 50.0,
+             "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+             "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "intermediate_size": 9216,
+             "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+             "num_hidden_layers": 26, "num_key_value_heads": 4, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+             "rope_theta": 10000.0, "sliding_window": 4096, "vocab_size": 256000}
+PHI3_MINI_4K = {"architectures": ["Phi3ForCausalLM"], "attention_bias": False, "hidden_act": "silu",
+                "hidden_size": 3072, "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3",
+                "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+                "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_scaling": None,
+                "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": False, "vocab_size": 32064}
+OLMO2_1B = {"architectures": ["Olmo2ForCausalLM"], "attention_bias": False, "hidden_act": "silu", "hidden_size": 2048,
+            "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "olmo2",
+            "num_attention_heads": 16, "num_hidden_layers": 16, "num_key_value_heads": 16, "rms_norm_eps": 1e-06,
+            "rope_scaling": None, "rope_theta": 500000, "tie_word_embeddings": False, "vocab_size": 100352}
+
+
+@pytest.mark.parametrize("hf, n_params", [(PYTHIA_70M, 70_426_624), (GEMMA2_2B, 2_614_341_888),
+                                          (PHI3_MINI_4K, 3_821_079_552)])
+def test_hub_configs_give_the_published_parameter_counts(hf, n_params):
+    """The hub's config.json files (written by older transformers: rotary_pct, rope_theta) read into the
+    features, and the model they build has the published number of parameters."""
+    config = config_from_hf(hf)
+    assert sum(math.prod(shape) for shape in param_shapes(config).values()) == n_params
+
+
+def test_hub_configs_name_their_features():
+    pythia, gemma2, phi3, olmo2 = (config_from_hf(h) for h in (PYTHIA_70M, GEMMA2_2B, PHI3_MINI_4K, OLMO2_1B))
+    assert pythia.parallel_residual and pythia.rotary_dims == 16 and pythia.gelu == "exact" and pythia.qkv_bias
+    assert not pythia.tie_embeddings and pythia.norm == "layernorm"
+    assert (gemma2.attn_softcap, gemma2.final_softcap, gemma2.sliding_window) == (50.0, 30.0, 4096)
+    assert gemma2.layer_types[:4] == ("sliding", "full", "sliding", "full") and gemma2.tie_embeddings
+    assert gemma2.scale == 256 ** -0.5 and gemma2.post_norms and gemma2.pre_norms and gemma2.norm_offset == 1.0
+    assert phi3.layer_types == ("sliding",) * 32 and phi3.sliding_window == 2047 and phi3.rotary_dims == 96
+    assert (olmo2.qk_norm_scope, olmo2.pre_norms, olmo2.post_norms, olmo2.rope.theta) == ("projection", False, True,
+                                                                                            500000.0)
+    with pytest.raises(ValueError, match="longrope"):  # Phi-3's 128k variants
+        config_from_hf({**PHI3_MINI_4K, "rope_scaling": {"type": "longrope", "long_factor": [1.0] * 48,
+                                                         "short_factor": [1.0] * 48}})
+
+
+def test_growing_by_a_token_with_the_kv_cache(traces):
+    """Soft-capped attention over cached keys (Gemma 2), partial rotary and parallel blocks (GPT-NeoX),
+    fused projections (Phi-3), norms after the sublayers (OLMo-2): extending a trace token by token
+    gives the logits and the stream of tracing the whole sequence."""
+    for name, tr in traces.items():
+        new = [7, 1234, 42]
+        grown = tr
+        for token in new:
+            grown = grown.extend([token])
+        whole = gptviz.trace(tr.model, tr.ids + new)
+        assert (grown.logits - whole.logits).abs().max() <= TOL, name
+        assert (grown.resid - whole.resid).abs().max() <= TOL, name

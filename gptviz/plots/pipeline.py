@@ -40,9 +40,6 @@ class Stage:
         return self.col == "side"
 
 
-NORM_KEYS = {"norm1": "ln1", "norm2": "ln2", "post_attn_norm": "ln1_post", "post_mlp_norm": "ln2_post"}
-
-
 def _shape(*dims: int) -> str:
     return "(" + ", ".join(f"{d:,}" for d in dims) + ")"
 
@@ -70,7 +67,7 @@ def _block_stages(config: GPTConfig, T: int, top: int) -> list[Stage]:
     def norm_stage(name: str, row: int, col: str) -> Stage:
         number = "1" if name in ("norm1", "post_attn_norm") else "2"
         post = " (post)" if name.startswith("post") else ""
-        return Stage(NORM_KEYS[name], f"{norm} {number}{post}", _shape(T, C),
+        return Stage(features.NORM_NAMES[name], f"{norm} {number}{post}", _shape(T, C),
                      f"{norm} {norm_places[name]}: {norm_formula}", row, col)
 
     def column(branch, col: str, row: int) -> list[Stage]:  # norm before, the sublayer, norm after
