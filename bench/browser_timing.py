@@ -134,14 +134,25 @@ def edit_prompt(page, prompt, text: str, results: dict, label: str) -> None:
 
 
 def change_layer(page) -> None:
+    """Layer 0 <-> 1 on the Attention page: until its pattern's heading names the new layer, settled."""
     box = page.locator('[data-testid="stSidebar"] input[aria-label="Layer"]')
-    box.fill(str(1 - int(box.input_value() or 0) % 2))
+    layer = 1 - int(box.input_value() or 0) % 2
+    box.fill(str(layer))
     box.press("Enter")
-    page.wait_for_timeout(50)
-    wait_rendered(page)
+    page.wait_for_function("(l) => [...document.querySelectorAll('h3')].some(h => h.textContent.includes("
+                           "`pattern of layer ${l},`))", arg=layer, timeout=300_000, polling="raf")
+    wait_rendered(page, "Attention")
 
 
-def switch(page, title: str, results: dict) -> None:
+def sample_step(page) -> None:
+    """Sample one token on Next token: until the sidebar counts it, settled."""
+    page.get_by_role("button", name="Sample 1 token").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=\"stSidebar\"]').textContent"
+                           ".includes('1 generated token appended')", timeout=300_000, polling="raf")
+    wait_rendered(page, "Next token")
+
+
+def switch(page, title: str, results: dict, visit: str) -> None:
     """Open a page from the navigation (its trace cached): first figure drawn, page settled."""
     start = time.perf_counter()
     open_nav(page, title)
@@ -151,8 +162,8 @@ def switch(page, title: str, results: dict) -> None:
                            timeout=300_000, polling="raf")
     first = time.perf_counter() - start
     wait_rendered(page, title)
-    results.setdefault(f"switch to {title}: first figure", []).append(first)
-    results.setdefault(f"switch to {title}: settled", []).append(time.perf_counter() - start)
+    results.setdefault(f"switch to {title} ({visit}): first figure", []).append(first)
+    results.setdefault(f"switch to {title} ({visit}): settled", []).append(time.perf_counter() - start)
 
 
 def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = None) -> dict:
@@ -194,15 +205,16 @@ def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = N
                     if hog is not None:
                         hog.kill()
             for text in texts[1:]:
+                edit_prompt(page, prompt, text + " again", {}, "")
                 timed(results, "layer changed in the sidebar -> settled", lambda: change_layer(page))
-                for title in PAGE_TITLES:
-                    switch(page, title, results)
-                switch(page, "Next token", results)
-                timed(results, "one sampling step -> settled", lambda: (
-                    page.get_by_role("button", name="Sample 1 token").click(), wait_rendered(page, "Next token")))
+                for visit in ("first visit after the prompt edit", "visited again"):
+                    for title in PAGE_TITLES:
+                        switch(page, title, results, visit)
+                switch(page, "Next token", {}, "")
+                timed(results, "one sampling step -> settled", lambda: sample_step(page))
                 page.get_by_role("button", name="Back one step").click()
                 wait_rendered(page, "Next token")
-                switch(page, "Attention", results)
+                switch(page, "Attention", {}, "")
             errors = page.locator('[data-testid="stException"]').count()
             if screenshot:
                 page.screenshot(path=str(screenshot))

@@ -146,16 +146,23 @@ def scores_section(v, stats: heads.HeadStats) -> None:
     ui.download_csv(table, "head_scores", key="cmp_scores_csv")
 
 
+def stats_of(v) -> heads.HeadStats:
+    with st.spinner(f"Computing the patterns of all {v.trace.n_layer * v.trace.n_head} heads…"):
+        return ui.derived(v.shown, heads.head_stats)
+
+
+SECTIONS = {"Side by side": lambda v: compare_section(v, v.trace.n_tokens),
+            "Similarity": lambda v: similarity_section(v, stats_of(v)),
+            "Scores": lambda v: scores_section(v, stats_of(v))}
+
+
 def main() -> None:
     st.title("Compare heads")
     st.write("Do heads in different layers attend differently, which ones behave alike, and what role does each play?")
     v = ui.view()
-    T = v.trace.n_tokens
-    compare_section(v, T)
-    with st.spinner(f"Computing the patterns of all {v.trace.n_layer * v.trace.n_head} heads…"):
-        stats = ui.derived(v.shown, heads.head_stats)
-    similarity_section(v, stats)
-    scores_section(v, stats)
+    for name, tab in ui.sections("compare_heads"):
+        with tab:
+            SECTIONS[name](v)
 
 
 main()

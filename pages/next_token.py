@@ -43,25 +43,31 @@ def current_settings() -> SamplingSettings:
     return SamplingSettings(float(state["temperature"]), int(state["top_k"]), float(state["top_p"]))
 
 
-def generate(v, n: int, settings: SamplingSettings) -> None:
-    """Append n tokens chosen after the run shown (sampled with seed + step, or greedy); each step
-    reads only the new token (the store extends the previous trace through its KV cache)."""
+def generate(v, n: int, greedy: bool) -> None:
+    """A button's callback (the page then runs once, with the new tokens): append n tokens chosen
+    after the run shown, sampled with seed + step (or greedy); each step reads only the new token
+    (the store extends the previous trace through its KV cache)."""
     state = st.session_state
+    settings = SamplingSettings(temperature=0.0) if greedy else current_settings()
     generated, records = list(v.generated), state.get(STEPS_KEY, [])[: len(v.generated)]
     room = ui.max_tokens(v.model) - 1 - len(generated)  # a long prompt slides: its oldest tokens make room
-    bar = st.progress(0.0, text=f"Generating {n} tokens…") if n > 1 else None
-    for i in range(min(n, room)):
+    for _ in range(min(n, room)):
         prompt, _ = ui.cut_to_context(v.model, v.prompt_ids, ui.max_tokens(v.model) - len(generated))
         tr = v.run_of(prompt + tuple(generated), v.knock_out).trace
         token = lens.pick_next(tr, settings, int(state["seed"]), len(generated))
         generated.append(token)
         records.append((token, settings.temperature, settings.top_k, settings.top_p))
-        if bar is not None:
-            bar.progress((i + 1) / n, text=f"Generating: {i + 1}/{n}")
     state[STEPS_KEY] = records
     state["_last_generated"] = generated[len(v.generated):]
     ui.set_generated(generated)
-    st.rerun()
+
+
+def step_back(v) -> None:
+    if v.generated:
+        st.session_state[STEPS_KEY] = st.session_state.get(STEPS_KEY, [])[: len(v.generated) - 1]
+        ui.set_generated(list(v.generated[:-1]))
+    else:
+        st.session_state["_nothing_back"] = True
 
 
 def on_bar_click(tokens: list[str]) -> None:
@@ -162,21 +168,15 @@ def generate_section(v) -> None:
     n_prompt = len(v.prompt_ids)
     b1, b2, b3, b4 = st.columns([1, 1, 1, 1])
     n = int(b1.number_input("Tokens per press", 1, 64, step=1, key="n_generate"))
-    sample = b2.button(f"Sample {n} token{'s' * (n > 1)}", key="sample_next", disabled=full, width="stretch")
-    greedy = b3.button(f"Greedy {n} token{'s' * (n > 1)}", key="greedy_next", disabled=full, width="stretch")
-    back = b4.button("Back one step", key="back_step", width="stretch")
+    b2.button(f"Sample {n} token{'s' * (n > 1)}", key="sample_next", disabled=full, width="stretch",
+              on_click=generate, args=(v, n, False))
+    b3.button(f"Greedy {n} token{'s' * (n > 1)}", key="greedy_next", disabled=full, width="stretch",
+              on_click=generate, args=(v, n, True))
+    b4.button("Back one step", key="back_step", width="stretch", on_click=step_back, args=(v,))
     if full:
         st.warning(f"The view is full: {T:,} tokens is all it reads (the sidebar's limit). Take a step back or "
                    "raise the limit to generate more.")
-    elif sample:
-        generate(v, n, current_settings())
-    elif greedy:
-        generate(v, n, SamplingSettings(temperature=0.0))
-    if back:
-        if v.generated:
-            state[STEPS_KEY] = state.get(STEPS_KEY, [])[: len(v.generated) - 1]
-            ui.set_generated(list(v.generated[:-1]))
-            st.rerun()
+    if state.pop("_nothing_back", False):
         st.info("Nothing to take back: no token has been generated yet.")
     if last := state.pop("_last_generated", None):
         st.success("Generated " + " ".join(ui.code(t) for t in tok.token_strings(last))

@@ -110,7 +110,7 @@ def dla_section(v, tr, metric: at.Metric) -> None:
         f"later layers (moving information for them) shows up in the ablation map below, not here. "
         f"**Click a cell** to focus that head on every page (Attention, Compare heads)."
     )
-    dla = at.direct_logit_attribution(tr, metric)
+    dla = ui.derived(v.plain, at.direct_logit_attribution, metric)
     key = "why_dla_map"
     fig = plots.component_map(dla.heads, dla.mlps, f"Direct share of the {what}", what, focus=(v.layer, v.head))
     ui.chart(fig, key=key, on_select=lambda: on_component_click(key, L, nh), selection_mode="points")

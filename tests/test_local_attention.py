@@ -288,5 +288,8 @@ def test_pooled_view_and_full_resolution_window_show_the_window(gemma_app, monke
                                        ("attention_at_scale", "Local layers.")])
 def test_other_pages_with_local_layers(gemma_app, path, text):
     at = page(path, PROMPT)
+    if path == "compare_heads":
+        at.session_state["compare_heads_tab"] = "Scores"
+        at.run()
     assert not at.exception, at.exception
     assert text in " ".join(at.markdown.values)

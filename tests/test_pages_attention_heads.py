@@ -136,8 +136,11 @@ def test_compare_heads_widgets_change_the_figures(app_env):
     at.toggle(key="cmp_boost").set_value(True)
     run_ok(at)
     assert spec(at, "cmp_patterns") != patterns
+    assert [c.key for c in at.get("plotly_chart")] == ["cmp_patterns"]  # lazy tabs: only the open one
+    open_tab(at, "compare_heads_tab", "Similarity")
     similarity = data(at, "cmp_similarity")[0]
     assert len(similarity["x"]) == 9 and " vs " in similarity["hovertemplate"]
+    open_tab(at, "compare_heads_tab", "Scores")
     induction = spec(at, "cmp_score_3")
     at.slider(key="cmp_period").set_value(10)
     run_ok(at)
@@ -146,6 +149,7 @@ def test_compare_heads_widgets_change_the_figures(app_env):
     at.number_input(key="cmp_seed").set_value(7)
     run_ok(at)
     assert spec(at, "cmp_score_3") != induction
+    open_tab(at, "compare_heads_tab", "Side by side")
     at.text_input(key="cmp_heads").set_value("")
     run_ok(at)
     assert any("at least one head" in info.value for info in at.info)
@@ -165,10 +169,12 @@ def test_compare_heads_names_are_exact(app_env):
 
 def test_compare_heads_without_repeated_tokens_and_model_switch(app_env):
     at = start("compare_heads", app_env["gpt2"], "One two three")
-    assert any("occurs twice" in info.value for info in at.info)
     at.text_input(key="cmp_heads").set_value("L2H2")
     run_ok(at)
     at.selectbox(key="model").set_value(app_env["llama"])  # 2 layers × 6 heads: L2H2 no longer exists
     run_ok(at)
     assert any("`L2H2`" in w.value for w in at.warning) and any("at least one head" in i.value for i in at.info)
+    open_tab(at, "compare_heads_tab", "Scores")
+    assert any("occurs twice" in info.value for info in at.info)
+    open_tab(at, "compare_heads_tab", "Similarity")
     assert len(data(at, "cmp_similarity")[0]["x"]) == 12
