@@ -42,7 +42,8 @@ def vectors_frame(rows: dict[str, np.ndarray]) -> pd.DataFrame:
 # ---- 1. the norm ------------------------------------------------------------------------------------
 def norm_section(v: ui.View, position: int, start: int, stop: int) -> None:
     tr, layer, cfg = v.trace, v.layer, v.model.config
-    st.subheader("1. The norm before attention", anchor="norm")
+    st.subheader("1. The norm before attention" if cfg.pre_norms else "1. The norms after each sublayer",
+                 anchor="norm")
     places = block.norm_places(tr)
     if st.session_state.get("norm") not in places:
         st.session_state["norm"] = "norm1"
@@ -450,6 +451,15 @@ def dropout_section(v: ui.View) -> None:
                     key="block_dropout_csv")
 
 
+def structure_note(config) -> None:
+    """The block this model has, as a formula from its declared structure, and what is unlike the book's."""
+    parallel = config.parallel_residual
+    st.markdown(f"This model's block: `{features.block_formula(config)}`"
+                + (" — **parallel**: attention and the MLP both read the block's input x, side by side, and both "
+                   "outputs are added to it (GPT-J, GPT-NeoX / Pythia); the book's block runs the MLP on the "
+                   "stream after attention." if parallel else ""))
+
+
 SECTIONS = {"Norm": norm_section, "Attention": attention_section, "Shortcut": shortcut_section, "MLP": mlp_section,
             "Positions": lambda v, position, start, stop: positions_section(v, position),
             "Dropout": lambda v, position, start, stop: dropout_section(v)}
@@ -465,6 +475,7 @@ def main() -> None:
     start, stop = window_of(T, position)
     st.markdown(f"Layer **{v.layer}** of {v.model.config.n_layer} (sidebar)"
                 + (f"; views over tokens show {start}–{stop - 1} of {T:,}." if stop - start < T else "."))
+    structure_note(v.model.config)
     for name, tab in ui.sections("inside_block"):
         with tab:
             SECTIONS[name](v, position, start, stop)

@@ -161,6 +161,9 @@ def test_every_page_and_tab_on_the_newer_architectures(app_env, case, tmp_path, 
         if tab:
             open_tab(at, f"{page}_tab", tab)
         assert not at.error, (page, tab, [e.value for e in at.error])
+        if (page, tab) == ("inside_block", "Norm"):
+            text = " ".join(m.value for m in at.markdown)
+            assert ("**parallel**" in text) == (case == "gpt_neox") and "This model's block: `" in text
         if (page, tab) == ("attention", "Step by step"):
             titles = " ".join(a["text"] for a in json.loads(charts(at)["attn_stages"])["layout"]["annotations"])
             assert ("soft-cap" in titles) == (case == "gemma2"), titles
