@@ -210,7 +210,7 @@ def attribution_cases(subject: Subject, T: int) -> dict[str, Case]:
 
     ids = cases.random_ids(subject.gv.config.vocab_size, T)
     tr = gptviz.trace(subject.gv, ids[0].tolist())
-    metric = attribution.Metric(int(tr.logits[-1].argmax()))
+    metric = attribution.Metric(int(tr.last_logits.argmax()))
     return {
         "gv_forward": Case(lambda _: subject.gv(ids)),
         "ablation_heads": Case(lambda _: attribution.ablation_map(tr, metric, mlps=False)),

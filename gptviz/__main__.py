@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summarize(model, prompt: str, top: int, allow_special: bool) -> dict:
     tr = trace(model, prompt, allow_special=allow_special)
-    ids, logits, probs = top_tokens(tr.logits[-1], top)
+    ids, logits, probs = top_tokens(tr.last_logits, top)
     return {
         "model": model.name,
         "tokens": [{"id": i, "token": t} for i, t in zip(tr.ids, tr.tokens)],

@@ -521,10 +521,12 @@ class GPT(nn.Module):
 
     def forward(
         self, idx: Tensor, cache: KVCache | None = None, record: ForwardRecord | None = None,
-        edits: Interventions | None = None,
+        edits: Interventions | None = None, last_only: bool = False,
     ) -> Tensor:
-        """Token ids (B, T) -> logits (B, T, vocab). `cache` holds earlier tokens' keys and values,
-        `record` keeps what a trace needs, `edits` changes the run (not together with a cache)."""
+        """Token ids (B, T) -> logits (B, T, vocab), or (B, 1, vocab) for the last position only
+        (`last_only`: a trace keeps the rest as the final stream, not as T × vocab numbers). `cache`
+        holds earlier tokens' keys and values, `record` keeps what a trace needs, `edits` changes the
+        run (not together with a cache)."""
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.n_ctx:
@@ -550,7 +552,9 @@ class GPT(nn.Module):
         for i, (block, rotary) in enumerate(zip(self.blocks, self.rotary(positions))):
             edit = edits.layer(i) if edits is not None else None
             x = block(x, rotary, cache.layers[i] if cache is not None else None, record, edit)
-        return self.readout(self.final_norm(x))  # (B, T, vocab)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        return self.readout(self.final_norm(x))  # (B, T or 1, vocab)
 
     def forward_from(
         self, layer: int, x: Tensor, edits: Interventions | None = None, positions: Tensor | None = None,

@@ -74,8 +74,8 @@ def trace(
     edits = build(model.config, len(ids), ablate, ablation, patch)
     record = ForwardRecord()
     with torch.inference_mode():
-        logits = model(torch.tensor([ids]), record=record, edits=edits)  # (1, T, vocab)
-    return Trace.from_record(model, ids, record, logits[0], edits)
+        last = model(torch.tensor([ids]), record=record, edits=edits, last_only=True)  # (1, 1, vocab)
+    return Trace.from_record(model, ids, record, last[0, -1], edits)
 
 
 def _first(batch: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -90,8 +90,9 @@ class Trace:
     resid_stream: n_layer + 1 tensors (T, C) (hook_resid_pre of each block, then the
     last block's hook_resid_post); resid_mids: per layer (T, C);
     qs: per layer (nh, T, hs); ks, vs: per layer (n_kv, T, hs), after q/k norms and rotary;
-    logits (T, vocab); interventions: what was changed in the run (None: nothing), applied
-    again when a stage is computed on demand.
+    last_logits (vocab,): the prediction after the last token (the other positions' logits are read
+    out of the final stream on demand: `logits_at`, `logits`); interventions: what was changed in the
+    run (None: nothing), applied again when a stage is computed on demand.
     """
 
     model: GPT = field(repr=False)
@@ -104,13 +105,13 @@ class Trace:
     qs: tuple[Tensor, ...]
     ks: tuple[Tensor, ...]
     vs: tuple[Tensor, ...]
-    logits: Tensor
+    last_logits: Tensor
     interventions: Interventions | None = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_record(cls, model: GPT, ids: list[int], record: ForwardRecord, logits: Tensor,
+    def from_record(cls, model: GPT, ids: list[int], record: ForwardRecord, last_logits: Tensor,
                     interventions: Interventions | None = None) -> "Trace":
         return cls(
             model=model,
@@ -123,7 +124,7 @@ class Trace:
             qs=_first(record.q),
             ks=_first(record.k),
             vs=_first(record.v),
-            logits=logits,
+            last_logits=last_logits,
             interventions=interventions,
         )
 
@@ -359,6 +360,21 @@ class Trace:
         """(T, C) the last residual stream through the final norm (ln_final)."""
         return self._memoized(("final_norm",), lambda: self.model.final_norm(self.resid_stream[-1]))
 
+    def logits_at(self, position: int) -> Tensor:
+        """(vocab,) the logits after the token at `position` (-1: the last): the final stream's row
+        through the output head (and its soft-cap), as the forward computes them."""
+        position = self._position(position)
+        if position == self.n_tokens - 1:
+            return self.last_logits
+        with torch.inference_mode():
+            return self.model.readout(self.final_norm[position])
+
+    @property
+    def logits(self) -> Tensor:
+        """(T, vocab) every position's logits, computed on demand (not kept: T × vocab floats)."""
+        with torch.inference_mode():
+            return torch.cat((self.model.readout(self.final_norm[:-1]), self.last_logits[None]))
+
     @property
     def probs(self) -> Tensor:
         """(T, vocab) softmax of the logits: the next-token distribution at every position."""
@@ -368,7 +384,7 @@ class Trace:
     def probs_at(self, position: int) -> Tensor:
         """(vocab,) next-token probabilities after the token at `position` (-1: the last)."""
         with torch.inference_mode():
-            return torch.softmax(self.logits[position], dim=-1)
+            return torch.softmax(self.logits_at(position), dim=-1)
 
     # ---- growing by one token ------------------------------------------------------------
     def kv_cache(self) -> KVCache:
@@ -383,7 +399,7 @@ class Trace:
             raise ValueError("A trace with interventions cannot be extended: trace the longer sequence anew.")
         record = ForwardRecord()
         with torch.inference_mode():
-            logits = self.model(torch.tensor([new_ids]), cache=self.kv_cache(), record=record)[0]
+            last = self.model(torch.tensor([new_ids]), cache=self.kv_cache(), record=record, last_only=True)
             cat = lambda old, new: tuple(torch.cat((o, n[0]), dim=-2) for o, n in zip(old, new))
             pos_embed = None if self.pos_embed is None else torch.cat((self.pos_embed, record.pos_embed))
             return Trace(
@@ -397,7 +413,7 @@ class Trace:
                 qs=cat(self.qs, record.q),
                 ks=_first(record.k),
                 vs=_first(record.v),
-                logits=torch.cat((self.logits, logits)),
+                last_logits=last[0, -1],
             )
 
     # ---- index checks ----------------------------------------------------------------
@@ -425,3 +441,9 @@ class Trace:
         if not -self.n_head <= head < self.n_head:
             raise ValueError(f"Head {head} does not exist: this model has heads 0–{self.n_head - 1}.")
         return head % self.n_head
+
+    def _position(self, position: int) -> int:
+        T = self.n_tokens
+        if not -T <= position < T:
+            raise IndexError(f"Position {position} is not in the sequence of {T} tokens (0–{T - 1}).")
+        return position % T

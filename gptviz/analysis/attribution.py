@@ -203,12 +203,12 @@ def direct_logit_attribution(trace: Trace, metric: Metric) -> LogitAttribution:
             return float(logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0.0))
 
         capped = config.final_softcap is not None  # explain the output head's logits, before the cap
-        logits = model.unembed(trace.final_norm[p]).double() if capped else trace.logits[p].double()
+        logits = model.unembed(trace.final_norm[p]).double() if capped else trace.logits_at(p).double()
         return LogitAttribution(
             heads=per_layer[:, :nh].numpy(), attn_bias=per_layer[:, nh].numpy(), mlps=per_layer[:, nh + 1].numpy(),
             embed=float(shares[0]), pos_embed=float(shares[1]) if n_embed == 2 else None,
             final_bias=float(final_bias @ direction) if final_bias is not None else 0.0, logit=picked(logits),
-            softcap=config.final_softcap, capped_logit=picked(trace.logits[p].double()) if capped else None,
+            softcap=config.final_softcap, capped_logit=picked(trace.logits_at(p).double()) if capped else None,
         )
 
 
@@ -442,7 +442,7 @@ def token_choices(trace: Trace, text: str, position: int = -1) -> pd.DataFrame:
     probability and rank at `position`. Most likely first, one row per distinct token."""
     word = text.strip()
     variants = [v for v in dict.fromkeys([text, " " + word, word]) if v.strip() or (v == text and v)]
-    probs = torch.softmax(trace.logits[position].float(), dim=-1)
+    probs = torch.softmax(trace.logits_at(position).float(), dim=-1)
     rows, seen = [], set()
     for variant in variants:
         ids = trace.model.tokenizer.encode(variant)
@@ -473,7 +473,7 @@ def name_swap(text: str) -> str | None:
 
 def token_stats(trace: Trace, ids: Sequence[int], position: int = -1) -> pd.DataFrame:
     """For each token id at `position`: token, id, logit, probability, rank (1 = most likely)."""
-    logits = trace.logits[position].float()
+    logits = trace.logits_at(position).float()
     probs = torch.softmax(logits, dim=-1)
     return pd.DataFrame({
         "token": trace.model.tokenizer.token_strings(list(ids)), "id": list(ids),
@@ -485,8 +485,8 @@ def token_stats(trace: Trace, ids: Sequence[int], position: int = -1) -> pd.Data
 def compare_runs(before: Trace, after: Trace, position: int = -1, n: int = 10) -> tuple[pd.DataFrame, float]:
     """The top-n tokens of each run at `position`, with their probability in both runs (union of
     the two top lists, ordered by the probability before), and KL(before ‖ after) in nats."""
-    p = torch.softmax(before.logits[position].double(), dim=-1)
-    q = torch.softmax(after.logits[position].double(), dim=-1)
+    p = torch.softmax(before.logits_at(position).double(), dim=-1)
+    q = torch.softmax(after.logits_at(position).double(), dim=-1)
     ids = list(dict.fromkeys(torch.topk(p, n).indices.tolist() + torch.topk(q, n).indices.tolist()))
     ids.sort(key=lambda i: -float(p[i]))
     frame = pd.DataFrame({

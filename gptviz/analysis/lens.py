@@ -152,7 +152,7 @@ def top_next_tokens(trace: Trace, position: int, n: int) -> pd.DataFrame:
     """The n most likely tokens after the token at `position`: rank, token, id, probability, logit,
     and whether it is the token that actually comes next in the sequence."""
     position = _position(trace, position)
-    top_i, top_logits, top_p = top_tokens(trace.logits[position], max(1, int(n)))  # each (n,)
+    top_i, top_logits, top_p = top_tokens(trace.logits_at(position), max(1, int(n)))  # each (n,)
     ids = top_i.numpy()
     actual = trace.ids[position + 1] if position + 1 < trace.n_tokens else -1
     return pd.DataFrame({
@@ -171,7 +171,7 @@ def actual_next(trace: Trace, position: int) -> dict | None:
     if position + 1 >= trace.n_tokens:
         return None
     token_id = trace.ids[position + 1]
-    probs = torch.softmax(trace.logits[position].float(), dim=-1)
+    probs = torch.softmax(trace.logits_at(position).float(), dim=-1)
     return {"id": token_id, "token": trace.tokens[position + 1], "probability": float(probs[token_id]),
             "rank": token_rank(probs, token_id)}
 
@@ -194,7 +194,7 @@ def sampling_table(
     after the top-k / top-p filter and renormalising, for the n tokens most likely at T = 1
     (temperature keeps the order, and the filters keep a top slice of it)."""
     position = _position(trace, position)
-    logits = trace.logits[position].float()  # (vocab,)
+    logits = trace.logits_at(position).float()  # (vocab,)
     dist = next_token_distribution(logits, settings)
     original = torch.softmax(logits, dim=-1)
     top_i, _, top_p = top_tokens(logits, max(1, int(n)))
@@ -227,7 +227,7 @@ def _entropy(p: Tensor) -> float:
 def pick_next(trace: Trace, settings: SamplingSettings, seed: int, step_index: int) -> int:
     """The next token after the whole trace: sampled with make_generator(seed + step_index)
     (temperature 0: the greedy token), so a seed, a prompt and settings give the same tokens."""
-    return choose(trace.logits[-1], settings, make_generator(seed + step_index)).token_id
+    return choose(trace.last_logits, settings, make_generator(seed + step_index)).token_id
 
 
 def steps_table(trace: Trace, n_prompt: int, settings: Sequence[SamplingSettings]) -> pd.DataFrame:
@@ -239,7 +239,7 @@ def steps_table(trace: Trace, n_prompt: int, settings: Sequence[SamplingSettings
         raise ValueError(f"Need one setting per generated token ({n_gen}), got {len(settings)}.")
     rows = []
     for i in range(n_gen):
-        logits = trace.logits[n_prompt + i - 1].float()
+        logits = trace.logits_at(n_prompt + i - 1).float()
         token_id = trace.ids[n_prompt + i]
         plain = torch.softmax(logits, dim=-1)
         filtered = next_token_distribution(logits, settings[i]).filtered

@@ -106,7 +106,7 @@ class Run:
 
 
 def trace_bytes(tr: Trace) -> int:
-    tensors = [tr.embed, tr.logits, *tr.resid_stream, *tr.resid_mids, *tr.qs, *tr.ks, *tr.vs]
+    tensors = [tr.embed, tr.last_logits, *tr.resid_stream, *tr.resid_mids, *tr.qs, *tr.ks, *tr.vs]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
