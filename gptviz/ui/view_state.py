@@ -19,10 +19,11 @@ from gptviz.ui.navigation import leave_pages_folder_mode
 from gptviz.ui.store import Run, RunKey, run
 from gptviz.ui.widgets import clamp_state
 
-# Tokens the pages read at most unless the sidebar's "Tokens read at most" is raised (up to the
-# model's context): SmolLM2 reads 8,192, and a trace that long takes a minute and ~5 GB on a
-# CPU (a 1 MB paste); GPT-2 reads 1,024.
-MAX_VIEW_TOKENS = max(2, int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024")))
+# Tokens the pages read at most by default: the model's whole context (SmolLM2: 8,192, a trace of
+# ~20 s and ~2.5 GB on a CPU), unless a server sets GPTVIZ_MAX_TOKENS lower; the sidebar's "Tokens
+# read at most" changes it for a session.
+MAX_VIEW_TOKENS: int | None = max(2, int(os.environ["GPTVIZ_MAX_TOKENS"])) if os.environ.get("GPTVIZ_MAX_TOKENS") \
+    else None
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,13 @@ def _open_view_file() -> None:
 
 
 def max_tokens(model: GPT) -> int:
-    """Tokens (prompt + generated) the pages read at most: the sidebar's limit (default
-    GPTVIZ_MAX_TOKENS, 1024), never more than the model's context."""
-    wanted = st.session_state.get("max_tokens") or MAX_VIEW_TOKENS
+    """Tokens (prompt + generated) the pages read at most: the sidebar's limit (default: the model's
+    context, or GPTVIZ_MAX_TOKENS), never more than the model's context."""
+    n_ctx = model.config.n_ctx
     try:
-        return min(model.config.n_ctx, max(2, int(wanted)))
+        return min(n_ctx, max(2, int(st.session_state.get("max_tokens") or MAX_VIEW_TOKENS or n_ctx)))
     except (TypeError, ValueError):
-        return min(model.config.n_ctx, MAX_VIEW_TOKENS)
+        return min(n_ctx, MAX_VIEW_TOKENS or n_ctx)
 
 
 def sidebar() -> tuple[str, GPT] | None:
@@ -267,7 +268,8 @@ def view() -> View:
     name, model = shown
     prompt_ids, n_dropped, generated = _prompt_ids(name, model)
     ids = prompt_ids + generated
-    plain = run(RunKey(name, ids), model)
+    with st.spinner(f"Running {name} on {len(ids):,} tokens…", show_time=True):  # shown only while it runs
+        plain = run(RunKey(name, ids), model)
     knock = knock_out_setting(model) if st.session_state.get("knockout_view") else None
     _view_file_box(ids)
     config = model.config
