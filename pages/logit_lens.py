@@ -44,6 +44,8 @@ def top_section(v) -> None:
         f"generic; the answer often appears in the later layers."
         + (" The output head is the token embedding itself (tied), so row 0, the bare embedding, mostly "
            "'predicts' the token it already is." if config.tie_embeddings else "")
+        + (f" This model soft-caps its logits, tanh(z / {config.final_softcap:g}) · {config.final_softcap:g}, "
+           "before the softmax; every row here is read out the same way." if config.final_softcap else "")
     )
     start, stop = choose_window(T)
     with st.spinner("Reading out every layer…"):

@@ -122,6 +122,8 @@ def dla_section(v, tr, metric: at.Metric) -> None:
     c2.metric(f"The model's {what}", f"{dla.logit:.5f}")
     c3.metric("Difference", f"{abs(dla.total - dla.logit):.1e}",
               help="The decomposition is exact: only float rounding separates the two.")
+    if dla.cap_note:
+        st.caption(dla.cap_note)
     other = [f"embeddings {dla.embed + (dla.pos_embed or 0):+.3f}"]
     if dla.attn_bias.any():
         other.append(f"attention biases {dla.attn_bias.sum():+.3f}")

@@ -23,7 +23,8 @@ from gptviz.weights import (
 )
 
 DEFAULT_ALLOW_MODELS = ("openai-community/gpt2*,HuggingFaceTB/SmolLM2-*,Qwen/Qwen2.5-0.5B*,Qwen/Qwen3-0.6B*,"
-                        "meta-llama/Llama-3.2-1B*,google/gemma-3-270m*")
+                        "meta-llama/Llama-3.2-1B*,google/gemma-3-270m*,EleutherAI/pythia-*,google/gemma-2-2b*,"
+                        "microsoft/Phi-3-mini-4k-instruct,allenai/OLMo-2-*")
 
 
 def allowed_models() -> str:
