@@ -57,7 +57,8 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     gamma = BOOST_GAMMA if boost else 1.0
     if T <= plots.MAX_CELLS:
         pattern = heads.pattern_window(tr, layer, head, 0, T)
-        ui.chart(plots.pattern_heatmap(pattern, tr.tokens, gamma=gamma, window=sliding), key="attn_pattern")
+        ui.chart(plots.pattern_heatmap(pattern, tr.tokens, gamma=gamma, window=sliding), key="attn_pattern",
+            filename=f"attention_L{layer}H{head}")
         ui.download_csv(ui.matrix_frame(pattern, labels, labels, "query"), f"attention_L{layer}H{head}",
                         key="attn_pattern_csv")
         return
@@ -71,7 +72,8 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     window = st.toggle("Show a window at full resolution", key="attn_window")
     if not window:
         ui.chart(plots.pattern_heatmap(pooled, tr.tokens, edges=(edges, edges), gamma=gamma, window=sliding,
-                                       title="whole pattern, max-pooled"), key="attn_pattern")
+                                       title="whole pattern, max-pooled"), key="attn_pattern",
+                                           filename=f"attention_L{layer}H{head}")
         rows = plots.range_labels(edges, tr.tokens)
         ui.download_csv(ui.matrix_frame(pooled, rows, rows, "query"), f"attention_L{layer}H{head}_pooled",
                         key="attn_pattern_csv")
@@ -87,7 +89,8 @@ def pattern_section(v, T: int, labels: list[str]) -> None:
     note = f"keys {key_start}–{end - 1}" + (f" (keys before {key_start} are not drawn)" if key_start else "")
     st.caption(f"Queries {start}–{end - 1}, {note}, one cell per token.")
     ui.chart(plots.pattern_heatmap(pattern, tr.tokens, query_start=start, key_start=key_start, gamma=gamma,
-                                   window=sliding, title=f"queries {start}–{end - 1}"), key="attn_pattern")
+                                   window=sliding, title=f"queries {start}–{end - 1}"), key="attn_pattern",
+                                       filename=f"attention_L{layer}H{head}")
     ui.download_csv(ui.matrix_frame(pattern, labels[start:end], labels[key_start:end], "query"),
                     f"attention_L{layer}H{head}_{start}_{end}", key="attn_pattern_csv")
 
@@ -135,7 +138,8 @@ def stages_section(v, T: int, labels: list[str]) -> None:
     if T > size:
         c2.slider("Window start", 0, T - size, key="attn_stage_start")
     stages = heads.stage_window(tr, layer, head, start, start + size)
-    ui.chart(plots.stages_figure(stages, tr.tokens, start, window=tr.window(layer)), key="attn_stages")
+    ui.chart(plots.stages_figure(stages, tr.tokens, start, window=tr.window(layer)), key="attn_stages",
+        filename=f"attention_stages_L{layer}H{head}")
     frames = {name: ui.matrix_frame(z, labels[start:start + size], labels[start:start + size], "query")
               for name, z in stages.items()}
     ui.download_csv(pd.concat(frames, names=["stage"]), f"attention_stages_L{layer}H{head}", key="attn_stages_csv")
@@ -173,7 +177,8 @@ def query_section(v, T: int, labels: list[str]) -> None:
         ui.chart(plots.query_vectors_figure(b, tr.tokens), key="attn_query_vectors")
     with right:
         ui.chart(plots.weighted_sum_figure(b, tr.tokens), key="attn_weighted_sum")
-    ui.chart(plots.weights_figure(b, tr.tokens, window=sliding), key="attn_weights")
+    ui.chart(plots.weights_figure(b, tr.tokens, window=sliding), key="attn_weights",
+        filename=f"attention_query{pos}_L{layer}H{head}")
     z_model = heads.context_vector(tr, layer, head, pos)
     st.metric("largest |Σ a_j·v_j − model's z|", f"{np.abs(b.z - z_model).max():.2e}",
               help="The weighted sum rebuilt here against the context vector of the model's forward pass.")
@@ -207,7 +212,8 @@ def lines_section(v, T: int, labels: list[str]) -> None:
     else:
         start = 0
     pattern = heads.pattern_window(tr, layer, head, start, start + size, start)
-    ui.chart(plots.lines_figure(pattern, tr.tokens, start, highlight=pos), key="attn_lines")
+    ui.chart(plots.lines_figure(pattern, tr.tokens, start, highlight=pos), key="attn_lines",
+        filename=f"attention_lines_L{layer}H{head}")
     window = labels[start : start + size]
     ui.download_csv(ui.matrix_frame(pattern, window, window, "query"), f"attention_lines_L{layer}H{head}_{start}",
                     key="attn_lines_csv")

@@ -120,6 +120,7 @@ async def run_session(browser: Browser, url: str, s: Session, rounds: int, first
     try:
         page = await context.new_page()
         page.set_default_navigation_timeout(timeout_ms)
+        page.set_default_timeout(timeout_ms)  # every action (a fill waits for the box) may take as long as a wait
         await page.goto(f"{url}/tokens?{urllib.parse.urlencode({'model': s.model})}", wait_until="domcontentloaded",
                         timeout=timeout_ms)
         await settle(page, timeout_ms)
