@@ -412,7 +412,11 @@ def test_gguf_cache_is_reused(tiny_gguf, tmp_path, monkeypatch):
     assert len(calls) == n_tensors
     monkeypatch.undo()
 
-    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file is converted again
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched (a fresh install): the same entry
+    load_gguf(path, cache_dir=tmp_path)
+    assert len(cache_files(tmp_path)) == 1
+    with open(path, "ab") as f:  # changed content is converted again
+        f.write(b"\0" * 32)
     load_gguf(path, cache_dir=tmp_path)
     assert len(cache_files(tmp_path)) == 2
 

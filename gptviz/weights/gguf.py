@@ -204,8 +204,11 @@ def _convert_gguf(reader: gguf.GGUFReader, path: Path, progress: Progress | None
 
 
 def _cache_path(path: Path, cache_dir: Path) -> Path:
-    stat = path.stat()
-    key = f"{GGUF_CACHE_FORMAT}|{path.name}|{stat.st_size}|{stat.st_mtime_ns}"
+    """The cache entry of a GGUF file, named by its content (not its modification time: a fresh
+    install of the same package must find the conversion it made before, not leave it orphaned)."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    key = f"{GGUF_CACHE_FORMAT}|{digest}"
     return cache_dir / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
 
@@ -248,7 +251,7 @@ def load_gguf(
 
     The first call dequantizes every tensor (``progress(done, total)`` per tensor) and caches
     the result as safetensors in ``cache_dir`` (default: default_cache_dir()); later calls
-    read that cache entry, which is keyed by the file's name, size and modification time.
+    read that cache entry, which is keyed by the file's content (sha256).
     """
     path = Path(path)
     if not path.is_file():
