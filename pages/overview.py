@@ -26,6 +26,24 @@ def origin_of(model_name: str) -> str:
         return f"as stored ({err})"
 
 
+# Where each box of the pipeline is shown: (page, tab or None); anything in a block not named here
+# (a norm, a ⊕) goes to Inside a block's shortcut view.
+BOX_PAGES = {"ids": ("tokens", None), "hook_embed": ("embeddings", None), "hook_pos_embed": ("embeddings", None),
+             "rotary": ("inside_block", "Positions"), "attn": ("attention", None), "mlp": ("inside_block", "MLP"),
+             "ln_final": ("logit_lens", None), "logits": ("next_token", None), "probs": ("next_token", None)}
+
+
+def on_box_click(keys: list[str]) -> None:
+    """A click on a pipeline box: remember where to go (a callback may not switch pages itself)."""
+    for point in (st.session_state.get("overview_pipeline") or {}).get("selection", {}).get("points", []):
+        index = point.get("point_index")
+        if isinstance(index, int) and 0 <= index < len(keys):
+            key = keys[index]
+            is_norm = key.startswith("ln") or "norm" in key
+            st.session_state["_go_to"] = BOX_PAGES.get(key, ("inside_block", "Norm" if is_norm else "Shortcut"))
+            return
+
+
 def md(text: str) -> str:
     """Plain text safe inside a markdown table cell."""
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
@@ -90,7 +108,10 @@ def pipeline_section(v: ui.View) -> None:
         f"logits = norm(x) · W_Uᵀ, shape ({T}, {V:,}). A softmax turns the last row into the probabilities "
         f"of the next token. Hover a box for its formula."
     )
-    ui.chart(pipeline.pipeline_figure(cfg, T), key="overview_pipeline")
+    stages = pipeline.pipeline_stages(cfg, T)
+    ui.chart(pipeline.pipeline_figure(cfg, T), key="overview_pipeline", selection_mode="points",
+             on_select=lambda: on_box_click([s.key for s in stages]))
+    st.caption("Click a box to open the page that shows it with this prompt.")
 
     params = ui.of_model(v.model_name, v.model, emb.parameter_counts)
     total = int(params["parameters"].sum())
@@ -164,6 +185,11 @@ def export_section(v: ui.View) -> None:
 
 
 def main() -> None:
+    if (target := st.session_state.pop("_go_to", None)) is not None:
+        page, tab = target
+        if tab is not None:
+            st.session_state[ui.PAGES_BY_KEY[page].tab_setting] = tab
+        st.switch_page(ui.PAGES_BY_KEY[page].file)
     st.title("Overview")
     st.markdown("*What does the model do to your prompt, step by step, and what does it predict next?*")
     v = ui.view()

@@ -332,3 +332,13 @@ def test_embeddings_single_token_prompt(app_env):
         at = open_tab(open_page("embeddings", app_env[which], "Hi"), "embeddings_tab", "How alike")
         assert any("at least 2 tokens" in i.value for i in at.info)
         assert chart(at, "emb_cosine")["data"][0]["z"]
+
+
+def test_overview_pipeline_boxes_open_their_pages(app_env):
+    """A click on a box (the overview's callback sets where to go): the page that shows it, on its tab."""
+    at = open_page("overview")
+    assert any("Click a box" in c.value for c in at.caption)
+    at.session_state["_go_to"] = ("inside_block", "MLP")
+    at.run()
+    assert not at.exception and [t.value for t in at.title] == ["Inside a block"]
+    assert at.session_state["inside_block_tab"] == "MLP" and "block_neurons" in {c.key for c in at.get("plotly_chart")}
