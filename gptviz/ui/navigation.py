@@ -75,5 +75,8 @@ def leave_pages_folder_mode() -> None:
     request of a process opens a page URL directly: a folder named pages/ next to the entry point
     makes it use its old multipage mode, and no public setting turns that off (st.navigation
     itself clears this flag once it runs). The page still works, as it draws the sidebar itself;
-    clearing the flag sends every later run through app.py's navigation."""
-    PagesManager.uses_pages_directory = False
+    clearing the flag and running again sends this run and every later one through app.py's
+    navigation (its page titles and icons, not the file names)."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
