@@ -46,13 +46,10 @@ def local_layers_note(config, analytic: pd.DataFrame) -> str:
     )
 
 
-def main() -> None:
-    st.title("Attention at scale")
-    st.write("How do the time and memory of self-attention grow as the context gets longer?")
-    v = ui.view()
+def computed_section(v, sizes: list[int]) -> None:
+    """What the model's shapes say: FLOPs and pattern memory against T, and where attention dominates."""
     config = v.model.config
     nh, hs, d, L = config.n_head, config.d_head, config.d_model, config.n_layer
-    sizes = scaling.context_sizes(config.n_ctx)
     analytic = scaling.analytic_costs(config, sizes)
     crossover = scaling.crossover_length(config)
     per_token = scaling.rest_flops_per_token(config)
@@ -85,6 +82,12 @@ def main() -> None:
         ui.chart(plots.memory_figure(analytic), key="memory_computed_chart")
     ui.download_csv(analytic.set_index("T"), "attention_costs_computed", key="analytic_csv")
 
+
+def measured_section(v, sizes: list[int]) -> None:
+    """Attention timed on this machine at each T, within a time budget, against the rest of the layer."""
+    config = v.model.config
+    nh = config.n_head
+    crossover = scaling.crossover_length(config)
     st.subheader("Measured on this machine")
     st.write(
         f"For each T in {', '.join(f'{T:,}' for T in sizes)}: one layer's attention (random q, k, v of the "
@@ -144,6 +147,15 @@ def main() -> None:
                     f"layer's.")
     st.dataframe(frame, hide_index=True, key="scale_table")
     ui.download_csv(frame.set_index("T"), "attention_costs_measured", key="measured_csv")
+
+
+def main() -> None:
+    st.title("Attention at scale")
+    st.write("How do the time and memory of self-attention grow as the context gets longer?")
+    v = ui.view()
+    sizes = scaling.context_sizes(v.model.config.n_ctx)
+    computed_section(v, sizes)
+    measured_section(v, sizes)
 
 
 main()

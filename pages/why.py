@@ -192,34 +192,41 @@ def ablation_section(v, tr, metric: at.Metric) -> None:
 
     if st.toggle("Compare with attribution patching (the gradient estimate)", key="why_gradient",
                  help="One forward and one backward pass estimate the whole map to first order."):
-        with st.spinner("One forward and one backward pass…"):
-            est = ui.derived(v.plain, at.ablation_map_gradient, metric, ablation)
-        agree = at.agreement(amap, est)
-        ui.explain(
-            "**Attribution patching** estimates every cell at once: with a = a component's output and a' its "
-            "knocked-out value, metric(a') − metric(a) ≈ (a' − a) · ∂metric/∂a, summed over positions and "
-            "dimensions. One forward pass gives every a, one backward pass every gradient: about the cost of 3 "
-            "forward passes instead of one rerun per component. It is a straight-line estimate, good for small "
-            "changes and poor where knocking a component out changes a lot non-linearly (often the first "
-            "layers' MLPs, which act as part of the embedding)."
-        )
-        c1, c2, c3 = st.columns(3)
-        c1.metric("Correlation over heads", f"{agree['heads']:.2f}")
-        c2.metric("Correlation over MLPs", f"{agree['mlps']:.2f}")
-        c3.metric(f"Top-{agree['k']} harmful heads shared", f"{agree['top_overlap']:.0%}")
-        left, right = st.columns(2)
-        with left:
-            ekey = "why_gradient_map"
-            ui.chart(plots.component_map(est.heads, est.mlps, "Gradient estimate", what, focus=(v.layer, v.head)),
-                     key=ekey, on_select=lambda: on_component_click(ekey, L, nh), selection_mode="points")
-        with right:
-            labels = [component_label((l, h)) for l in range(L) for h in range(nh)] + \
-                     [component_label((l, "mlp")) for l in range(L)]
-            ui.chart(plots.agreement_figure(np.concatenate([amap.heads.ravel(), amap.mlps]),
-                                            np.concatenate([est.heads.ravel(), est.mlps]), labels, metric.name),
-                     key="why_agreement")
-        frame = amap.frame().merge(est.frame(), on=["layer", "head"]).set_index(["layer", "head"])
-        ui.download_csv(frame, f"ablation_exact_vs_gradient_{ablation}", key="why_gradient_csv")
+        gradient_section(v, metric, ablation, amap)
+
+
+def gradient_section(v, metric: at.Metric, ablation: str, amap: at.EffectMap) -> None:
+    """Attribution patching next to the exact ablation map, and how well they agree."""
+    L, nh = v.model.config.n_layer, v.model.config.n_head
+    what = f"Δ {metric.name}"
+    with st.spinner("One forward and one backward pass…"):
+        est = ui.derived(v.plain, at.ablation_map_gradient, metric, ablation)
+    agree = at.agreement(amap, est)
+    ui.explain(
+        "**Attribution patching** estimates every cell at once: with a = a component's output and a' its "
+        "knocked-out value, metric(a') − metric(a) ≈ (a' − a) · ∂metric/∂a, summed over positions and "
+        "dimensions. One forward pass gives every a, one backward pass every gradient: about the cost of 3 "
+        "forward passes instead of one rerun per component. It is a straight-line estimate, good for small "
+        "changes and poor where knocking a component out changes a lot non-linearly (often the first "
+        "layers' MLPs, which act as part of the embedding)."
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Correlation over heads", f"{agree['heads']:.2f}")
+    c2.metric("Correlation over MLPs", f"{agree['mlps']:.2f}")
+    c3.metric(f"Top-{agree['k']} harmful heads shared", f"{agree['top_overlap']:.0%}")
+    left, right = st.columns(2)
+    with left:
+        ekey = "why_gradient_map"
+        ui.chart(plots.component_map(est.heads, est.mlps, "Gradient estimate", what, focus=(v.layer, v.head)),
+                 key=ekey, on_select=lambda: on_component_click(ekey, L, nh), selection_mode="points")
+    with right:
+        labels = [component_label((l, h)) for l in range(L) for h in range(nh)] + \
+                 [component_label((l, "mlp")) for l in range(L)]
+        ui.chart(plots.agreement_figure(np.concatenate([amap.heads.ravel(), amap.mlps]),
+                                        np.concatenate([est.heads.ravel(), est.mlps]), labels, metric.name),
+                 key="why_agreement")
+    frame = amap.frame().merge(est.frame(), on=["layer", "head"]).set_index(["layer", "head"])
+    ui.download_csv(frame, f"ablation_exact_vs_gradient_{ablation}", key="why_gradient_csv")
 
 
 # ---- a knock-out set --------------------------------------------------------------------------------------------
@@ -340,6 +347,11 @@ def patching_section(v, tr, metric: at.Metric) -> None:
         return
     if not allowed(T, "the patching maps"):
         return
+    patching_maps(v, corrupted, metric)
+
+
+def patching_maps(v, corrupted, metric: at.Metric) -> None:
+    """One map per patching site (computed once per clean run, corrupted run and metric), clickable."""
     maps = {site: ui.derived(v.plain, at.patching_map, corrupted, metric, site,
                              progress=f"Patching: {info.title.lower()}") for site, info in at.PATCH_SITES.items()}
     for site, pmap in maps.items():
