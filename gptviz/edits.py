@@ -69,13 +69,18 @@ class LayerEdit:
     z_add: Tensor | None = None
     mlp_add: Tensor | None = None
 
+    def _edit(self, x: Tensor, knocked: Tensor | None, over: int, replace: Replace | None,
+              add: Tensor | None) -> Tensor:
+        """The three edits of an output, in order: knock out (ablate along `over`), replace, add."""
+        if knocked is not None:
+            x = _ablate(x, knocked, self.ablation, over=over)
+        if replace is not None:
+            x = _replace(x, *replace)
+        return x if add is None else x + add
+
     def edit_z(self, z: Tensor) -> Tensor:
         """z (B, nh, T, hs) -> the edited context vectors, same shape."""
-        if self.heads is not None:
-            z = _ablate(z, self.heads, self.ablation, over=2)
-        if self.z is not None:
-            z = _replace(z, *self.z)
-        return z if self.z_add is None else z + self.z_add
+        return self._edit(z, self.heads, 2, self.z, self.z_add)
 
     def edit_attn_out(self, a: Tensor) -> Tensor:
         """a (B, T, C), attention's output before any post-attention norm."""
@@ -83,11 +88,7 @@ class LayerEdit:
 
     def edit_mlp_out(self, m: Tensor) -> Tensor:
         """m (B, T, C), the MLP's output before any post-MLP norm."""
-        if self.mlp is not None:
-            m = _ablate(m, self.mlp, self.ablation, over=1)
-        if self.mlp_out is not None:
-            m = _replace(m, *self.mlp_out)
-        return m if self.mlp_add is None else m + self.mlp_add
+        return self._edit(m, self.mlp, 1, self.mlp_out, self.mlp_add)
 
     def edit_resid_post(self, x: Tensor) -> Tensor:
         """x (B, T, C), the residual stream leaving the block."""

@@ -37,18 +37,29 @@ def parse_head(text: str) -> tuple[int, int]:
     return component
 
 
+def parse_names(text: str, n_layer: int, n_head: int, mlps: bool = True) -> tuple[list[Component], list[str]]:
+    """"L1H5, L3 MLP" -> ([(1, 5), (3, "mlp")], the pieces that name no component of this model): each
+    piece (separated by commas or semicolons) names exactly one component, never a fuzzy match;
+    duplicates are dropped. mlps=False: MLPs count as not understood (a list of heads)."""
+    found: list[Component] = []
+    bad: list[str] = []
+    for piece in (p.strip() for p in text.replace(";", ",").split(",")):
+        if not piece:
+            continue
+        component = parse_component(piece)
+        fits = component is not None and component[0] < n_layer and (
+            mlps if component[1] == MLP else component[1] < n_head)
+        if not fits:
+            bad.append(piece)
+        elif component not in found:
+            found.append(component)
+    return found, bad
+
+
 def parse_components(text: str, n_layer: int, n_head: int) -> list[Component]:
     """"L3H1,L5 MLP" -> [(3, 1), (5, "mlp")]: what the URL and the page keep. Pieces that are not a
     component of this model (bad text, layer or head out of range) are dropped; duplicates too."""
-    found: list[Component] = []
-    for piece in text.split(","):
-        component = parse_component(piece)
-        if component is None:
-            continue
-        layer, what = component
-        if layer < n_layer and (what == MLP or what < n_head) and component not in found:
-            found.append(component)
-    return found
+    return parse_names(text, n_layer, n_head)[0]
 
 
 def check_components(components: Sequence[Component], n_layer: int, n_head: int) -> list[Component]:

@@ -7,7 +7,7 @@ from gptviz import ui
 from gptviz.analysis import attribution as at
 from gptviz.analysis.lens import top_next_tokens
 from gptviz.edits import ABLATIONS
-from gptviz.labels import component_label
+from gptviz.labels import component_label, parse_components
 from gptviz.plots import attribution as plots
 from gptviz.plots.common import show_whitespace
 from gptviz.tokenizer import TokenizerError
@@ -231,7 +231,7 @@ def gradient_section(v, metric: at.Metric, ablation: str, amap: at.EffectMap) ->
 
 # ---- a knock-out set --------------------------------------------------------------------------------------------
 def add_component(component, config) -> None:
-    current = ui.parse_exact(str(st.session_state.get(KNOCKOUT_KEY, "")), config.n_layer, config.n_head)[0]
+    current = parse_components(str(st.session_state.get(KNOCKOUT_KEY, "")), config.n_layer, config.n_head)
     if component not in current:
         ui.set_components(KNOCKOUT_KEY, [*current, component])
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from gptviz.analysis.attribution import token_choices
 from gptviz.config import GPTConfig
-from gptviz.labels import MLP, Component, component_label, parse_component
+from gptviz.labels import Component, component_label, parse_names
 from gptviz.plots.common import show_whitespace
 from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
 from gptviz.ui.navigation import tab_labels
@@ -185,29 +185,12 @@ def token_input(tr, position: int, label: str, key: str, placeholder: str, help:
 
 
 # ---- heads and MLPs typed by name ------------------------------------------------------------------
-def parse_exact(text: str, n_layer: int, n_head: int, mlps: bool = True) -> tuple[list[Component], list[str]]:
-    """"L1H5, L3 MLP" -> ([(1, 5), (3, "mlp")], pieces not understood): each piece names exactly one
-    component ("L1H5" is head 5 of layer 1, never L10H5 or L21H5)."""
-    found, bad = [], []
-    for piece in (p.strip() for p in text.replace(";", ",").split(",")):
-        if not piece:
-            continue
-        parsed = parse_component(piece)
-        fits = parsed is not None and parsed[0] < n_layer and (parsed[1] == MLP and mlps or parsed[1] != MLP
-                                                               and parsed[1] < n_head)
-        if not fits:
-            bad.append(piece)
-        elif parsed not in found:
-            found.append(parsed)
-    return found, bad
-
-
 def components_input(label: str, key: str, config: GPTConfig, mlps: bool, limit: int | None = None,
                      help: str = "") -> list[Component]:
     """A text box of component names parsed exactly (e.g. "L1H5, L23H3, L5 MLP"), rewritten in
     canonical form; what is not a component of this model is named in a warning, never guessed."""
     L, nh = config.n_layer, config.n_head
-    found, bad = parse_exact(str(st.session_state.get(key, "")), L, nh, mlps)
+    found, bad = parse_names(str(st.session_state.get(key, "")), L, nh, mlps)
     example = "L1H5, L3H0" + (", L2 MLP" if mlps else "")
     st.text_input(label, key=key, placeholder=example, on_change=_canonical, args=(key, L, nh, mlps),
                   help=help or f"Names separated by commas, e.g. {example}: layers 0–{L - 1}, heads 0–{nh - 1}.")
@@ -222,7 +205,7 @@ def components_input(label: str, key: str, config: GPTConfig, mlps: bool, limit:
 
 
 def _canonical(key: str, n_layer: int, n_head: int, mlps: bool) -> None:
-    found, bad = parse_exact(str(st.session_state.get(key, "")), n_layer, n_head, mlps)
+    found, bad = parse_names(str(st.session_state.get(key, "")), n_layer, n_head, mlps)
     st.session_state[key] = ", ".join([component_label(c) for c in found] + bad)
 
 
@@ -232,7 +215,7 @@ def set_components(key: str, components: Sequence[Component]) -> None:
 
 def toggle_component(key: str, component: Component, config: GPTConfig, mlps: bool = True) -> None:
     """Add a component to the list in `key`, or take it out if it is there (a click on a map cell)."""
-    found, _ = parse_exact(str(st.session_state.get(key, "")), config.n_layer, config.n_head, mlps)
+    found, _ = parse_names(str(st.session_state.get(key, "")), config.n_layer, config.n_head, mlps)
     set_components(key, [c for c in found if c != component] if component in found else [*found, component])
 
 
