@@ -182,6 +182,7 @@ class ForwardRecord:
     resid: n_layer + 1 tensors (B, T, C): block inputs, then the last block's output.
     resid_mid: per layer (B, T, C), the residual stream after attention's shortcut.
     q: per layer (B, nh, T, hs); k, v: per layer (B, n_kv, T_all, hs), after rotary.
+    mlp_in: per layer (B, T, C), only where an MLP reads its own stream (edge runs, gptviz.edge_run).
     """
 
     embed: Tensor | None = None
@@ -191,6 +192,7 @@ class ForwardRecord:
     q: list[Tensor] = field(default_factory=list)
     k: list[Tensor] = field(default_factory=list)
     v: list[Tensor] = field(default_factory=list)
+    mlp_in: list[Tensor] = field(default_factory=list)
 
 
 # ---- the attention primitive: every mask, score and pattern in gptviz comes from here ----
@@ -307,11 +309,45 @@ class CausalSelfAttention(nn.Module):
 
     def project(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, C) -> q (B, nh, T, hs), k and v (B, n_kv, T, hs); rotary turns q and k."""
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.d_head, self.n_kv_head * self.d_head, self.n_kv_head * self.d_head], dim=-1
-        )
-        if self.qk_norm_scope == "projection":  # one norm over all heads' q, one over all k (OLMo-2)
+        return self.into_heads(*self.qkv(x).split(self.sizes, dim=-1), rotary)
+
+    @property
+    def sizes(self) -> list[int]:
+        """The fused projection's parts: [nh·hs query rows, n_kv·hs key rows, n_kv·hs value rows]."""
+        return [self.n_head * self.d_head, self.n_kv_head * self.d_head, self.n_kv_head * self.d_head]
+
+    def project_each(self, xq: Tensor, xk: Tensor, xv: Tensor,
+                     rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Each head's q, k, v from its own input (edge runs: every input reads its own mix of the
+        stream): xq (B, nh, T, C) one per query head, xk and xv (B, n_kv, T, C) one per key/value head
+        -> q (B, nh, T, hs), k and v (B, n_kv, T, hs), as `project` (norms, rotary) continues.
+
+        A q/k norm over the whole projection (OLMo-2) normalizes each input's whole projection, of
+        which its head keeps its own part: a head's q or k depends on its own input alone."""
+        C = xq.shape[-1]
+        biases = self.qkv.bias.split(self.sizes) if self.qkv.bias is not None else (None,) * 3
+        norms = (self.q_norm, self.k_norm, None) if self.qk_norm_scope == "projection" else (None,) * 3
+        parts = []
+        for x, w, b, norm in zip((xq, xk, xv), self.qkv.weight.split(self.sizes), biases, norms):
+            B, n, T, _ = x.shape
+            if norm is None:
+                out = torch.einsum("bntc,ndc->btnd", x, w.view(n, self.d_head, C))  # (B, T, n, hs)
+                out = out.reshape(B, T, n * self.d_head)  # (B, T, n·hs)
+                parts.append(out if b is None else out + b)
+                continue
+            whole = F.linear(x, w, b)  # (B, n, T, n·hs): each input's whole projection
+            whole = norm(whole).view(B, n, T, n, self.d_head)
+            own = whole[:, torch.arange(n), :, torch.arange(n)]  # (n, B, T, hs): input i's head i
+            parts.append(own.permute(1, 2, 0, 3).reshape(B, T, n * self.d_head))
+        return self.into_heads(*parts, rotary, normed=self.qk_norm_scope == "projection")
+
+    def into_heads(self, q: Tensor, k: Tensor, v: Tensor, rotary: tuple[Tensor, Tensor] | None,
+                   normed: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """The projections q (B, T, nh·hs), k and v (B, T, n_kv·hs) -> per head q (B, nh, T, hs),
+        k and v (B, n_kv, T, hs): q/k norms (those over the whole projection unless already `normed`),
+        then rotary turns q and k."""
+        B, T, _ = q.shape
+        if self.qk_norm_scope == "projection" and not normed:  # one norm over all heads' q, one over all k (OLMo-2)
             q, k = self.q_norm(q), self.k_norm(k)  # (B, T, nh·hs), (B, T, n_kv·hs)
         q = q.view(B, T, self.n_head, self.d_head)  # (B, T, nh, hs)
         k = k.view(B, T, self.n_kv_head, self.d_head)  # (B, T, n_kv, hs)
@@ -322,6 +358,12 @@ class CausalSelfAttention(nn.Module):
         if rotary is not None:  # q and k become new tensors; a copy of v lets the fused output go
             q, k, v = apply_rotary(q, *rotary), apply_rotary(k, *rotary), v.contiguous()
         return q, k, v
+
+    def head_outputs(self, z: Tensor) -> Tensor:
+        """Context vectors z (..., nh, T, hs) -> what each head writes, z_h · W_O[h]: (..., nh, T, C)
+        (their sum plus out_proj's bias is attention's output)."""
+        w_o = self.out_proj.weight.view(-1, self.n_head, self.d_head).to(z.dtype)  # (C, nh, hs)
+        return torch.einsum("...htd,chd->...htc", z, w_o)
 
     def forward(
         self,

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from gptviz.edge_run import SenderOutputs, run_edges
+from gptviz.edges import EdgeGraph, Edges
 from gptviz.edits import Ablation, EditSource, Interventions, build
 from gptviz.labels import Component
 from gptviz.model import (
@@ -57,6 +59,7 @@ def encode_prompt(model: GPT, text_or_ids: str | Sequence[int], allow_special: b
 def trace(
     model: GPT, text_or_ids: str | Sequence[int], *, allow_special: bool = False,
     ablate: Sequence[Component] = (), ablation: Ablation = "zero", patch: EditSource | None = None,
+    edges: Edges | None = None, source: "Trace | str" = "zero",
 ) -> "Trace":
     """Run the model once on a prompt and keep what every view needs.
 
@@ -69,13 +72,51 @@ def trace(
     their output to 0, "mean" to its mean over this run's positions. patch: copies activations
     of a clean run of a prompt with as many tokens into this one (gptviz.Patch(clean_trace,
     [(site, layer, position or head), ...]), sites as in gptviz.interventions.SITES; any EditSource).
+
+    edges: an edge run (gptviz/edge_run.py): Edges(keep=[...]) runs only the circuit, every other
+    (sender, receiver) edge reading the `source` run's value; Edges(drop=[...]) replaces only these.
+    source: a Trace of a prompt with as many tokens (e.g. a corrupted one), "mean" (each sender's
+    output averaged over this prompt's positions) or "zero". The trace's q, k, v and MLP inputs are the
+    receivers' own; its residual stream is what every sender's output adds up to, and the last one what
+    the logits read.
     """
     ids = encode_prompt(model, text_or_ids, allow_special)
+    if edges is not None:
+        if ablate or patch is not None:
+            raise ValueError("An edge run cannot also knock out or patch: express those as edges, or run them apart.")
+        return _edge_trace(model, ids, edges, source)
     edits = build(model.config, len(ids), ablate, ablation, patch)
     record = ForwardRecord()
     with torch.inference_mode():
         last = model(torch.tensor([ids]), record=record, edits=edits, last_only=True)  # (1, 1, vocab)
     return Trace.from_record(model, ids, record, last[0, -1], edits)
+
+
+def source_outputs(model: GPT, ids: Sequence[int], source: "Trace | str",
+                   clean: "Trace | None" = None) -> SenderOutputs:
+    """What the senders wrote in an edge run's source: a Trace of another prompt with as many tokens, or
+    "mean" / "zero" of the run of `ids` itself (`clean`, its plain trace, if already there)."""
+    if isinstance(source, Trace):
+        if source.n_tokens != len(ids):
+            raise ValueError(f"The source prompt has {source.n_tokens} tokens and this one {len(ids)}: an edge run "
+                             "needs prompts of the same token length (swap words that are one token each).")
+        if source.model.config != model.config:
+            raise ValueError("The source run comes from another model: use runs of the same model.")
+        return source.sender_outputs()
+    if source not in ("mean", "zero"):
+        raise ValueError(f"source must be a Trace, 'mean' or 'zero', not {source!r}.")
+    outputs = (clean if clean is not None else trace(model, ids)).sender_outputs()
+    return outputs.mean() if source == "mean" else outputs.zero()
+
+
+def _edge_trace(model: GPT, ids: list[int], edges: Edges, source: "Trace | str") -> "Trace":
+    mix = edges.replaced(EdgeGraph.of(model.config)).float()[None]  # (1, n_senders, n_receivers)
+    record = ForwardRecord()
+    with torch.inference_mode():
+        sources = source_outputs(model, ids, source)
+        normed = run_edges(model, torch.tensor(ids), sources, mix, record, torch.tensor([len(ids) - 1]))
+        last = model.readout(normed)[0, -1]  # (vocab,)
+    return Trace.from_record(model, ids, record, last, mlp_ins=_first(record.mlp_in))
 
 
 def _first(batch: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -92,7 +133,8 @@ class Trace:
     qs: per layer (nh, T, hs); ks, vs: per layer (n_kv, T, hs), after q/k norms and rotary;
     last_logits (vocab,): the prediction after the last token (the other positions' logits are read
     out of the final stream on demand: `logits_at`, `logits`); interventions: what was changed in the
-    run (None: nothing), applied again when a stage is computed on demand.
+    run (None: nothing), applied again when a stage is computed on demand; mlp_ins: per layer (T, C)
+    the stream each MLP read, in an edge run (where it is not the shared stream), else None.
     """
 
     model: GPT = field(repr=False)
@@ -107,12 +149,13 @@ class Trace:
     vs: tuple[Tensor, ...]
     last_logits: Tensor
     interventions: Interventions | None = field(default=None, repr=False)
+    mlp_ins: tuple[Tensor, ...] | None = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_record(cls, model: GPT, ids: list[int], record: ForwardRecord, last_logits: Tensor,
-                    interventions: Interventions | None = None) -> "Trace":
+                    interventions: Interventions | None = None, mlp_ins: tuple[Tensor, ...] | None = None) -> "Trace":
         return cls(
             model=model,
             ids=list(ids),
@@ -126,6 +169,7 @@ class Trace:
             vs=_first(record.v),
             last_logits=last_logits,
             interventions=interventions,
+            mlp_ins=mlp_ins,
         )
 
     def _edit(self, layer: int):
@@ -291,10 +335,26 @@ class Trace:
         with torch.inference_mode():
             return block.post_attn_norm(self.attn_module_out(layer, start, stop))
 
+    def head_outputs(self, layer: int) -> Tensor:
+        """(nh, T, C) what each head writes, z_h · W_O[h], before any post-attention norm (the heads'
+        sum plus out_proj's bias is attn_module_out)."""
+        with torch.inference_mode():
+            return self.model.blocks[self._layer(layer)].attn.head_outputs(self.z(layer))
+
+    def sender_outputs(self) -> SenderOutputs:
+        """What every sender wrote in this run (the embeddings, each head, each MLP), for edge runs."""
+        with torch.inference_mode():
+            embed = self.embed if self.pos_embed is None else self.embed + self.pos_embed
+            return SenderOutputs(embed, tuple(self.head_outputs(l) for l in range(self.n_layer)),
+                                 tuple(self.mlp_module_out(l) for l in range(self.n_layer)))
+
     # ---- MLP ------------------------------------------------------------------------
     def mlp_in(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:
         """(W, C) the residual stream the MLP of block `layer` reads (before norm2): resid_mid, or
-        resid_pre in a parallel block, whose MLP reads the block's input as attention does."""
+        resid_pre in a parallel block, whose MLP reads the block's input as attention does; in an edge
+        run the MLP's own mix."""
+        if self.mlp_ins is not None:
+            return self.mlp_ins[self._layer(layer)][slice(*self.span(start, stop))]
         return self.stream(self.model.blocks[self._layer(layer)].structure.branches[1].reads, layer)[
             slice(*self.span(start, stop))]
 
@@ -337,7 +397,8 @@ class Trace:
         reads (block.structure), through the norm before it if the block has one."""
         block = self.model.blocks[self._layer(layer)]
         b = self._branch(block, branch)
-        x = self.stream(b.reads, layer)[slice(*self.span(start, stop))]
+        span = slice(*self.span(start, stop))
+        x = self.mlp_in(layer, start, stop) if branch == "mlp" else self.stream(b.reads, layer)[span]
         with torch.inference_mode():
             return x if b.norm_before is None else block.get_submodule(b.norm_before)(x)
 
@@ -395,7 +456,7 @@ class Trace:
         """The trace of ids + new_ids, running only the new tokens (KV cache). Not for a run with
         interventions (a mean ablation averages over every position): trace the longer sequence."""
         new_ids = encode_prompt(self.model, new_ids)
-        if self.interventions is not None:
+        if self.interventions is not None or self.mlp_ins is not None:
             raise ValueError("A trace with interventions cannot be extended: trace the longer sequence anew.")
         record = ForwardRecord()
         with torch.inference_mode():

@@ -14,17 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS: list[tuple[str, set[str]]] = [
     ("foundations: shapes and features, names, files", {
         "gptviz.config", "gptviz.cache", "gptviz.labels", "gptviz.gguf_header"}),
-    ("what the model reads: architectures, edits, tokens, packaged files", {
-        "gptviz.architectures", "gptviz.edits", "gptviz.tokenizer", "gptviz.packages"}),
+    ("what the model reads: architectures, edits, edges, tokens, packaged files", {
+        "gptviz.architectures", "gptviz.edits", "gptviz.edges", "gptviz.tokenizer", "gptviz.packages"}),
     ("the model", {"gptviz.model"}),
-    ("weights and sampling", {
+    ("weights, sampling and edge runs", {
         "gptviz.weights", "gptviz.weights.convert", "gptviz.weights.gguf", "gptviz.weights.hf_dir",
-        "gptviz.weights.hub", "gptviz.sampling"}),
+        "gptviz.weights.hub", "gptviz.sampling", "gptviz.edge_run"}),
     ("loading", {"gptviz.loading"}),
     ("the trace", {"gptviz.trace"}),
     ("above the trace: interventions from traces, analyses, explanations, export", {
         "gptviz.interventions", "gptviz.features", "gptviz.export", "gptviz.analysis",
-        *{f"gptviz.analysis.{m}" for m in ("attribution", "block", "embeddings", "heads", "lens", "positions",
+        *{f"gptviz.analysis.{m}" for m in ("attribution", "block", "circuit", "embeddings", "heads", "lens", "positions",
                                            "scaling")}}),
     ("plots", {"gptviz.plots", *{f"gptviz.plots.{m}" for m in ("attention", "attribution", "block", "common",
                                                                "embeddings", "heads", "lens", "pipeline", "sampling",
@@ -129,7 +129,7 @@ def test_the_checks_see_circles_and_upward_imports():
 
 @pytest.mark.parametrize("module, imports", [
     ("gptviz.model", {"gptviz.config", "gptviz.edits", "gptviz.tokenizer"}),
-    ("gptviz.trace", {"gptviz.edits", "gptviz.labels", "gptviz.model"}),
+    ("gptviz.trace", {"gptviz.edge_run", "gptviz.edges", "gptviz.edits", "gptviz.labels", "gptviz.model"}),
 ])
 def test_what_the_model_and_the_trace_read(module, imports):
     """Edits sit below the model; the patching that builds them from traces sits above the trace."""

@@ -176,16 +176,14 @@ def direct_logit_attribution(trace: Trace, metric: Metric) -> LogitAttribution:
     metric = metric.check(trace)
     p, model = metric.position, trace.model
     config = model.config
-    L, nh, hs, C = config.n_layer, config.n_head, config.d_head, config.d_model
+    L, nh, C = config.n_layer, config.n_head, config.d_model
     with torch.inference_mode():
         parts = [trace.embed[p].double()]
         if trace.pos_embed is not None:
             parts.append(trace.pos_embed[p].double())
         n_embed = len(parts)
         for layer, block in enumerate(model.blocks):
-            z = trace.z(layer)[:, p].double()  # (nh, hs)
-            w_o = block.attn.out_proj.weight.double().view(C, nh, hs)
-            heads = torch.einsum("chd,hd->hc", w_o, z)  # (nh, C): what each head writes
+            heads = block.attn.head_outputs(trace.z(layer)[:, p:p + 1].double())[:, 0]  # (nh, C): what each head writes
             bias = block.attn.out_proj.bias
             bias = bias.double() if bias is not None else torch.zeros(C, dtype=torch.float64)
             heads, norm_bias = through_norm(block.post_attn_norm, trace.attn_module_out(layer)[p].double(),

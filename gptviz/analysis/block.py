@@ -219,13 +219,6 @@ def merged_heads(trace: Trace, layer: int, start: int = 0, stop: int | None = No
     return z.transpose(0, 1).reshape(z.shape[1], -1)
 
 
-def head_output_weight(trace: Trace, layer: int, head: int) -> Tensor:
-    """(C, hs) the columns of W_O (out_proj.weight, (C, nh·hs)) that head `head`'s context vector meets."""
-    hs = trace.model.config.d_head
-    head = trace._head(head)
-    return trace.model.blocks[trace._layer(layer)].attn.out_proj.weight[:, head * hs : (head + 1) * hs]
-
-
 @dataclass(frozen=True)
 class AttentionOutput:
     """Block `layer`'s attention output at positions [start, stop), whole and head by head.
@@ -258,13 +251,12 @@ def attention_output(trace: Trace, layer: int, start: int = 0, stop: int | None 
     """The output projection of block `layer` over positions [start, stop), and its per-head split."""
     start, stop = trace.span(start, stop)
     block = trace.model.blocks[trace._layer(layer)]
-    nh = trace.model.config.n_head
     with torch.inference_mode():
         z = trace.z(layer, start, stop)  # (nh, W, hs)
         merged = z.transpose(0, 1).reshape(z.shape[1], -1)  # (W, nh·hs)
         out = block.attn.out_proj(merged)  # (W, C)
         written = block.post_attn_norm(out)
-        parts = torch.stack([z[h] @ head_output_weight(trace, layer, h).T for h in range(nh)])  # (nh, W, C)
+        parts = block.attn.head_outputs(z)  # (nh, W, C)
         bias = block.attn.out_proj.bias
         sq = out.double().pow(2).sum(-1).clamp_min(1e-30)  # (W,)
         shares = (parts.double() * out.double()).sum(-1) / sq  # (nh, W)

@@ -1,0 +1,260 @@
+"""Circuits: which edges between heads and MLPs carry a prediction, and how much of it they carry alone.
+
+An edge (sender, receiver) is cut when its receiver reads the sender's output from a source run (a
+corrupted prompt, the mean over positions, or zero) instead of this run (gptviz/edge_run.py). Edge
+scores estimate, for every edge at once, how the metric (gptviz.analysis.attribution.Metric) changes
+when that edge alone is cut:
+
+- edge attribution patching ("eap"): the first-order change, (source − clean sender output) ·
+  ∂metric/∂(receiver input), from one edge run forward and one backward;
+- integrated gradients ("ig"): the same gradient averaged along the straight path on which every
+  edge moves together from the clean run to the source run (N steps, midpoints). The scores then add
+  up to the whole change from clean to source, up to the path's discretisation.
+
+A score is negative where cutting the edge lowers the metric: the edge carries the prediction. A
+circuit keeps the N edges of largest |score| and drops those whose receiver no kept path connects
+to the logits (they cannot change the output); running it (every other edge cut) measures its
+faithfulness: the fraction of the clean − source gap that the circuit alone reproduces.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from gptviz.analysis.attribution import Metric, metric_value
+from gptviz.edge_run import SenderOutputs, run_edges
+from gptviz.edges import EMBED, LOGITS, EdgeGraph
+from gptviz.labels import MLP
+from gptviz.trace import Trace, source_outputs
+
+Progress = Callable[[int, int], None]
+Method = Literal["eap", "ig"]
+METHODS = ("eap", "ig")
+FRAME_COLUMNS = ("sender", "receiver", "sender_layer", "sender_head", "receiver_layer", "receiver_head", "input",
+                 "score")
+BATCH = 4  # edge runs per pass
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every edge run of one question shares: the clean run, the metric (position made
+    non-negative), the source's sender outputs (plain tensors, usable under autograd), the graph."""
+
+    clean: Trace
+    metric: Metric
+    source: SenderOutputs
+    graph: EdgeGraph
+
+    @classmethod
+    def of(cls, clean: Trace, metric: Metric, source: Trace | str) -> "Setup":
+        if clean.interventions is not None or clean.mlp_ins is not None:
+            raise ValueError("Score edges on a plain run: this trace already has interventions.")
+        model = clean.model
+        outputs = source_outputs(model, clean.ids, source, clean)
+        plain = lambda t: t.clone()  # inference tensors cannot take part in autograd
+        outputs = SenderOutputs(plain(outputs.embed), tuple(map(plain, outputs.heads)), tuple(map(plain, outputs.mlps)))
+        return cls(clean, metric.check(clean), outputs, EdgeGraph.of(model.config))
+
+    def metric_of(self, mix: Tensor) -> Tensor:
+        """The metric (B,) of the edge runs with weights mix (B, n_senders, n_receivers[, T])."""
+        model = self.clean.model
+        normed = run_edges(model, torch.tensor(self.clean.ids), self.source, mix,
+                           positions=torch.tensor([self.metric.position]))  # (B, 1, C)
+        return self.metric.of_normed(model, normed[:, 0])
+
+    def runs(self, cut: Tensor, progress: Progress | None = None) -> np.ndarray:
+        """The metric of each of K runs in which the edges under cut (K, n_senders, n_receivers) bool read the source."""
+        values = []
+        with torch.inference_mode():
+            for start in range(0, len(cut), BATCH):
+                values.append(self.metric_of(cut[start:start + BATCH].float()).double().numpy())
+                if progress is not None:
+                    progress(min(start + BATCH, len(cut)), len(cut))
+        return np.concatenate(values) if values else np.zeros(0)
+
+
+# ---- scores ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EdgeScores:
+    """Every edge's score (see the module docstring) for one clean run, metric and source.
+
+    scores (n_senders, n_receivers): NaN where no edge exists; per_position (n_senders, n_receivers, T) the
+    same split by the position where the sender writes and the receiver reads (its sum over T), or None.
+    clean, source: the metric of the clean run and of the run in which every edge reads the source.
+    """
+
+    graph: EdgeGraph
+    scores: np.ndarray
+    clean: float
+    source: float
+    method: str
+    steps: int
+    per_position: np.ndarray | None = None
+
+    @property
+    def gap(self) -> float:
+        """clean − source: what the whole model adds over the source."""
+        return self.clean - self.source
+
+    @property
+    def total(self) -> float:
+        """The sum of every edge's score (integrated gradients: ≈ source − clean)."""
+        return float(np.nansum(self.scores))
+
+    def top(self, n: int) -> Tensor:
+        """(n_senders, n_receivers) bool: the n edges of largest |score|."""
+        flat = np.nan_to_num(np.abs(self.scores), nan=-1.0).ravel()
+        n = max(0, min(n, self.graph.n_edges))
+        chosen = np.zeros(flat.shape, dtype=bool)
+        chosen[np.argsort(-flat, kind="stable")[:n]] = True
+        return torch.from_numpy(chosen.reshape(self.scores.shape))
+
+    def circuit(self, n: int) -> Tensor:
+        """The top n edges, less those whose receiver no kept path connects to the logits (prune)."""
+        return prune(self.graph, self.top(n))
+
+    def frame(self, keep: Tensor | None = None) -> pd.DataFrame:
+        """One row per edge (those under `keep`, default all), largest |score| first: FRAME_COLUMNS."""
+        mask = self.graph.valid() if keep is None else keep & self.graph.valid()
+        pairs = mask.nonzero().numpy()
+        values = self.scores[pairs[:, 0], pairs[:, 1]] if len(pairs) else np.zeros(0)
+        order = np.argsort(-np.abs(values), kind="stable")
+        rows = [edge_row(self.graph, int(pairs[i, 0]), int(pairs[i, 1]), float(values[i])) for i in order]
+        return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+
+
+def edge_row(graph: EdgeGraph, s: int, r: int, score: float) -> tuple:
+    """The FRAME_COLUMNS of one edge: names, layers (embed −1, logits n_layer), heads (−1 for none), input."""
+    sender, receiver = graph.sender(s), graph.receiver(r)
+    s_layer, s_head = (-1, -1) if sender == EMBED else (sender[0], -1 if sender[1] == MLP else sender[1])
+    if receiver == LOGITS:
+        r_layer, r_head, part = graph.n_layer, -1, LOGITS
+    elif len(receiver) == 2:
+        r_layer, r_head, part = receiver[0], -1, MLP
+    else:
+        r_layer, r_head, part = receiver
+    return (graph.sender_label(sender), graph.receiver_label(receiver), s_layer, s_head, r_layer, r_head, part, score)
+
+
+def edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", method: Method = "eap", steps: int = 1,
+                by_position: bool = False, progress: Progress | None = None) -> EdgeScores:
+    """Score every edge of the clean run's graph (module docstring): "eap" from one forward and one
+    backward edge run, "ig" from `steps` of them. by_position keeps the per-position split too."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
+    steps = 1 if method == "eap" else int(steps)
+    if steps < 1:
+        raise ValueError("Integrated gradients needs at least 1 step.")
+    setup = Setup.of(clean, metric, source)
+    graph, T = setup.graph, clean.n_tokens
+    shape = (graph.n_senders, graph.n_receivers) + ((T,) if by_position else ())
+    alphas = [0.0] if method == "eap" else [(k + 0.5) / steps for k in range(steps)]
+    total = torch.zeros(shape)
+    for done, alpha in enumerate(alphas):
+        mix = torch.full((1,) + shape, alpha, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(setup.metric_of(mix).sum(), mix)
+        total += grad[0]
+        if progress is not None:
+            progress(done + 1, len(alphas) + 1)
+    total /= len(alphas)
+    every = setup.runs(graph.valid()[None])[0]
+    if progress is not None:
+        progress(len(alphas) + 1, len(alphas) + 1)
+    valid = graph.valid().numpy()
+    summed = total.sum(-1) if by_position else total
+    scores = np.where(valid, summed.double().numpy(), np.nan)
+    per_position = np.where(valid[..., None], total.double().numpy(), np.nan) if by_position else None
+    return EdgeScores(graph, scores, metric_value(clean, setup.metric), float(every), method, steps, per_position)
+
+
+# ---- circuits and their faithfulness ---------------------------------------------------------------------
+def prune(graph: EdgeGraph, keep: Tensor) -> Tensor:
+    """keep (n_senders, n_receivers) bool without the edges whose receiver no kept path connects to
+    the logits: a head counts as connected if its output reaches the logits through kept edges (its
+    q, k and v inputs all belong to it; a key/value head's to every query head that shares it)."""
+    keep = keep & graph.valid()
+    reaches = torch.zeros(graph.n_senders, dtype=torch.bool)  # does sender s reach the logits?
+    receiver_reaches = torch.zeros(graph.n_receivers, dtype=torch.bool)
+    receiver_reaches[graph.logits_receiver] = True
+    for s in range(graph.n_senders - 1, -1, -1):  # later senders first: every receiver of s is downstream
+        reaches[s] = bool((keep[s] & receiver_reaches).any())
+        sender = graph.sender(s)
+        if sender == EMBED:
+            continue
+        layer, what = sender
+        if what == MLP:
+            receiver_reaches[graph.mlp_receiver(layer)] = reaches[s]
+        elif what == 0:  # all of this layer's heads are known now: their inputs reach where they do
+            first = graph.heads_start(layer)
+            for r in range(graph.attn_receivers(layer), graph.mlp_receiver(layer)):
+                heads = graph.query_heads(graph.receiver(r))
+                receiver_reaches[r] = bool(reaches[[first + h for h in heads]].any())
+    return keep & receiver_reaches[None, :]
+
+
+def circuit_runs(clean: Trace, metric: Metric, source: Trace | str, circuits: Tensor,
+                 progress: Progress | None = None) -> np.ndarray:
+    """The metric when only the edges of each circuit in circuits (K, n_senders, n_receivers) bool are
+    kept and every other edge reads the source: (K,)."""
+    setup = Setup.of(clean, metric, source)
+    return setup.runs(setup.graph.valid()[None] & ~circuits, progress)
+
+
+def faithfulness(value: float, scores: EdgeScores) -> float:
+    """The fraction of the clean − source gap a run reproduces: (value − source) / (clean − source);
+    1 = the whole model's prediction, 0 = the source's."""
+    return (value - scores.source) / scores.gap if scores.gap != 0 else float("nan")
+
+
+def faithfulness_curve(clean: Trace, metric: Metric, source: Trace | str, scores: EdgeScores,
+                       sizes: Sequence[int], progress: Progress | None = None) -> pd.DataFrame:
+    """For each circuit size n: the edges kept after pruning, the metric of the circuit alone and of its
+    complement (every edge but the circuit's), and their faithfulness. Columns n, kept, circuit_metric,
+    complement_metric, circuit, complement."""
+    sizes = sorted({int(n) for n in sizes if n >= 0})
+    circuits = torch.stack([scores.circuit(n) for n in sizes])  # (K, n_senders, n_receivers)
+    valid = scores.graph.valid()
+    both = torch.cat((circuits, valid[None] & ~circuits))
+    values = circuit_runs(clean, metric, source, both, progress)
+    K = len(sizes)
+    return pd.DataFrame({
+        "n": sizes, "kept": circuits.sum((1, 2)).numpy(), "circuit_metric": values[:K],
+        "complement_metric": values[K:], "circuit": [faithfulness(v, scores) for v in values[:K]],
+        "complement": [faithfulness(v, scores) for v in values[K:]],
+    })
+
+
+def curve_sizes(n_edges: int, chosen: int) -> list[int]:
+    """Circuit sizes for a faithfulness curve: 1-2-5 steps from 10 up to every edge, and the chosen one."""
+    sizes = [m * 10 ** e for e in range(1, 8) for m in (1, 2, 5) if m * 10 ** e < n_edges]
+    return sorted(set(sizes + [n_edges, min(chosen, n_edges)]))
+
+
+# ---- a circuit as a file ------------------------------------------------------------------------------
+def circuit_json(scores: EdgeScores, keep: Tensor, settings: dict) -> str:
+    """The circuit (its edges and scores, each edge's names) and the settings that made it, as JSON."""
+    frame = scores.frame(keep)
+    return json.dumps({
+        "settings": settings, "method": scores.method, "steps": scores.steps, "clean_metric": scores.clean,
+        "source_metric": scores.source,
+        "edges": [{"sender": r.sender, "receiver": r.receiver, "score": r.score} for r in frame.itertuples()],
+    }, indent=1)
+
+
+def read_circuit_json(text: str) -> dict:
+    """A circuit file back: its dict, checked to have settings and edges; ValueError saying what is wrong."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"This is not a circuit file (not JSON: {e}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not isinstance(
+            data.get("edges"), list):
+        raise ValueError("This is not a circuit file: it needs 'settings' and 'edges'.")
+    return data

@@ -1,0 +1,148 @@
+"""Edge runs: a forward pass in which every receiver reads its own mix of the residual stream.
+
+In the model every receiver (a head's q, k or v input, an MLP's input, the logits) reads the same
+stream: the sum of what every earlier sender wrote (gptviz/edges.py names them). An edge run
+gives each (sender, receiver) pair a weight m in [0, 1]: the receiver reads
+
+    input_r = Σ_s (1 − m[s, r]) · out_s + m[s, r] · source_s        (+ the biases every run shares)
+
+where out_s is what sender s writes in this run (computed on its own mixed inputs) and source_s
+what it wrote in a source run (a corrupted prompt, its mean over positions, or zero). m = 0
+everywhere is the model's own forward pass; m = 1 everywhere reads only the source. The norms
+apply to each receiver's summed input, as in the model. Where a block norms attention's output
+before adding it (Gemma), a receiver sees that norm of its own mix of the heads.
+
+Weights may be floats that require grad: ∂metric/∂m[s, r] at m = 0 is edge attribution patching's
+score, and along m = α (0 → 1) the integrated-gradients variant's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gptviz.edges import EdgeGraph
+from gptviz.model import GPT, ForwardRecord, attend
+
+
+@dataclass(frozen=True)
+class SenderOutputs:
+    """What every sender wrote in one run of T tokens, before any norm that follows it:
+    embed (T, C) the token (+ position) embedding; heads: per layer (nh, T, C), head h's z_h · W_O[h]
+    (the output bias is not a head's); mlps: per layer (T, C), the MLP's output."""
+
+    embed: Tensor
+    heads: tuple[Tensor, ...]
+    mlps: tuple[Tensor, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.embed.shape[0]
+
+    def mean(self) -> "SenderOutputs":
+        """Each sender's output averaged over the positions, at every position."""
+        avg = lambda x: x.mean(-2, keepdim=True).expand_as(x)
+        return SenderOutputs(avg(self.embed), tuple(map(avg, self.heads)), tuple(map(avg, self.mlps)))
+
+    def zero(self) -> "SenderOutputs":
+        return SenderOutputs(torch.zeros_like(self.embed), tuple(map(torch.zeros_like, self.heads)),
+                             tuple(map(torch.zeros_like, self.mlps)))
+
+
+def _mixed(mix: Tensor, diffs: Tensor) -> Tensor:
+    """Σ_n mix[b, n, r(, t)] · diffs[b, n, t, c]: mix (B, n, R) or (B, n, R, T), diffs (B, n, T, C) -> (B, R, T, C)."""
+    if mix.dim() == 3:
+        return torch.einsum("bnr,bntc->brtc", mix, diffs)
+    return torch.einsum("bnrt,bntc->brtc", mix, diffs)
+
+
+class _Written:
+    """Source minus this run's output of every sender so far, in the stream's terms, for one batch.
+
+    Kept per chunk of consecutive senders (the embeddings, a layer's heads, a layer's MLP). A layer's
+    heads whose sum passes a post-attention norm stay before the norm (with the layer's own summed
+    output): a receiver's view of them is norm(own + mix) − norm(own), not a sum.
+    """
+
+    def __init__(self, mix: Tensor):
+        self.mix = mix  # (B, n_senders, n_receivers[, T])
+        self.linear: list[tuple[int, Tensor]] = []  # (first sender, diffs (B, n, T, C))
+        self.normed: list[tuple[int, Tensor, Tensor, nn.Module]] = []  # (first, diffs, own output (B, T, C), norm)
+
+    def add(self, first: int, diffs: Tensor, norm: nn.Module | None = None, own: Tensor | None = None) -> None:
+        if norm is None or isinstance(norm, nn.Identity):
+            self.linear.append((first, diffs))
+        else:
+            self.normed.append((first, diffs, own, norm))
+
+    def seen(self, r0: int, r1: int, n_up: int) -> Tensor:
+        """(B, R, T, C) how receivers r0..r1-1, reading the first n_up senders, differ from this run's stream."""
+        linear = [(f, d) for f, d in self.linear if f < n_up]
+        rows = torch.cat([torch.arange(f, f + d.shape[1]) for f, d in linear])
+        out = _mixed(self.mix[:, rows, r0:r1], torch.cat([d for _, d in linear], dim=1))
+        for first, diffs, own, norm in self.normed:
+            if first < n_up:
+                mixed = _mixed(self.mix[:, first:first + diffs.shape[1], r0:r1], diffs)  # (B, R, T, C) before the norm
+                out = out + norm(own[:, None] + mixed) - norm(own)[:, None]
+        return out
+
+
+def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor, record: ForwardRecord | None = None,
+              positions: Tensor | None = None) -> Tensor:
+    """An edge run of ids (T,) for a batch of B weight matrices mix (B, n_senders, n_receivers), or
+    (B, n_senders, n_receivers, T) with a weight per position (EdgeGraph's indices; weights of edges
+    that do not exist are ignored). Returns the logits' input after the final norm, (B, P, C) at
+    `positions` (P,) (default: every position). `record` keeps, per layer, the stream that every
+    sender's output adds up to (resid, resid_mid), each head's q, k, v, and each MLP's input
+    (mlp_in); its last resid entry is the logits' own input.
+    """
+    config = model.config
+    graph = EdgeGraph.of(config)
+    B, T = mix.shape[0], ids.shape[0]
+    if mix.shape[1:3] != (graph.n_senders, graph.n_receivers) or (mix.dim() == 4 and mix.shape[3] != T):
+        raise ValueError(f"Edge weights need shape (B, {graph.n_senders}, {graph.n_receivers}[, {T}]), "
+                         f"not {tuple(mix.shape)}.")
+    if source.n_tokens != T:
+        raise ValueError(f"The source run has {source.n_tokens} tokens and this one {T}: an edge run needs "
+                         "prompts of the same token length.")
+    nh, nkv = config.n_head, config.n_kv_head
+    written = _Written(mix)
+    x = model.embed(ids[None])  # (1, T, C)
+    if record is not None:
+        record.embed = x
+    if config.positional == "learned":
+        pos = model.pos_emb(torch.arange(T))  # (T, C)
+        if record is not None:
+            record.pos_embed = pos
+        x = x + pos
+    written.add(0, (source.embed - x)[:, None].expand(B, 1, T, -1))
+    x = x.expand(B, T, -1)  # (B, T, C): the sum of every sender's output in this run
+    if record is not None:
+        record.resid.append(x)
+    for layer, (block, rotary) in enumerate(zip(model.blocks, model.rotary(torch.arange(T)))):
+        r0 = graph.attn_receivers(layer)
+        inputs = block.norm1(x[:, None] + written.seen(r0, r0 + nh + 2 * nkv, graph.heads_start(layer)))
+        q, k, v = block.attn.project_each(inputs[:, :nh], inputs[:, nh:nh + nkv], inputs[:, nh + nkv:], rotary)
+        z = attend(q, k, v, block.attn.scale, block.attn.window, block.attn.softcap)  # (B, nh, T, hs)
+        heads = block.attn.head_outputs(z)  # (B, nh, T, C)
+        attn = heads.sum(1) if block.attn.out_proj.bias is None else heads.sum(1) + block.attn.out_proj.bias
+        written.add(graph.heads_start(layer), source.heads[layer] - heads, block.post_attn_norm, attn)
+        mid = x + block.post_attn_norm(attn)  # (B, T, C)
+        m = graph.mlp_receiver(layer)
+        mlp_in = (x if block.structure.parallel else mid) + written.seen(m, m + 1, graph.upstream(m))[:, 0]
+        out = block.mlp(block.norm2(mlp_in))  # (B, T, C)
+        write = block.post_mlp_norm(out)
+        written.add(graph.heads_start(layer) + nh, (block.post_mlp_norm(source.mlps[layer]) - write)[:, None])
+        x = mid + write
+        if record is not None:
+            record.q.append(q)
+            record.k.append(k)
+            record.v.append(v)
+            record.resid_mid.append(mid)
+            record.mlp_in.append(mlp_in)
+            record.resid.append(x)
+    final = x + written.seen(graph.logits_receiver, graph.logits_receiver + 1, graph.n_senders)[:, 0]  # (B, T, C)
+    if record is not None:
+        record.resid[-1] = final
+    return model.final_norm(final if positions is None else final[:, positions])
