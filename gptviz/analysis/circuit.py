@@ -69,7 +69,7 @@ class Setup:
         return self.metric.of_normed(model, normed[:, 0])
 
     def runs(self, cut: Tensor, progress: Progress | None = None) -> np.ndarray:
-        """The metric of each of K runs in which the edges under cut (K, n_senders, n_receivers) bool read the source."""
+        """The metric (K,) of the runs in which the edges under cut (K, n_senders, n_receivers) bool read the source."""
         values = []
         with torch.inference_mode():
             for start in range(0, len(cut), BATCH):
