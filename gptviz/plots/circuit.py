@@ -28,6 +28,7 @@ WIDTHS = (0.8, 1.7, 3.0, 4.8)  # line width per bin of |score| / max |score|
 MLP_RISE = 0.45  # a layer's MLP row sits this far above its heads' row (the MLP reads after attention)
 MAX_NODE_LABELS = 40  # more circuit nodes than this: no text labels (hover still names them)
 MARGIN = dict(l=10, r=10, t=40, b=10)
+TOP_LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, xanchor="center", x=0.5)  # between title and tools
 
 
 def _check_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -177,7 +178,8 @@ def _node_trace(nodes: list[tuple[int, int]], n_layer: int, n_head: int,
     labels = np.array([_label(a, b, n_layer) for a, b in nodes], dtype=object)
     ends = (layer < 0) | (layer >= n_layer)
     symbol = np.where(ends, "diamond", np.where(head >= 0, "circle", "square"))
-    marker = dict(size=13, symbol=symbol, line=dict(color="#333", width=1))
+    labelled = len(nodes) <= MAX_NODE_LABELS
+    marker = dict(size=13 if labelled else 9, symbol=symbol, line=dict(color="#333", width=1))
     hover = labels
     if node_scores is None:
         marker["color"] = np.where(ends, "#555555", np.where(head >= 0, "#f2a541", "#6a9f58"))
@@ -188,7 +190,7 @@ def _node_trace(nodes: list[tuple[int, int]], n_layer: int, n_head: int,
                       colorbar=dict(title="node score", len=0.6, y=0.6))
         hover = np.array([f"{label}: {s:.4g}" if np.isfinite(s) else f"{label}: no score"
                           for label, s in zip(labels, score)], dtype=object)
-    return go.Scatter(x=x, y=y, mode="markers+text" if len(nodes) <= MAX_NODE_LABELS else "markers",
+    return go.Scatter(x=x, y=y, mode="markers+text" if labelled else "markers",
                       name=NODE_TRACE, text=labels, textposition="middle left", textfont=dict(size=10),
                       customdata=labels[:, None], hovertext=hover, marker=marker, showlegend=False,
                       hovertemplate="%{hovertext}<extra>click to open</extra>")
@@ -248,7 +250,7 @@ def faithfulness_curve(curve: pd.DataFrame, chosen: int | None = None, *, title:
                                  showlegend=False, hoverinfo="skip"))
     fig.update_xaxes(type="log", title_text="edges kept (n)")
     fig.update_yaxes(tickformat=".0%", title_text="share of the clean–corrupted gap")
-    fig.update_layout(title=title, height=360, margin=MARGIN, legend=dict(orientation="h", y=1.08))
+    fig.update_layout(title=title, height=360, margin=MARGIN, legend=TOP_LEGEND)
     return fig
 
 
@@ -275,5 +277,5 @@ def composition_vs_usage(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
                            "<br>score %{customdata[2]:.4g}<extra></extra>")))
     fig.update_xaxes(title_text="composition: how much the weights allow it (0–1)", range=[-0.02, 1.02])
     fig.update_yaxes(title_text="|edge score|: how much this prompt uses it")
-    fig.update_layout(title=title, height=380, margin=MARGIN, legend=dict(orientation="h", y=1.08))
+    fig.update_layout(title=title, height=380, margin=MARGIN, legend=TOP_LEGEND)
     return fig
