@@ -149,6 +149,8 @@ def test_bad_edges_raise_a_value_error_that_says_what_is_wrong():
         plots.circuit_graph(EDGES.assign(input="o"), N_LAYER, N_HEAD, N_KV_HEAD)
     with pytest.raises(ValueError, match="2 edges name components this model lacks.*e.g. L0H1 → L1KV1 k"):  # 1 kv head
         plots.circuit_graph(EDGES, N_LAYER, N_HEAD, 1)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        plots.circuit_graph(EDGES.assign(score=[0, 1, np.nan, 0, 0, 0]), N_LAYER, N_HEAD, N_KV_HEAD)
     with pytest.raises(ValueError, match="multiple of n_kv_head"):
         plots.circuit_graph(EDGES, N_LAYER, N_HEAD, 3)
 

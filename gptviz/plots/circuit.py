@@ -59,13 +59,16 @@ def _label(layer: int, head: int, n_layer: int) -> str:
 
 
 def _check_edges(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) -> None:
-    """ValueError for missing columns, unknown inputs, or components this model does not have."""
+    """ValueError for missing columns, unknown inputs, scores that are not finite, or components this model
+    does not have."""
     _check_columns(edges, EDGE_COLUMNS, "edges")
     if n_kv_head < 1 or n_head % n_kv_head:
         raise ValueError(f"n_head {n_head} must be a multiple of n_kv_head {n_kv_head} (grouped-query attention).")
     unknown = sorted(set(edges["input"]) - set(INPUTS))
     if unknown:
         raise ValueError(f"edges name inputs {unknown}; an input is one of {list(INPUTS)}.")
+    if not np.isfinite(edges["score"].to_numpy(dtype=np.float64)).all():
+        raise ValueError("edges have scores that are NaN or infinite: drop those edges or score them again.")
     sl, sh, rl, rh, inp = (edges[c] for c in ("sender_layer", "sender_head", "receiver_layer", "receiver_head",
                                               "input"))
     kv = inp.isin(("k", "v"))
