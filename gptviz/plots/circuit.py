@@ -1,0 +1,284 @@
+"""Figures of the Circuit page: the graph of heads and MLPs that carries a prediction, how faithful the
+circuit is as it grows, and which edges the weights allow against which this prompt uses.
+
+An edge runs from a sender (the embeddings, a head, an MLP) to a receiver input (a head's q, a kv head's
+k or v, an MLP's input, the logits); its score is the change of the metric when that edge reads the
+corrupted run instead of the clean one (negative: the edge carries the prediction)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from gptviz.labels import MLP, component_label
+
+NODE_TRACE = "nodes"  # the clickable circuit nodes; customdata [label] ("L3H1", "L3 MLP", "embed", "logits")
+EDGE_COLUMNS = ("sender", "receiver", "sender_layer", "sender_head", "receiver_layer", "receiver_head", "input",
+                "score")
+INPUTS = ("q", "k", "v", "mlp", "logits")
+QKV = ("q", "k", "v")
+DASH = {"q": "solid", "k": "dash", "v": "dot", "mlp": "solid", "logits": "solid"}
+LANDING = {"q": -0.22, "k": 0.0, "v": 0.22}  # x offset from the head's centre where a q / k / v edge lands
+SIGN_COLOURS = {True: "#b2182b", False: "#2166ac"}  # score < 0 (red, as RdBu elsewhere) / score > 0
+SIGN_NAMES = {True: "supports the prediction (score < 0)", False: "works against it (score > 0)"}
+KIND_COLOURS = {"q": "#4c78a8", "k": "#f58518", "v": "#54a24b"}
+WIDTHS = (0.8, 1.7, 3.0, 4.8)  # line width per bin of |score| / max |score|
+MLP_RISE = 0.45  # a layer's MLP row sits this far above its heads' row (the MLP reads after attention)
+MAX_NODE_LABELS = 40  # more circuit nodes than this: no text labels (hover still names them)
+MARGIN = dict(l=10, r=10, t=40, b=10)
+TOP_LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, xanchor="center", x=0.5)  # between title and tools
+
+
+def _check_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """ValueError naming the columns `frame` lacks."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks the columns {missing}; it needs {list(columns)}.")
+
+
+def _positions(layer: np.ndarray, head: np.ndarray, n_layer: int, n_head: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of nodes (layer, head), each (N,): head -1 is the layer's MLP, layer -1 the embeddings,
+    layer n_layer the logits. Heads sit at x = head on row y = layer + 1, the MLP to their right a bit
+    higher; embeddings (y = 0) and logits (y = n_layer + 1) centred under and over the heads."""
+    layer, head = np.asarray(layer), np.asarray(head)
+    ends = (layer < 0) | (layer >= n_layer)
+    x = np.where(head >= 0, head, np.where(ends, (n_head - 1) / 2, n_head + 0.5)).astype(np.float64)
+    y = np.where(layer < 0, 0.0, np.where(head >= 0, layer + 1.0, layer + 1.0 + MLP_RISE))
+    return x, np.where(layer >= n_layer, n_layer + 1.0, y)
+
+
+def _label(layer: int, head: int, n_layer: int) -> str:
+    """The component label of node (layer, head): "embed", "logits", "L3H1" or "L3 MLP"."""
+    if layer < 0:
+        return "embed"
+    if layer >= n_layer:
+        return "logits"
+    return component_label((layer, MLP if head < 0 else head))
+
+
+def _check_edges(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) -> None:
+    """ValueError for missing columns, unknown inputs, scores that are not finite, or components this model
+    does not have."""
+    _check_columns(edges, EDGE_COLUMNS, "edges")
+    if n_kv_head < 1 or n_head % n_kv_head:
+        raise ValueError(f"n_head {n_head} must be a multiple of n_kv_head {n_kv_head} (grouped-query attention).")
+    unknown = sorted(set(edges["input"]) - set(INPUTS))
+    if unknown:
+        raise ValueError(f"edges name inputs {unknown}; an input is one of {list(INPUTS)}.")
+    if not np.isfinite(edges["score"].to_numpy(dtype=np.float64)).all():
+        raise ValueError("edges have scores that are NaN or infinite: drop those edges or score them again.")
+    sl, sh, rl, rh, inp = (edges[c] for c in ("sender_layer", "sender_head", "receiver_layer", "receiver_head",
+                                              "input"))
+    kv = inp.isin(("k", "v"))
+    bad = (~sl.between(-1, n_layer - 1) | ~sh.between(-1, n_head - 1) | ((sl < 0) & (sh != -1))
+           | ~rl.between(0, n_layer) | ((inp == "logits") != (rl == n_layer))
+           | ((inp == "q") & ~rh.between(0, n_head - 1)) | (kv & ~rh.between(0, n_kv_head - 1)))
+    if bad.any():
+        row = edges[bad].iloc[0]
+        raise ValueError(f"{int(bad.sum())} edges name components this model lacks (n_layer {n_layer}, n_head "
+                         f"{n_head}, n_kv_head {n_kv_head}), e.g. {row['sender']} → {row['receiver']}: build the "
+                         f"edges for this model.")
+
+
+def _landings(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) where each edge ends, each (E,): q left of the head's centre, k at it, v right of it; a kv
+    head's k / v at the midpoint of the query heads g*r .. g*r+r-1 that read it (r = n_head // n_kv_head)."""
+    r = n_head // n_kv_head
+    inp = edges["input"].to_numpy()
+    rh = edges["receiver_head"].to_numpy()
+    kv = np.isin(inp, ("k", "v"))
+    head = np.where(inp == "q", rh, np.where(kv, rh * r, -1))
+    x, y = _positions(edges["receiver_layer"].to_numpy(), head, n_layer, n_head)
+    x = x + np.where(kv, (r - 1) / 2, 0.0) + edges["input"].map(LANDING).fillna(0.0).to_numpy()
+    return x, y
+
+
+def _circuit_nodes(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) -> list[tuple[int, int]]:
+    """The circuit's nodes (layer, head; head -1 for an MLP), bottom to top, left to right: every sender,
+    and every component whose input receives an edge (a kv head's k / v: each query head that reads it)."""
+    r = n_head // n_kv_head
+    nodes = set(zip(edges["sender_layer"].astype(int), edges["sender_head"].astype(int)))
+    for layer, head, inp in zip(edges["receiver_layer"].astype(int), edges["receiver_head"].astype(int),
+                                edges["input"]):
+        if inp in ("k", "v"):
+            nodes.update((layer, head * r + j) for j in range(r))
+        else:
+            nodes.add((layer, head if inp == "q" else -1))
+    return sorted(nodes, key=lambda n: (n[0], n[1] < 0, n[1]))
+
+
+def _segments(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments (x0, y0) → (x1, y1), each (E,), as one (3E,) x and y with NaN gaps between them."""
+    gap = np.full_like(x0, np.nan)
+    return np.stack([x0, x1, gap], axis=1).ravel(), np.stack([y0, y1, gap], axis=1).ravel()
+
+
+def _skeleton(n_layer: int, n_head: int, title: str) -> go.Figure:
+    """Every head and MLP as a faint grey dot, the embeddings and logits, and the layer axis."""
+    layers, heads = np.meshgrid(np.arange(n_layer), np.arange(-1, n_head), indexing="ij")
+    layer = np.concatenate([[-1], layers.ravel(), [n_layer]])
+    head = np.concatenate([[-1], heads.ravel(), [-1]])
+    x, y = _positions(layer, head, n_layer, n_head)
+    names = np.array([_label(int(a), int(b), n_layer) for a, b in zip(layer, head)], dtype=object)
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="markers", name="model", hovertext=names, showlegend=False,
+                               marker=dict(size=5, color="rgba(150,150,150,0.35)"),
+                               hovertemplate="%{hovertext}<extra></extra>"))
+    ticks = np.concatenate([[0.0], np.arange(n_layer) + 1 + MLP_RISE / 2, [n_layer + 1.0]])
+    fig.update_yaxes(tickvals=ticks, ticktext=["embed", *(f"L{l}" for l in range(n_layer)), "logits"],
+                     showgrid=False, zeroline=False, range=[-0.6, n_layer + 1.6])
+    fig.update_xaxes(visible=False, range=[-1.0, n_head + 1.5])
+    fig.update_layout(title=title, height=min(1100, 300 + 22 * n_layer), margin=MARGIN, plot_bgcolor="white",
+                      hovermode="closest", legend=dict(orientation="h", yanchor="top", y=-0.01, x=0))
+    return fig
+
+
+def _edge_traces(edges: pd.DataFrame, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray,
+                 y1: np.ndarray) -> list[go.Scatter]:
+    """One line trace per (input, sign, width bin) holding all its edges, and one trace of invisible
+    markers at the edge midpoints that names each edge on hover."""
+    score = edges["score"].to_numpy(dtype=np.float64)
+    size = np.abs(score)
+    bins = np.minimum((len(WIDTHS) * size / max(size.max(), 1e-12)).astype(int), len(WIDTHS) - 1)
+    inp = edges["input"].to_numpy()
+    traces = []
+    for kind in INPUTS:
+        for negative in (True, False):
+            for b, width in enumerate(WIDTHS):
+                pick = (inp == kind) & ((score < 0) == negative) & (bins == b)
+                if pick.any():
+                    x, y = _segments(x0[pick], y0[pick], x1[pick], y1[pick])
+                    traces.append(go.Scatter(
+                        x=x, y=y, mode="lines", name=f"{kind} edges", legendgroup=kind, showlegend=False,
+                        line=dict(color=SIGN_COLOURS[negative], width=width, dash=DASH[kind]), opacity=0.75,
+                        hoverinfo="skip"))
+    text = (edges["sender"] + " → " + edges["receiver"] + " (" + edges["input"] + "): "
+            + edges["score"].map("{:.4g}".format)).to_numpy(dtype=object)
+    traces.append(go.Scatter(x=(x0 + x1) / 2, y=(y0 + y1) / 2, mode="markers", name="edges", hovertext=text,
+                             showlegend=False, marker=dict(size=8, color="rgba(0,0,0,0)"),
+                             hovertemplate="%{hovertext}<extra></extra>"))
+    return traces
+
+
+def _legend_traces() -> list[go.Scatter]:
+    """Legend entries, no data: the line style of q / k / v edges (a click hides that kind) and the
+    two colours."""
+    styles = [go.Scatter(x=[None], y=[None], mode="lines", name=f"{kind} input ({DASH[kind]})", legendgroup=kind,
+                         line=dict(color="#555", dash=DASH[kind])) for kind in QKV]
+    colours = [go.Scatter(x=[None], y=[None], mode="lines", name=SIGN_NAMES[negative],
+                          line=dict(color=SIGN_COLOURS[negative], width=3)) for negative in (True, False)]
+    return styles + colours
+
+
+def _node_trace(nodes: list[tuple[int, int]], n_layer: int, n_head: int,
+                node_scores: dict[str, float] | None) -> go.Scatter:
+    """The circuit's nodes, big and coloured (by kind, or by node_scores on a diverging scale), text-labelled
+    when there are at most MAX_NODE_LABELS; customdata [label] is what a click sends back."""
+    layer = np.array([n[0] for n in nodes])
+    head = np.array([n[1] for n in nodes])
+    x, y = _positions(layer, head, n_layer, n_head)
+    labels = np.array([_label(a, b, n_layer) for a, b in nodes], dtype=object)
+    ends = (layer < 0) | (layer >= n_layer)
+    symbol = np.where(ends, "diamond", np.where(head >= 0, "circle", "square"))
+    labelled = len(nodes) <= MAX_NODE_LABELS
+    marker = dict(size=13 if labelled else 9, symbol=symbol, line=dict(color="#333", width=1))
+    hover = labels
+    if node_scores is None:
+        marker["color"] = np.where(ends, "#555555", np.where(head >= 0, "#f2a541", "#6a9f58"))
+    else:
+        score = np.array([node_scores.get(label, np.nan) for label in labels], dtype=np.float64)
+        m = float(np.nanmax(np.abs(score), initial=0.0)) or 1.0
+        marker.update(color=np.nan_to_num(score), colorscale="RdBu", cmin=-m, cmax=m,
+                      colorbar=dict(title="node score", len=0.6, y=0.6))
+        hover = np.array([f"{label}: {s:.4g}" if np.isfinite(s) else f"{label}: no score"
+                          for label, s in zip(labels, score)], dtype=object)
+    return go.Scatter(x=x, y=y, mode="markers+text" if labelled else "markers",
+                      name=NODE_TRACE, text=labels, textposition="middle left", textfont=dict(size=10),
+                      customdata=labels[:, None], hovertext=hover, marker=marker, showlegend=False,
+                      hovertemplate="%{hovertext}<extra>click to open</extra>")
+
+
+def circuit_graph(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int, *, title: str = "",
+                  node_scores: dict[str, float] | None = None) -> go.Figure:
+    """The circuit as a graph laid out by layer: embeddings at the bottom, logits on top, a layer's heads on
+    one row (x = head) and its MLP just above them to the right; every component of the model as a faint
+    grey dot. edges (E rows, columns EDGE_COLUMNS) are line segments sender → receiver input: q / k / v
+    solid / dashed / dotted and landing left of / at / right of the head's centre, red where the score is
+    negative (the edge carries the prediction) and blue where positive, wider for larger |score| (four
+    widths). One trace per (input, sign, width), so a thousand edges stay quick to draw. The trace named
+    NODE_TRACE holds the circuit's nodes with customdata [label]. No edges: the empty model and a note.
+    node_scores (label -> score) colours the circuit's nodes."""
+    _check_edges(edges, n_layer, n_head, n_kv_head)
+    fig = _skeleton(n_layer, n_head, title)
+    if edges.empty:
+        fig.add_annotation(text="No edge passes the threshold: lower it to see a circuit.", xref="paper",
+                           yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=15))
+        return fig
+    x0, y0 = _positions(edges["sender_layer"].to_numpy(), edges["sender_head"].to_numpy(), n_layer, n_head)
+    x1, y1 = _landings(edges, n_layer, n_head, n_kv_head)
+    fig.add_traces(_edge_traces(edges, x0, y0, x1, y1))
+    fig.add_trace(_node_trace(_circuit_nodes(edges, n_layer, n_head, n_kv_head), n_layer, n_head, node_scores))
+    fig.add_traces(_legend_traces())
+    return fig
+
+
+def faithfulness_curve(curve: pd.DataFrame, chosen: int | None = None, *, title: str = "") -> go.Figure:
+    """How much of the clean–corrupted gap the circuit alone ("circuit") and everything but the circuit
+    ("complement") reproduce as the circuit keeps n edges: curve (rows, columns n, circuit, complement;
+    fractions, 1.0 = 100 %) on a log n axis, dotted lines at 0 % and 100 %, and the chosen n (one of
+    curve's n) marked with its two values."""
+    _check_columns(curve, ("n", "circuit", "complement"), "curve")
+    curve = curve.sort_values("n")
+    n = curve["n"].to_numpy(dtype=np.float64)
+    if (n <= 0).any():
+        raise ValueError("curve's n (edges kept) must be positive: the n axis is logarithmic.")
+    if chosen is not None and chosen not in set(n):
+        raise ValueError(f"chosen n = {chosen} is not on the curve: pick one of its n values or add that row.")
+    fig = go.Figure()
+    for column, colour in (("circuit", "#b2182b"), ("complement", "#7f7f7f")):
+        fig.add_trace(go.Scatter(x=n, y=curve[column].to_numpy(dtype=np.float64), mode="lines+markers",
+                                 name=column, line=dict(color=colour),
+                                 hovertemplate=f"{column}: %{{y:.1%}} with %{{x}} edges<extra></extra>"))
+    for level in (0.0, 1.0):
+        fig.add_hline(y=level, line=dict(color="#999", dash="dot", width=1))
+    if chosen is not None:
+        row = curve[curve["n"] == chosen].iloc[0]
+        values = curve[["circuit", "complement"]].to_numpy(dtype=np.float64)
+        low, high = min(0.0, float(np.nanmin(values))), max(1.0, float(np.nanmax(values)))
+        note = f"n = {chosen}: circuit {row['circuit']:.0%}, complement {row['complement']:.0%}"
+        fig.add_trace(go.Scatter(x=np.array([chosen, chosen], dtype=np.float64), y=np.array([low, high]),
+                                 mode="lines+text", name="chosen", text=np.array(["", note], dtype=object),
+                                 textposition="bottom right", line=dict(color="black", dash="dash", width=1),
+                                 showlegend=False, hoverinfo="skip"))
+    fig.update_xaxes(type="log", title_text="edges kept (n)")
+    fig.update_yaxes(tickformat=".0%", title_text="share of the clean–corrupted gap")
+    fig.update_layout(title=title, height=360, margin=MARGIN, legend=TOP_LEGEND)
+    return fig
+
+
+def composition_vs_usage(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """One point per edge of frame (rows, columns sender, receiver, input "q"|"k"|"v", composition in
+    [0, 1], score): x = composition (what the weights allow), y = |score| (what this prompt uses), one
+    trace per input kind. Points high on the right: allowed and used; low on the right: allowed, unused."""
+    _check_columns(frame, ("sender", "receiver", "input", "composition", "score"), "frame")
+    unknown = sorted(set(frame["input"]) - set(QKV))
+    if unknown:
+        raise ValueError(f"frame names inputs {unknown}; composition is measured for {list(QKV)} only.")
+    fig = go.Figure()
+    for kind in QKV:
+        part = frame[frame["input"] == kind]
+        if part.empty:
+            continue
+        names = np.stack([part["sender"].to_numpy(dtype=object), part["receiver"].to_numpy(dtype=object),
+                          part["score"].to_numpy(dtype=np.float64)], axis=1)
+        fig.add_trace(go.Scatter(
+            x=part["composition"].to_numpy(dtype=np.float64), y=np.abs(part["score"].to_numpy(dtype=np.float64)),
+            mode="markers", name=f"{kind} composition", customdata=names,
+            marker=dict(size=7, color=KIND_COLOURS[kind], opacity=0.8),
+            hovertemplate=("%{customdata[0]} → %{customdata[1]} (" + kind + ")<br>composition %{x:.3f}"
+                           "<br>score %{customdata[2]:.4g}<extra></extra>")))
+    fig.update_xaxes(title_text="composition: how much the weights allow it (0–1)", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="|edge score|: how much this prompt uses it")
+    fig.update_layout(title=title, height=380, margin=MARGIN, legend=TOP_LEGEND)
+    return fig
