@@ -26,7 +26,7 @@ FLOORS: list[tuple[str, set[str]]] = [
         "gptviz.interventions", "gptviz.features", "gptviz.export", "gptviz.analysis",
         *{f"gptviz.analysis.{m}" for m in ("attribution", "block", "circuit", "embeddings", "heads", "lens",
                                            "positions", "scaling")}}),
-    ("plots", {"gptviz.plots", *{f"gptviz.plots.{m}" for m in ("attention", "attribution", "block", "common",
+    ("plots", {"gptviz.plots", *{f"gptviz.plots.{m}" for m in ("attention", "attribution", "block", "circuit", "common",
                                                                "embeddings", "heads", "lens", "pipeline", "sampling",
                                                                "scale")}}),
     ("the app's registries: pages, settings", {"gptviz.ui.navigation", "gptviz.ui.settings"}),
