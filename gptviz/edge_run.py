@@ -57,50 +57,74 @@ def _mixed(mix: Tensor, diffs: Tensor) -> Tensor:
     return torch.einsum("bnrt,bntc->brtc", mix, diffs)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive senders (the embeddings, a layer's heads, a layer's MLP) as an edge run saw them:
+    first: the first one's index; diffs (B, n, T, C): source minus this run's output, in the stream's
+    terms, or, for heads whose sum passes a post-attention norm (`norm`), before it: a receiver then
+    sees norm(own + Σ mix · diffs) − norm(own), own (B, T, C) being the layer's summed output."""
+
+    first: int
+    diffs: Tensor
+    norm: nn.Module | None = None
+    own: Tensor | None = None
+
+
 class _Written:
-    """Source minus this run's output of every sender so far, in the stream's terms, for one batch.
+    """What the senders of an edge run wrote so far, and what each receiver sees of it.
 
-    Kept per chunk of consecutive senders (the embeddings, a layer's heads, a layer's MLP). A layer's
-    heads whose sum passes a post-attention norm stay before the norm (with the layer's own summed
-    output): a receiver's view of them is norm(own + mix) − norm(own), not a sum.
-    """
+    mix: per-edge weights (B, n_senders, n_receivers[, T]), or one weight for every edge (a float:
+    then every receiver that reads the same senders sees the same, kept as running sums)."""
 
-    def __init__(self, mix: Tensor):
-        self.mix = mix  # (B, n_senders, n_receivers[, T])
-        self.linear: list[tuple[int, Tensor]] = []  # (first sender, diffs (B, n, T, C))
-        self.normed: list[tuple[int, Tensor, Tensor, nn.Module]] = []  # (first, diffs, own output (B, T, C), norm)
+    def __init__(self, mix: Tensor | float):
+        self.mix = mix
+        self.chunks: list[Chunk] = []
+        self.sums: dict[int, Tensor] = {}  # uniform mix: senders read -> what they add up to (B, T, C)
 
     def add(self, first: int, diffs: Tensor, norm: nn.Module | None = None, own: Tensor | None = None) -> None:
-        if norm is None or isinstance(norm, nn.Identity):
-            self.linear.append((first, diffs))
+        chunk = Chunk(first, diffs, None if isinstance(norm, nn.Identity) else norm, own)
+        self.chunks.append(chunk)
+        if isinstance(self.mix, Tensor):
+            return
+        before = self.sums.get(first, 0)
+        if chunk.norm is None:
+            self.sums[first + diffs.shape[1]] = before + self.mix * diffs.sum(1)
         else:
-            self.normed.append((first, diffs, own, norm))
+            self.sums[first + diffs.shape[1]] = before + chunk.norm(own + self.mix * diffs.sum(1)) - chunk.norm(own)
 
     def seen(self, r0: int, r1: int, n_up: int) -> Tensor:
         """(B, R, T, C) how receivers r0..r1-1, reading the first n_up senders, differ from this run's stream."""
-        linear = [(f, d) for f, d in self.linear if f < n_up]
-        rows = torch.cat([torch.arange(f, f + d.shape[1]) for f, d in linear])
-        out = _mixed(self.mix[:, rows, r0:r1], torch.cat([d for _, d in linear], dim=1))
-        for first, diffs, own, norm in self.normed:
-            if first < n_up:
-                mixed = _mixed(self.mix[:, first:first + diffs.shape[1], r0:r1], diffs)  # (B, R, T, C) before the norm
-                out = out + norm(own[:, None] + mixed) - norm(own)[:, None]
+        if not isinstance(self.mix, Tensor):
+            total = self.sums[n_up]
+            return total[:, None].expand(total.shape[0], r1 - r0, *total.shape[1:])
+        linear = [c for c in self.chunks if c.first < n_up and c.norm is None]
+        rows = torch.cat([torch.arange(c.first, c.first + c.diffs.shape[1]) for c in linear])
+        out = _mixed(self.mix[:, rows, r0:r1], torch.cat([c.diffs for c in linear], dim=1))
+        for c in self.chunks:
+            if c.first < n_up and c.norm is not None:
+                mixed = _mixed(self.mix[:, c.first:c.first + c.diffs.shape[1], r0:r1], c.diffs)  # before the norm
+                out = out + c.norm(c.own[:, None] + mixed) - c.norm(c.own)[:, None]
         return out
 
 
-def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor, record: ForwardRecord | None = None,
-              positions: Tensor | None = None) -> Tensor:
+def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor | float, *,
+              record: ForwardRecord | None = None, positions: Tensor | None = None, probes: Tensor | None = None,
+              chunks: list[Chunk] | None = None) -> Tensor:
     """An edge run of ids (T,) for a batch of B weight matrices mix (B, n_senders, n_receivers), or
     (B, n_senders, n_receivers, T) with a weight per position (EdgeGraph's indices; weights of edges
-    that do not exist are ignored). Returns the logits' input after the final norm, (B, P, C) at
-    `positions` (P,) (default: every position). `record` keeps, per layer, the stream that every
-    sender's output adds up to (resid, resid_mid), each head's q, k, v, and each MLP's input
-    (mlp_in); its last resid entry is the logits' own input.
+    that do not exist are ignored), or one float weight for every edge (B = 1). Returns the logits'
+    input after the final norm, (B, P, C) at `positions` (P,) (default: every position).
+
+    record keeps, per layer, the stream that every sender's output adds up to (resid, resid_mid), each
+    head's q, k, v, and each MLP's input (mlp_in); its last resid entry is the logits' own input.
+    probes (B, n_receivers, T, C), zeros that require grad, are added to every receiver's input: their
+    gradient is the metric's with respect to each input. chunks receives what the senders wrote (Chunk).
     """
     config = model.config
     graph = EdgeGraph.of(config)
-    B, T = mix.shape[0], ids.shape[0]
-    if mix.shape[1:3] != (graph.n_senders, graph.n_receivers) or (mix.dim() == 4 and mix.shape[3] != T):
+    B, T = (mix.shape[0] if isinstance(mix, Tensor) else 1), ids.shape[0]
+    if isinstance(mix, Tensor) and (mix.shape[1:3] != (graph.n_senders, graph.n_receivers)
+                                    or (mix.dim() == 4 and mix.shape[3] != T)):
         raise ValueError(f"Edge weights need shape (B, {graph.n_senders}, {graph.n_receivers}[, {T}]), "
                          f"not {tuple(mix.shape)}.")
     if source.n_tokens != T:
@@ -122,7 +146,8 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor, recor
         record.resid.append(x)
     for layer, (block, rotary) in enumerate(zip(model.blocks, model.rotary(torch.arange(T)))):
         r0 = graph.attn_receivers(layer)
-        inputs = block.norm1(x[:, None] + written.seen(r0, r0 + nh + 2 * nkv, graph.heads_start(layer)))
+        inputs = x[:, None] + written.seen(r0, r0 + nh + 2 * nkv, graph.heads_start(layer))  # (B, R, T, C)
+        inputs = block.norm1(inputs if probes is None else inputs + probes[:, r0:r0 + nh + 2 * nkv])
         q, k, v = block.attn.project_each(inputs[:, :nh], inputs[:, nh:nh + nkv], inputs[:, nh + nkv:], rotary)
         z = attend(q, k, v, block.attn.scale, block.attn.window, block.attn.softcap)  # (B, nh, T, hs)
         heads = block.attn.head_outputs(z)  # (B, nh, T, C)
@@ -131,6 +156,8 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor, recor
         mid = x + block.post_attn_norm(attn)  # (B, T, C)
         m = graph.mlp_receiver(layer)
         mlp_in = (x if block.structure.parallel else mid) + written.seen(m, m + 1, graph.upstream(m))[:, 0]
+        if probes is not None:
+            mlp_in = mlp_in + probes[:, m]
         out = block.mlp(block.norm2(mlp_in))  # (B, T, C)
         write = block.post_mlp_norm(out)
         written.add(graph.heads_start(layer) + nh, (block.post_mlp_norm(source.mlps[layer]) - write)[:, None])
@@ -143,6 +170,10 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor, recor
             record.mlp_in.append(mlp_in)
             record.resid.append(x)
     final = x + written.seen(graph.logits_receiver, graph.logits_receiver + 1, graph.n_senders)[:, 0]  # (B, T, C)
+    if probes is not None:
+        final = final + probes[:, graph.logits_receiver]
     if record is not None:
         record.resid[-1] = final
+    if chunks is not None:
+        chunks.extend(written.chunks)
     return model.final_norm(final if positions is None else final[:, positions])

@@ -114,7 +114,8 @@ def _edge_trace(model: GPT, ids: list[int], edges: Edges, source: "Trace | str")
     record = ForwardRecord()
     with torch.inference_mode():
         sources = source_outputs(model, ids, source)
-        normed = run_edges(model, torch.tensor(ids), sources, mix, record, torch.tensor([len(ids) - 1]))
+        position = torch.tensor([len(ids) - 1])
+        normed = run_edges(model, torch.tensor(ids), sources, mix, record=record, positions=position)
         last = model.readout(normed)[0, -1]  # (vocab,)
     return Trace.from_record(model, ids, record, last, mlp_ins=_first(record.mlp_in))
 

@@ -105,3 +105,17 @@ def gemma3_hf(tmp_path_factory):
         folder, gguf_file="model.gguf", dtype=torch.float32, attn_implementation="eager"
     )
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def models(tiny_gpt2, tiny_llama, tmp_path_factory):
+    """Random models of every kind of block edge runs meet: GPT-2, Llama with grouped-query attention, sliding
+    windows (Mistral), post norms (Gemma 2 and 3), parallel blocks (GPT-NeoX), norms only after (OLMo-2)."""
+    import gptviz
+    from test_fidelity import ARCH_CASES, save_random
+
+    out = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
+    for name in ("mistral", "gemma3", "gpt_neox", "olmo2", "gemma2"):
+        path = save_random(tmp_path_factory.mktemp(name) / "m", ARCH_CASES[name][0], 5, **ARCH_CASES[name][1])
+        out[name] = gptviz.load_model(str(path))
+    return out

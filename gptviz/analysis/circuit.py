@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from gptviz.analysis.attribution import Metric, metric_value
-from gptviz.edge_run import SenderOutputs, run_edges
+from gptviz.edge_run import Chunk, SenderOutputs, run_edges
 from gptviz.edges import EMBED, LOGITS, EdgeGraph
 from gptviz.labels import MLP
 from gptviz.trace import Trace, source_outputs
@@ -52,20 +52,22 @@ class Setup:
     graph: EdgeGraph
 
     @classmethod
-    def of(cls, clean: Trace, metric: Metric, source: Trace | str) -> "Setup":
+    def of(cls, clean: Trace, metric: Metric, source: Trace | str | SenderOutputs) -> "Setup":
+        """source: a corrupted run's Trace, "mean", "zero", or the senders' outputs themselves."""
         if clean.interventions is not None or clean.mlp_ins is not None:
             raise ValueError("Score edges on a plain run: this trace already has interventions.")
         model = clean.model
-        outputs = source_outputs(model, clean.ids, source, clean)
+        outputs = source if isinstance(source, SenderOutputs) else source_outputs(model, clean.ids, source, clean)
         plain = lambda t: t.clone()  # inference tensors cannot take part in autograd
         outputs = SenderOutputs(plain(outputs.embed), tuple(map(plain, outputs.heads)), tuple(map(plain, outputs.mlps)))
         return cls(clean, metric.check(clean), outputs, EdgeGraph.of(model.config))
 
-    def metric_of(self, mix: Tensor) -> Tensor:
-        """The metric (B,) of the edge runs with weights mix (B, n_senders, n_receivers[, T])."""
+    def metric_of(self, mix: Tensor | float, **run) -> Tensor:
+        """The metric (B,) of the edge runs with weights mix (B, n_senders, n_receivers[, T]) or one weight
+        for every edge; `run`: run_edges's probes and chunks."""
         model = self.clean.model
         normed = run_edges(model, torch.tensor(self.clean.ids), self.source, mix,
-                           positions=torch.tensor([self.metric.position]))  # (B, 1, C)
+                           positions=torch.tensor([self.metric.position]), **run)  # (B, 1, C)
         return self.metric.of_normed(model, normed[:, 0])
 
     def runs(self, cut: Tensor, progress: Progress | None = None) -> np.ndarray:
@@ -145,33 +147,73 @@ def edge_row(graph: EdgeGraph, s: int, r: int, score: float) -> tuple:
 def edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", method: Method = "eap", steps: int = 1,
                 by_position: bool = False, progress: Progress | None = None) -> EdgeScores:
     """Score every edge of the clean run's graph (module docstring): "eap" from one forward and one
-    backward edge run, "ig" from `steps` of them. by_position keeps the per-position split too."""
+    backward edge run, "ig" from `steps` of them. by_position keeps the per-position split too.
+
+    Along the path every edge has the same weight α, so every receiver of a layer reads the same
+    stream; the gradient with respect to each receiver's input (probes) then gives every edge's:
+    ∂metric/∂α[s, r] = (∂input_r/∂α[s, r]) · ∂metric/∂input_r, with ∂input_r/∂α[s, r] the sender's
+    source − own output (through the post-attention norm's Jacobian where a block has one).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
     steps = 1 if method == "eap" else int(steps)
     if steps < 1:
         raise ValueError("Integrated gradients needs at least 1 step.")
     setup = Setup.of(clean, metric, source)
-    graph, T = setup.graph, clean.n_tokens
-    shape = (graph.n_senders, graph.n_receivers) + ((T,) if by_position else ())
+    graph, T, C = setup.graph, clean.n_tokens, clean.model.config.d_model
     alphas = [0.0] if method == "eap" else [(k + 0.5) / steps for k in range(steps)]
-    total = torch.zeros(shape)
+    total = torch.zeros((graph.n_senders, graph.n_receivers) + ((T,) if by_position else ()), dtype=torch.float64)
     for done, alpha in enumerate(alphas):
-        mix = torch.full((1,) + shape, alpha, requires_grad=True)
+        probes = torch.zeros(1, graph.n_receivers, T, C, requires_grad=True)
+        chunks: list[Chunk] = []
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(setup.metric_of(mix).sum(), mix)
-        total += grad[0]
+            (grads,) = torch.autograd.grad(setup.metric_of(alpha, probes=probes, chunks=chunks).sum(), probes)
+        total += _chunk_scores(graph, chunks, grads[0], alpha, by_position)
         if progress is not None:
             progress(done + 1, len(alphas) + 1)
     total /= len(alphas)
-    every = setup.runs(graph.valid()[None])[0]
+    if isinstance(source, Trace):
+        every = metric_value(source, setup.metric)  # every edge reading the source is the source run
+    else:
+        with torch.inference_mode():
+            every = float(setup.metric_of(1.0)[0])
     if progress is not None:
         progress(len(alphas) + 1, len(alphas) + 1)
     valid = graph.valid().numpy()
     summed = total.sum(-1) if by_position else total
-    scores = np.where(valid, summed.double().numpy(), np.nan)
-    per_position = np.where(valid[..., None], total.double().numpy(), np.nan) if by_position else None
+    scores = np.where(valid, summed.numpy(), np.nan)
+    per_position = np.where(valid[..., None], total.numpy(), np.nan) if by_position else None
     return EdgeScores(graph, scores, metric_value(clean, setup.metric), float(every), method, steps, per_position)
+
+
+def _chunk_scores(graph: EdgeGraph, chunks: list[Chunk], grads: Tensor, alpha: float, by_position: bool) -> Tensor:
+    """∂metric/∂α for every edge, (n_senders, n_receivers[, T]) float64, from each receiver's input gradient
+    grads (n_receivers, T, C) and what the senders wrote (chunks of a run with one weight α for every edge)."""
+    out = torch.zeros((graph.n_senders, graph.n_receivers) + ((grads.shape[1],) if by_position else ()),
+                      dtype=torch.float64)
+    spec = "ntc,rtc->nrt" if by_position else "ntc,rtc->nr"
+    with torch.no_grad():
+        for chunk in chunks:
+            diffs = chunk.diffs[0].detach()  # (n, T, C)
+            first, n = chunk.first, diffs.shape[0]
+            r0 = _first_reader(graph, first)
+            g = grads[r0:]  # (R, T, C): receivers that may read this chunk
+            if chunk.norm is not None:  # the post-attention norm's Jacobian at what the receivers normed
+                at = (chunk.own + alpha * chunk.diffs.sum(1))[0].detach()  # (T, C)
+                _, pull_back = torch.func.vjp(chunk.norm, at)
+                g = torch.func.vmap(lambda cotangent: pull_back(cotangent)[0])(g)
+            out[first:first + n, r0:] = torch.einsum(spec, diffs.double(), g.double())
+    return out
+
+
+def _first_reader(graph: EdgeGraph, sender: int) -> int:
+    """The first receiver index that can read `sender` (every later one may too)."""
+    if sender == 0:
+        return 0
+    layer, what = divmod(sender - 1, graph.per_layer_senders)
+    if what == graph.n_head:  # an MLP: the next layer's inputs
+        return graph.attn_receivers(layer + 1)
+    return graph.mlp_receiver(layer)  # heads: their own layer's MLP first
 
 
 # ---- circuits and their faithfulness ---------------------------------------------------------------------
