@@ -1,19 +1,15 @@
 """Why this token? Which heads and MLPs make the prediction, and what happens when they are knocked out."""
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from gptviz import ui
 from gptviz.analysis import attribution as at
-from gptviz.analysis.lens import top_next_tokens
 from gptviz.edits import ABLATIONS
 from gptviz.labels import component_label, parse_components
 from gptviz.plots import attribution as plots
 from gptviz.plots.common import show_whitespace
-from gptviz.tokenizer import TokenizerError
-from gptviz.ui import code, focus
+from gptviz.ui import code, focus, question
 
-AUTO_MAX_T = 64  # longer prompts compute the maps only when asked (each map is ~n_layer / 2 batched reruns)
 TOP_NAMED = 5  # heads named under the ablation map
 KNOCKOUT_KEY = "knockout"
 
@@ -37,51 +33,6 @@ def on_map_click(key: str, n_rows: int, n_cols: int, first_layer_row: int, colum
             layer = max(0, row - first_layer_row)
             focus(layer, col if columns == "head" else None, col if columns == "position" else None)
             return
-
-
-# ---- target and contrast -------------------------------------------------------------------------
-def metric_section(v, tr, position: int) -> at.Metric:
-    tok, config = v.model.tokenizer, v.model.config
-    top_id = int(top_next_tokens(tr, position, 1)["id"].iloc[0])
-    top = tok.token_strings([top_id])[0]
-    left, right = st.columns(2)
-    with left:
-        target = ui.token_input(tr, position, "Target token", "why_target", show_whitespace(top),
-                            "The token to explain. Empty: the model's top prediction. Words inside a sentence "
-                            "usually start with a space (' Mary'); both forms are offered. You can also click a bar "
-                            "on the Next token page.")
-    with right:
-        contrast = ui.token_input(tr, position, "Contrast token (optional)", "why_contrast", "none",
-                              "With a contrast, the question is 'why the target rather than this?': the metric is "
-                              "the logit difference. Empty: the target's log-probability.")
-    target = top_id if target is None else target
-    if contrast == target:
-        st.warning("The contrast is the target itself: the difference would be 0. Using no contrast.")
-        contrast = None
-    metric = at.Metric(target, contrast, position)
-    stats = at.token_stats(tr, [target] if contrast is None else [target, contrast], position)
-    row = stats.iloc[0]
-    value = at.metric_value(tr, metric)
-    cols = st.columns(4)
-    cols[0].metric("Target", show_whitespace(row["token"]), help=f"Token id {row['id']}, logit {row['logit']:.3f}.")
-    cols[1].metric("p(target), rank", f"{row['probability']:.3g}, #{row['rank']:,}")
-    if contrast is None:
-        cols[2].metric("Contrast", "none", help="Without a contrast the metric is the target's log-probability.")
-    else:
-        other = stats.iloc[1]
-        cols[2].metric(f"Contrast {show_whitespace(other['token'])}: p, rank",
-                       f"{other['probability']:.3g}, #{other['rank']:,}",
-                       help=f"Token id {other['id']}, logit {other['logit']:.3f}.")
-    cols[3].metric(f"Metric: {metric.name}", f"{value:.3f}",
-                   help=("logit(target) − logit(contrast)" if contrast is not None else "log softmax(logits)[target]"))
-    ui.explain(
-        f"The prediction after token {position} {code(tr.tokens[position])} is explained through one number, the "
-        f"**metric**: with a contrast token c, the **logit difference** z_target − z_c (\"why this rather than "
-        f"that?\", the standard question of interpretability papers); without one, the target's "
-        f"**log-probability** log softmax(z)_target. z = the logits, {config.vocab_size:,} numbers at each of the "
-        f"{tr.n_tokens} positions. Every map below shows how the metric moves."
-    )
-    return metric
 
 
 # ---- direct logit attribution ----------------------------------------------------------------------------
@@ -134,18 +85,6 @@ def dla_section(v, tr, metric: at.Metric) -> None:
 
 
 # ---- ablation -------------------------------------------------------------------------------------------------
-def allowed(T: int, what: str) -> bool:
-    """Short prompts compute at once; long ones when the user switches it on."""
-    if T <= AUTO_MAX_T:
-        return True
-    on = st.toggle(f"Compute {what} for this prompt of {T:,} tokens", key="why_compute",
-                   help=f"Prompts over {AUTO_MAX_T} tokens wait for this switch: each map reruns the model "
-                        "from every layer, which takes a while on a CPU.")
-    if not on:
-        st.info(f"Switch on the computation above to see {what}.")
-    return on
-
-
 def ablation_section(v, tr, metric: at.Metric) -> None:
     config = v.model.config
     L, nh, T = config.n_layer, config.n_head, tr.n_tokens
@@ -168,7 +107,7 @@ def ablation_section(v, tr, metric: at.Metric) -> None:
         f"a layer and every later layer's copies run as one batch, so each weight is read once per block. "
         f"Unlike direct attribution, this counts every path, also through later layers."
     )
-    if not allowed(T, "the ablation map"):
+    if not question.allowed(T, "the ablation map"):
         return
     amap = ui.derived(v.plain, at.ablation_map, metric, ablation,
                       progress=f"Knocking out each of {L * nh} heads and {L} MLPs")
@@ -277,16 +216,9 @@ def knockout_section(v, tr, metric: at.Metric) -> None:
 
 
 # ---- activation patching ------------------------------------------------------------------------------------------
-def suggest_swap(prompt: str) -> None:
-    swapped = at.name_swap(prompt)
-    st.session_state["corrupt"] = swapped if swapped is not None else st.session_state.get("corrupt", "")
-    st.session_state["_why_no_swap"] = swapped is None
-
-
 def patching_section(v, tr, metric: at.Metric) -> None:
     config = v.model.config
     T, C, hs = tr.n_tokens, config.d_model, config.d_head
-    state = st.session_state
     st.subheader("Activation patching: where does the difference live?")
     ui.explain(
         f"Run a **corrupted** prompt that differs from yours in a detail (swap the two names: the model should "
@@ -300,52 +232,10 @@ def patching_section(v, tr, metric: at.Metric) -> None:
         f"of one layer at one position ({C},). Both prompts must have the same number of tokens ({T} here), since "
         f"activations are copied position by position. **Click a cell** to focus its layer and head or position."
     )
-    prompt = state.get("prompt", "")
-    c1, c2 = st.columns([3, 1])
-    with c2:
-        st.button("Suggest a name swap", key="why_swap", width="stretch", on_click=suggest_swap, args=(prompt,),
-                  help="Swap the first two names of the prompt everywhere (Mary ↔ John).")
-    if state.pop("_why_no_swap", False):
-        st.info("No two names found (capitalised words inside a sentence): type a corrupted prompt.")
-    with c1:
-        text = st.text_area("Corrupted prompt", key="corrupt", height=80,
-                            help="Your prompt with a detail changed, with as many tokens.")
-    if not text.strip():
-        st.info("Type a corrupted prompt, or press **Suggest a name swap**.")
+    corrupted = question.corrupted_run(v, tr, metric)
+    if corrupted is None:
         return
-    try:
-        corrupt_ids = v.model.tokenizer.encode(text, allow_special=bool(state.get("allow_special")),
-                                               add_special_tokens=True)
-    except TokenizerError as err:
-        st.error(f"The corrupted prompt cannot be tokenized: {err}")
-        return
-    n_clean = v.n_dropped + len(v.prompt_ids)  # the whole prompt, before any cut to the context
-    if len(corrupt_ids) != n_clean:
-        tok = v.model.tokenizer
-        clean_tokens = tok.token_strings(tok.encode(prompt, allow_special=bool(state.get("allow_special")),
-                                                    add_special_tokens=True))
-        corrupt_tokens = tok.token_strings(corrupt_ids)
-        st.error(f"The two prompts tokenize to different lengths: yours has {len(clean_tokens)} tokens, the "
-                 f"corrupted one {len(corrupt_tokens)}. Patching copies activations position by position, so change "
-                 f"words for words of as many tokens (names are usually one token each, with their leading space).")
-        n = max(len(clean_tokens), len(corrupt_tokens))
-        pad = [""] * n
-        both = pd.DataFrame({"clean": (clean_tokens + pad)[:n], "corrupted": (corrupt_tokens + pad)[:n]})
-        st.dataframe(both.map(show_whitespace), key="why_tokens_table")
-        return
-    ids = tuple(corrupt_ids[v.n_dropped:]) + v.generated  # cut and extended like the clean run
-    corrupted = v.run_of(ids)
-    clean_value, corrupted_value = at.metric_value(tr, metric), at.metric_value(corrupted.trace, metric)
-    c1, c2, c3 = st.columns(3)
-    c1.metric(f"{metric.name}, clean", f"{clean_value:.3f}")
-    c2.metric(f"{metric.name}, corrupted", f"{corrupted_value:.3f}")
-    top = top_next_tokens(corrupted.trace, metric.position, 1)["token"].iloc[0]
-    c3.metric("Corrupted run's top token", show_whitespace(top))
-    if abs(clean_value - corrupted_value) < 1e-3:
-        st.warning("Both prompts give the same metric: there is no gap to restore. Change a detail that matters for "
-                   "the target (or pick a contrast token).")
-        return
-    if not allowed(T, "the patching maps"):
+    if not question.allowed(T, "the patching maps"):
         return
     patching_maps(v, corrupted, metric)
 
@@ -378,7 +268,7 @@ def main() -> None:
         st.caption("This page always starts from the plain run; the banner is about the other pages.")
     position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
                                  f"0 to {T - 1}; the last position predicts the token after the text.")
-    metric = metric_section(v, tr, position)
+    metric = question.metric_section(v, tr, position)
     for name, tab in ui.sections("why"):
         with tab:
             SECTIONS[name](v, tr, metric)

@@ -32,6 +32,7 @@ FLOORS: list[tuple[str, set[str]]] = [
     ("the app's registries: pages, settings", {"gptviz.ui.navigation", "gptviz.ui.settings"}),
     ("the app's store: models, traces, results", {"gptviz.ui.store", "gptviz.ui.models"}),
     ("the app's widgets and view", {"gptviz.ui.widgets", "gptviz.ui.view_state"}),
+    ("the question the attribution pages share", {"gptviz.ui.question"}),
     ("the app and the API", {"gptviz", "gptviz.__main__", "gptviz.ui"}),
 ]
 
