@@ -21,9 +21,10 @@ matrices of the same shapes give (`Composition.baseline`).
 
 Folded into the weights, as TransformerLens's fold_ln does: each layer's pre-attention norm gain
 (norm1: rows of W_Q, W_K, W_V times the gain) and, where the block has one (Gemma 2 and 3, OLMo-2),
-the post-attention norm gain (post_attn_norm: columns of W_O times the gain). The norms' own
-scaling by 1/rms, LayerNorm's centring, biases, rotary and q/k norms depend on the input, not only
-on the weights: they are not part of this circuit (TransformerLens leaves them out the same way).
+the post-attention norm gain (post_attn_norm: columns of W_O times the gain). The norms' scaling
+by 1/rms, biases, rotary and q/k norms are not part of the weights' circuit: TransformerLens's scores
+leave them out the same way. LayerNorm's centring is not folded in either (TransformerLens's
+center_weights would also take the mean direction out of W_Q, W_K and W_V).
 
 Cost: C×C products per pair of heads are never built. Each matrix is kept as two thin factors
 X Yᵀ (C×hs each), the thin QR of one factor reduces it to (hs, C) or (C, hs) with the same
