@@ -13,7 +13,7 @@ from torch import nn
 import gptviz
 from gptviz.analysis.composition import INPUTS, composition_scores
 from gptviz.config import GPTConfig
-from gptviz.model import GPT
+from gptviz.model import GPT, Norm
 from test_fidelity import ARCH_CASES, save_random
 
 POST_NORM_CASES = ("gemma2", "gemma3", "olmo2")  # post-attention norms; OLMo-2 has no pre-attention norm
@@ -96,7 +96,7 @@ def test_the_reference_slices_the_weights_the_forward_uses(models):
         hs, C = config.d_head, config.d_model
         block, heads = model.blocks[1], reference_heads(model)[1]
         x = torch.randn(1, 5, C)
-        normed = block.norm1.normalized(x) if hasattr(block.norm1, "normalized") else x  # (1, T, C)
+        normed = block.norm1.normalized(x) if isinstance(block.norm1, Norm) else x  # (1, T, C)
         with torch.no_grad():
             projected = block.attn.project(normed * gain(block.norm1, C).float(), None)
             bias = block.attn.project(torch.zeros_like(x), None)

@@ -42,7 +42,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gptviz.model import GPT, Norm
+from gptviz.config import GPTConfig
+from gptviz.model import GPT, Norm, TransformerBlock
 
 Input = Literal["q", "k", "v"]
 INPUTS: tuple[Input, ...] = ("q", "k", "v")
@@ -104,6 +105,7 @@ class Composition:
 
 
 def _check_input(input: str) -> Input:
+    """input itself if it names one of INPUTS; ValueError listing them if not."""
     if input not in INPUTS:
         raise ValueError(f"Unknown input {input!r}: use one of {INPUTS}.")
     return input
@@ -113,10 +115,8 @@ def composition_scores(model: GPT) -> Composition:
     """Q-, K- and V-composition of every head with every head of an earlier layer, from the weights."""
     config = model.config
     L, nh = config.n_layer, config.n_head
-    w_q, w_k, w_v, w_o = _head_weights(model)  # (L·nh, C, hs) each; W_O transposed
-    senders = _left_factor(w_v, w_o)  # (L·nh, k, C): the OV circuits
-    receivers = torch.cat((_right_factor(w_q, w_k), _right_factor(w_k, w_q), _right_factor(w_v, w_o)))  # QK, QKᵀ, OV
-    scores = _scores(senders, receivers).view(L, nh, 3, L, nh)  # (L·nh, 3·L·nh) -> [earlier, input, later]
+    senders, receivers = _factors(model)
+    scores = _scores(senders, receivers.flatten(0, 1)).view(L, nh, 3, L, nh)  # [earlier, input, later]
     scores = scores.permute(2, 3, 4, 0, 1).numpy()  # (3, L_later, nh, L_earlier, nh)
     later, earlier = np.arange(L)[:, None, None, None], np.arange(L)[None, None, :, None]
     scores = np.where(earlier < later, scores, np.nan)
@@ -124,26 +124,36 @@ def composition_scores(model: GPT) -> Composition:
                        n_kv_head=config.n_kv_head)
 
 
-def _head_weights(model: GPT) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every head's W_Q, and W_K, W_V of the key/value head it reads, each (L·nh, C, hs), and W_Oᵀ
-    (L·nh, C, hs): float64, norm gains folded in (rows of W_Q, W_K, W_V times norm1's gain, W_O's
-    output columns times post_attn_norm's). Heads in order layer by layer."""
+def _factors(model: GPT) -> tuple[Tensor, Tensor]:
+    """Thin factors of every head's circuits (heads layer by layer, n = L·nh, k = min(C, hs)), float64:
+    senders (n, k, C), left factors of the OV circuits; receivers (3, n, C, k), right factors of QK,
+    QKᵀ and OV. Built a layer at a time, so only one layer's weights are ever held in float64."""
     config = model.config
+    nh, k, C = config.n_head, min(config.d_model, config.d_head), config.d_model
+    senders = torch.empty(config.n_layer * nh, k, C, dtype=torch.float64)
+    receivers = torch.empty(3, config.n_layer * nh, C, k, dtype=torch.float64)
+    for layer, block in enumerate(model.blocks):
+        heads = slice(layer * nh, (layer + 1) * nh)
+        w_q, w_k, w_v, w_o = _head_weights(config, block)
+        senders[heads] = _left_factor(w_v, w_o)
+        receivers[:, heads] = torch.stack((_right_factor(w_q, w_k), _right_factor(w_k, w_q), _right_factor(w_v, w_o)))
+    return senders, receivers
+
+
+def _head_weights(config: GPTConfig, block: TransformerBlock) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer's W_Q of each head, W_K and W_V of the key/value head it reads, and W_Oᵀ, each
+    (nh, C, hs), float64, norm gains folded in: rows of W_Q, W_K, W_V times norm1's gain, W_O's
+    output columns times post_attn_norm's."""
     nh, n_kv, hs, C = config.n_head, config.n_kv_head, config.d_head, config.d_model
-    per_layer = []
     with torch.no_grad():
-        for block in model.blocks:
-            attn = block.attn
-            w_in = attn.qkv.weight.to("cpu", torch.float64) * _gain(block.norm1, C)[None, :]  # (out, C)
-            q, k, v = w_in.split([nh * hs, n_kv * hs, n_kv * hs])
-            w_q = q.view(nh, hs, C).mT  # (nh, C, hs)
-            w_k = k.view(n_kv, hs, C).mT.repeat_interleave(config.n_rep, dim=0)  # (nh, C, hs): head h reads h // n_rep
-            w_v = v.view(n_kv, hs, C).mT.repeat_interleave(config.n_rep, dim=0)  # (nh, C, hs)
-            w_out = attn.out_proj.weight.to("cpu", torch.float64)  # (C, nh·hs)
-            w_out = w_out * _gain(block.post_attn_norm, C)[:, None]
-            w_o = w_out.view(C, nh, hs).transpose(0, 1)  # (nh, C, hs): W_O^h transposed
-            per_layer.append((w_q, w_k, w_v, w_o))
-    return tuple(torch.cat(parts) for parts in zip(*per_layer))
+        w_in = block.attn.qkv.weight.to("cpu", torch.float64) * _gain(block.norm1, C)[None, :]  # (out, C)
+        w_out = block.attn.out_proj.weight.to("cpu", torch.float64) * _gain(block.post_attn_norm, C)[:, None]
+    q, k, v = w_in.split([nh * hs, n_kv * hs, n_kv * hs])
+    w_q = q.view(nh, hs, C).mT  # (nh, C, hs)
+    w_k = k.view(n_kv, hs, C).mT.repeat_interleave(config.n_rep, dim=0)  # (nh, C, hs): head h reads h // n_rep
+    w_v = v.view(n_kv, hs, C).mT.repeat_interleave(config.n_rep, dim=0)  # (nh, C, hs)
+    w_o = w_out.view(C, nh, hs).transpose(0, 1)  # (nh, C, hs): W_O^h transposed
+    return w_q, w_k, w_v, w_o
 
 
 def _gain(norm: nn.Module, size: int) -> Tensor:
