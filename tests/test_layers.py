@@ -24,8 +24,8 @@ FLOORS: list[tuple[str, set[str]]] = [
     ("the trace", {"gptviz.trace"}),
     ("above the trace: interventions from traces, analyses, explanations, export", {
         "gptviz.interventions", "gptviz.features", "gptviz.export", "gptviz.analysis",
-        *{f"gptviz.analysis.{m}" for m in ("attribution", "block", "circuit", "embeddings", "heads", "lens",
-                                           "positions", "scaling")}}),
+        *{f"gptviz.analysis.{m}" for m in ("attribution", "block", "circuit", "composition", "embeddings", "heads",
+                                           "lens", "positions", "scaling")}}),
     ("plots", {"gptviz.plots", *{f"gptviz.plots.{m}" for m in ("attention", "attribution", "block", "circuit", "common",
                                                                "embeddings", "heads", "lens", "pipeline", "sampling",
                                                                "scale")}}),
