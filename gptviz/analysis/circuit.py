@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from gptviz.analysis.attribution import Metric, metric_value
+from gptviz.analysis.composition import Composition
 from gptviz.edge_run import Chunk, SenderOutputs, run_edges
 from gptviz.edges import EMBED, LOGITS, EdgeGraph
 from gptviz.labels import MLP
@@ -82,13 +83,14 @@ class Setup:
 
 
 # ---- scores ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EdgeScores:
     """Every edge's score (see the module docstring) for one clean run, metric and source.
 
     scores (n_senders, n_receivers): NaN where no edge exists; per_position (n_senders, n_receivers, T) the
     same split by the position where the sender writes and the receiver reads (its sum over T), or None.
     clean, source: the metric of the clean run and of the run in which every edge reads the source.
+    Equal and hashed by identity: one set of scores names the question that made it (cache keys).
     """
 
     graph: EdgeGraph
@@ -124,24 +126,34 @@ class EdgeScores:
     def frame(self, keep: Tensor | None = None) -> pd.DataFrame:
         """One row per edge (those under `keep`, default all), largest |score| first: FRAME_COLUMNS."""
         mask = self.graph.valid() if keep is None else keep & self.graph.valid()
-        pairs = mask.nonzero().numpy()
-        values = self.scores[pairs[:, 0], pairs[:, 1]] if len(pairs) else np.zeros(0)
+        s, r = mask.nonzero().numpy().T
+        values = self.scores[s, r]
         order = np.argsort(-np.abs(values), kind="stable")
-        rows = [edge_row(self.graph, int(pairs[i, 0]), int(pairs[i, 1]), float(values[i])) for i in order]
-        return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+        s, r = s[order], r[order]
+        senders, receivers = node_table(self.graph, "sender"), node_table(self.graph, "receiver")
+        return pd.DataFrame({
+            "sender": senders["label"].to_numpy()[s], "receiver": receivers["label"].to_numpy()[r],
+            "sender_layer": senders["layer"].to_numpy()[s], "sender_head": senders["head"].to_numpy()[s],
+            "receiver_layer": receivers["layer"].to_numpy()[r], "receiver_head": receivers["head"].to_numpy()[r],
+            "input": receivers["input"].to_numpy()[r], "score": values[order],
+        }, columns=list(FRAME_COLUMNS))
 
 
-def edge_row(graph: EdgeGraph, s: int, r: int, score: float) -> tuple:
-    """The FRAME_COLUMNS of one edge: names, layers (embed −1, logits n_layer), heads (−1 for none), input."""
-    sender, receiver = graph.sender(s), graph.receiver(r)
-    s_layer, s_head = (-1, -1) if sender == EMBED else (sender[0], -1 if sender[1] == MLP else sender[1])
-    if receiver == LOGITS:
-        r_layer, r_head, part = graph.n_layer, -1, LOGITS
-    elif len(receiver) == 2:
-        r_layer, r_head, part = receiver[0], -1, MLP
-    else:
-        r_layer, r_head, part = receiver
-    return (graph.sender_label(sender), graph.receiver_label(receiver), s_layer, s_head, r_layer, r_head, part, score)
+def node_table(graph: EdgeGraph, role: str) -> pd.DataFrame:
+    """Every sender (role "sender") or receiver ("receiver") by index: label, layer (embed −1, logits n_layer),
+    head (−1 for none; a key/value head for k and v inputs) and, for receivers, the input ("q", "k", "v", "mlp",
+    "logits")."""
+    rows = []
+    for i in range(graph.n_senders if role == "sender" else graph.n_receivers):
+        node = graph.sender(i) if role == "sender" else graph.receiver(i)
+        if node in (EMBED, LOGITS):
+            rows.append((node, -1 if node == EMBED else graph.n_layer, -1, node))
+        elif len(node) == 2:
+            rows.append((graph.sender_label(node) if role == "sender" else graph.receiver_label(node), node[0],
+                         -1 if node[1] == MLP else node[1], MLP))
+        else:
+            rows.append((graph.receiver_label(node), node[0], node[1], node[2]))
+    return pd.DataFrame(rows, columns=["label", "layer", "head", "input"])
 
 
 def edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", method: Method = "eap", steps: int = 1,
@@ -273,10 +285,27 @@ def faithfulness_curve(clean: Trace, metric: Metric, source: Trace | str, scores
     })
 
 
-def curve_sizes(n_edges: int, chosen: int) -> list[int]:
-    """Circuit sizes for a faithfulness curve: 1-2-5 steps from 10 up to every edge, and the chosen one."""
-    sizes = [m * 10 ** e for e in range(1, 8) for m in (1, 2, 5) if m * 10 ** e < n_edges]
-    return sorted(set(sizes + [n_edges, min(chosen, n_edges)]))
+def curve_sizes(n_edges: int) -> tuple[int, ...]:
+    """Circuit sizes for a faithfulness curve: 1-2-5 steps from 10 up to every edge."""
+    return tuple(m * 10 ** e for e in range(1, 8) for m in (1, 2, 5) if m * 10 ** e < n_edges) + (n_edges,)
+
+
+def sender_totals(frame: pd.DataFrame) -> dict[str, float]:
+    """A circuit's edges (EdgeScores.frame) -> each sender's summed score over its edges: how much it
+    carries (negative: it supports the prediction)."""
+    return frame.groupby("sender")["score"].sum().to_dict()
+
+
+def weights_vs_prompt(clean: Trace, scores: EdgeScores, composition: Composition) -> pd.DataFrame:
+    """Every head-to-head q, k and v edge with its composition score from the weights alone (the key/value
+    inputs per key/value head, as edges are) and this prompt's edge score and rank by |score| (scores of the
+    run `clean`): columns sender, receiver, input, composition, score, rank."""
+    frame = scores.frame()
+    frame["rank"] = np.arange(1, len(frame) + 1)
+    heads = frame[(frame.sender_head >= 0) & frame.input.isin(["q", "k", "v"])]
+    keys = ["sender_layer", "sender_head", "receiver_layer", "receiver_head", "input"]
+    both = heads.merge(composition.frame(kv_heads=True), on=keys, how="inner")
+    return both[["sender", "receiver", "input", "composition", "score", "rank"]].reset_index(drop=True)
 
 
 # ---- a circuit as a file ------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ PAGES = (
     PageInfo("why", "Why this token?", ":material/psychology_alt:",
              (("Direct attribution", "direct-attribution"), ("Ablation map", "ablation-map"),
               ("Knock out a set", "knock-out"), ("Patching", "patching"))),
+    PageInfo("circuit", "Circuit", ":material/hub:",
+             (("Graph", "graph"), ("Faithfulness", "faithfulness"), ("Weights vs prompt", "composition"),
+              ("Edges", "edges"))),
     PageInfo("attention_at_scale", "Attention at scale", ":material/trending_up:"),
 )
 ICON = str(Path(__file__).parent.parent / "data" / "icon.png")  # the favicon, served by the app (no font CDN)

@@ -163,6 +163,13 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("corrupt", str, "", "When John and Mary went to the store, Mary gave a drink to", {"long": True}),
     )
     + _settings(
+        "circuit",
+        ("circuit_source", str, "corrupted", "mean", {"choices": ("corrupted", "mean", "zero")}),
+        ("circuit_method", str, "eap", "ig", {"choices": ("eap", "ig")}),
+        ("circuit_steps", int, 5, 10, {"bounds": (1, 64)}),
+        ("circuit_n", int, 100, 200, {"bounds": (1, 10**7)}),
+    )
+    + _settings(
         "attention_at_scale",
         ("scale_budget", int, 60, 30, {"bounds": (1, 600)}),
     )

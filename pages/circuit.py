@@ -1,0 +1,268 @@
+"""Circuit: which edges between heads and MLPs carry the prediction, and how much of it they carry alone."""
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis import circuit as cc
+from gptviz.analysis.composition import composition_scores
+from gptviz.labels import MLP, component_label, parse_component, parse_components
+from gptviz.plots import circuit as plots
+from gptviz.plots.common import picked_customdata
+from gptviz.ui import question, settings
+
+SOURCES = {"corrupted": "the corrupted prompt", "mean": "each sender's mean over the positions", "zero": "zero"}
+METHODS = {"eap": "Edge attribution patching", "ig": "Integrated gradients"}
+SIZES = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+FILE_SETTINGS = ("prompt", "allow_special", "corrupt", "why_target", "why_target_pick", "why_contrast",
+                 "why_contrast_pick", "position", "circuit_source", "circuit_method", "circuit_steps", "circuit_n")
+KNOCKOUT_KEY = "knockout"
+GRAPH_KEY = "circuit_graph"
+
+
+# ---- the question: source and method ------------------------------------------------------------------
+def source_section(v, tr, metric):
+    """The source a cut edge reads: the corrupted prompt's run (shared with Why this token?), "mean" or "zero";
+    None while the corrupted prompt is missing or unusable."""
+    st.radio("A cut edge reads", list(SOURCES), key="circuit_source", format_func=SOURCES.get, horizontal=True,
+             help="What a receiver reads instead of a sender's output when their edge is cut. The corrupted "
+                  "prompt (a name swap) asks which edges carry the difference between the two prompts; the mean "
+                  "and zero ask which edges carry anything at all.")
+    choice = st.session_state.get("circuit_source", "corrupted")
+    if choice != "corrupted":
+        return choice
+    return question.corrupted_run(v, tr, metric)
+
+
+def method_setting() -> tuple[str, int]:
+    left, right = st.columns([3, 1])
+    left.radio("Edge scores", list(METHODS), key="circuit_method", format_func=METHODS.get, horizontal=True,
+               help="Edge attribution patching: the first-order estimate from one forward and one backward pass. "
+                    "Integrated gradients: the same gradient averaged along the way from the clean run to the "
+                    "source (N passes), closer to what cutting an edge really does.")
+    method = st.session_state.get("circuit_method", "eap")
+    if method == "ig":
+        right.number_input("Steps", min_value=1, max_value=64, key="circuit_steps",
+                           help="Forward and backward passes along the path (midpoints).")
+        return method, int(st.session_state.get("circuit_steps", 5))
+    return method, 1
+
+
+def explain_scores(tr, scores: cc.EdgeScores, source_name: str) -> None:
+    g = scores.graph
+    ui.explain(
+        f"The residual stream is a **sum** of what every **sender** wrote: the embeddings, each of the "
+        f"{g.n_layer} × {g.n_head} heads (z_h · W_O[h]) and each MLP. Every **receiver** reads that sum: each "
+        f"head's query, key and value inputs apart"
+        + (f" (keys and values belong to the {g.n_kv_head} key/value heads per layer that query heads share)"
+           if g.grouped else "")
+        + f", each MLP's input, and the logits. An **edge** is one sender → one receiver: this model has "
+        f"{g.n_edges:,} of them.\n\n"
+        f"**Cutting** an edge makes that one receiver read the sender's value from {source_name} instead; every "
+        f"other receiver still reads the real one. The **score** of an edge estimates how the metric changes when "
+        f"only that edge is cut: (source − clean output of the sender) · ∂metric/∂(receiver's input), summed over "
+        f"positions and dimensions, from one forward and one backward pass through a run in which every receiver "
+        f"has its own input"
+        + (f" (integrated gradients: the gradient averaged over {scores.steps} points on the way from the clean "
+           f"run to the source)" if scores.method == "ig" else "")
+        + ". **Negative** (red): cutting the edge lowers the metric, so the edge carries the prediction. "
+        f"\n\nThe **circuit** keeps the N edges of largest |score| and then drops every edge whose receiver no "
+        f"kept path connects to the logits (it cannot change the output). Its **faithfulness** is measured by "
+        f"running it: every edge outside the circuit cut at once,\n\n"
+        f"faithfulness = (metric(circuit) − metric(source)) / (metric(clean) − metric(source))\n\n"
+        f"1 = the circuit alone reproduces the model's prediction, 0 = no more than the source. The "
+        f"**complement** (everything but the circuit) should then be near 0: what the circuit leaves out does not "
+        f"carry it. Here metric(clean) = {scores.clean:.3f}, metric(source) = {scores.source:.3f}."
+    )
+
+
+# ---- the graph ------------------------------------------------------------------------------------------------
+def on_node_click(config) -> None:
+    """A click on a node: focus that head (an MLP: its layer) on every page, and offer it for the knock-out set."""
+    for point in (st.session_state.get(GRAPH_KEY) or {}).get("selection", {}).get("points", []):
+        data = picked_customdata(point)
+        component = parse_component(str(data[0])) if data else None
+        if component is not None:
+            layer, what = component
+            ui.focus(layer, None if what == MLP else what)
+            st.session_state["_circuit_picked"] = str(data[0])
+            return
+
+
+def size_setting(n_edges: int) -> int:
+    options = [n for n in SIZES if n < n_edges] + [n_edges]
+    wanted = int(st.session_state.get("circuit_n", 100))
+    st.session_state["circuit_n"] = max([n for n in options if n <= wanted] or options[:1])  # snapped to a step
+    st.select_slider("Edges kept (N)", options=options, key="circuit_n",
+                     help="The N edges of largest |score|; those that no kept path connects to the logits are then "
+                          "dropped (they cannot change the output).")
+    return int(st.session_state["circuit_n"])
+
+
+def graph_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+    config = v.model.config
+    st.subheader("The circuit: the edges that carry the prediction")
+    n = size_setting(scores.graph.n_edges)
+    keep = scores.circuit(n)
+    frame = scores.frame(keep)
+    point = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, (n,),
+                       progress="Running the circuit and its complement").iloc[0]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Edges in the circuit", f"{int(point.kept):,}", help=f"Of the top {n:,}, after dropping those that no "
+              "kept path connects to the logits.")
+    c2.metric("Faithfulness: the circuit alone", f"{point.circuit:.0%}",
+              help=f"metric {point.circuit_metric:.3f} with every other edge cut.")
+    c3.metric("The complement (all but the circuit)", f"{point.complement:.0%}",
+              help=f"metric {point.complement_metric:.3f} with only the circuit's edges cut.")
+    st.caption(f"The circuit alone reproduces {point.circuit:.0%} of the gap between the clean prediction and the "
+               f"source's; cutting just its {int(point.kept):,} edges leaves {point.complement:.0%} of it.")
+    fig = plots.circuit_graph(frame, config.n_layer, config.n_head, config.n_kv_head,
+                              title=f"Top {n:,} edges ({int(point.kept):,} connected to the logits)",
+                              node_scores=cc.sender_totals(frame))
+    ui.chart(fig, key=GRAPH_KEY, filename=f"circuit_{n}_edges", on_select=lambda: on_node_click(config),
+             selection_mode="points")
+    st.caption("Lines: q solid, k dashed, v dotted; red edges carry the prediction, blue work against it; width by "
+               "|score|. Node colour: the sum of its outgoing edges' scores. **Click a node** to focus that head on "
+               "every page.")
+    picked_section(config)
+    file_section(v, scores, keep, n)
+
+
+def picked_section(config) -> None:
+    """The node last clicked: focused everywhere; a button adds it to (or takes it out of) the knock-out set."""
+    picked = st.session_state.get("_circuit_picked")
+    component = parse_component(picked) if picked else None
+    if component is None:
+        return
+    current = parse_components(str(st.session_state.get(KNOCKOUT_KEY, "")), config.n_layer, config.n_head)
+    verb = "Take" if component in current else "Add"
+    left, right = st.columns([2, 3])
+    left.button(f"{verb} {picked} {'out of' if verb == 'Take' else 'to'} the knock-out set", key="circuit_knockout",
+                on_click=ui.toggle_component, args=(KNOCKOUT_KEY, component, config), width="stretch")
+    right.caption(f"{picked} is focused on every page (Attention, Compare heads, Inside a block). The knock-out set "
+                  f"({', '.join(map(component_label, current)) if current else 'empty'}) is on Why this token?.")
+
+
+# ---- the circuit as a file ------------------------------------------------------------------------------------
+def open_circuit_file() -> None:
+    upload = st.session_state.get("circuit_upload")
+    if upload is None:
+        return
+    try:
+        data = cc.read_circuit_json(upload.getvalue())
+    except ValueError as err:
+        st.session_state["_circuit_file_error"] = str(err)
+        return
+    skipped = settings.apply({k: v for k, v in data["settings"].items() if k in settings.BY_KEY})
+    st.session_state["_circuit_opened"] = (upload.name, {(e.get("sender"), e.get("receiver"))
+                                                         for e in data["edges"] if isinstance(e, dict)}, skipped)
+
+
+def file_section(v, scores: cc.EdgeScores, keep, n: int) -> None:
+    state = st.session_state
+    if opened := state.pop("_circuit_opened", None):
+        name, edges, skipped = opened
+        mine = set(zip(*scores.frame(keep)[["sender", "receiver"]].to_numpy().T)) if keep.any() else set()
+        same = "the same" if edges == mine else f"not the same ({len(edges ^ mine)} edges differ: another model?)"
+        st.success(f"Opened {name}: its settings are this view's; its {len(edges):,} edges and the graph are {same}."
+                   + (f" Left out: {', '.join(skipped)}." if skipped else ""))
+    if error := state.pop("_circuit_file_error", None):
+        st.error(error)
+    left, right = st.columns(2)
+    values = {"model": v.model_name, **settings.current([k for k in FILE_SETTINGS if k in settings.BY_KEY])}
+    left.download_button("Save this circuit (JSON)", cc.circuit_json(scores, keep, values),
+                         file_name=f"circuit_{n}_edges.json", mime="application/json", key="circuit_json",
+                         on_click="ignore", help="Its edges with their scores, and every setting that made it: open "
+                                                 "the file here to get the same graph back.")
+    right.file_uploader("Open a circuit file", type=["json"], key="circuit_upload", on_change=open_circuit_file)
+
+
+# ---- faithfulness ------------------------------------------------------------------------------------------
+def faithfulness_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+    st.subheader("Faithfulness: how much of the prediction circuits of each size carry")
+    n = int(st.session_state.get("circuit_n", 100))
+    curve = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, cc.curve_sizes(scores.graph.n_edges),
+                       progress="Running circuits of each size")
+    chosen = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, (n,))
+    shown = curve if n in set(curve.n) else curve.merge(chosen, how="outer").sort_values("n")
+    ui.chart(plots.faithfulness_curve(shown, n, title="The circuit alone, and everything but the circuit"),
+             key="circuit_curve", filename="circuit_faithfulness")
+    ui.explain(
+        "Each point is a run: the circuit of the top n edges (pruned as on the graph) with every other edge cut "
+        "(blue), and the model with only the circuit's edges cut (orange). 100% = the clean prediction, 0% = the "
+        "source's. A circuit that explains the prediction reaches near 100% with few edges while its complement "
+        "falls near 0%. Values beyond 100% or below 0% happen: a circuit can lack edges that held the "
+        "prediction back."
+    )
+    st.dataframe(shown.rename(columns={"n": "top n", "kept": "edges kept"}), hide_index=True, key="circuit_curve_table",
+                 column_config={c: st.column_config.NumberColumn(format="percent") for c in ("circuit", "complement")})
+    ui.download_csv(shown.set_index("n"), "faithfulness_curve", key="circuit_curve_csv")
+
+
+# ---- weights vs prompt --------------------------------------------------------------------------------------
+def composition_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+    st.subheader("Which connections the weights make possible, and which this prompt uses")
+    comp = ui.of_model(v.model_name, v.model, composition_scores)
+    frame = ui.derived(v.plain, cc.weights_vs_prompt, scores, comp)
+    ui.explain(
+        "**Composition scores** (Elhage et al. 2021) read the weights alone, no prompt: how much of what an earlier "
+        "head writes (its OV matrix W_V W_O) a later head can read through its query (Q-composition: ‖W_OV · "
+        "W_QK‖ / (‖W_OV‖ ‖W_QK‖)), its key (K: with W_QKᵀ) or its value (V: with the later W_OV). The norms' "
+        "gains are folded in; rotary, biases and the norms' scaling are not part of the weights' circuit. "
+        f"Random matrices of these shapes score about {comp.baseline:.3f}. Each point is one head → head edge: "
+        "across, what the weights allow; up, how much this prompt uses it (|edge score|)."
+    )
+    ui.chart(plots.composition_vs_usage(frame, title="Composition (weights) vs |edge score| (this prompt)"),
+             key="circuit_composition", filename="composition_vs_usage")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Strongest composition** (weights)")
+        st.dataframe(frame.nlargest(20, "composition"), hide_index=True, key="circuit_comp_top")
+    with right:
+        st.markdown("**Most used by this prompt**")
+        st.dataframe(frame.sort_values("rank").head(20), hide_index=True, key="circuit_used_top")
+    ui.download_csv(frame.set_index(["sender", "receiver", "input"]), "composition_vs_edge_scores",
+                    key="circuit_comp_csv")
+
+
+# ---- the edge table ------------------------------------------------------------------------------------------
+def edges_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+    st.subheader("Every edge, by |score|")
+    frame = scores.frame()
+    st.caption(f"{len(frame):,} edges; the table shows the first 2,000, the CSV has them all. Sum of all scores "
+               f"{scores.total:+.3f} (the whole change from clean to source: {scores.source - scores.clean:+.3f}"
+               + ("; integrated gradients add up to it" if scores.method == "ig" else
+                  "; edge attribution patching is a first-order estimate, so the two need not match") + ").")
+    st.dataframe(frame.head(2000), hide_index=True, key="circuit_edges_table")
+    ui.download_csv(frame.set_index(["sender", "receiver"]), "edge_scores", key="circuit_edges_csv")
+
+
+def main() -> None:
+    st.title("Circuit")
+    st.write("Which connections between heads and MLPs carry the prediction, and how much of it do they carry alone?")
+    v = ui.view()
+    tr = v.plain_trace
+    if v.knock_out is not None:
+        st.caption("This page always starts from the plain run; the banner is about the other pages.")
+    position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
+                                 f"0 to {tr.n_tokens - 1}; the last position predicts the token after the text.")
+    metric = question.metric_section(v, tr, position)
+    source = source_section(v, tr, metric)
+    if source is None:
+        return
+    method, steps = method_setting()
+    if not question.allowed(tr.n_tokens, "the edge scores"):
+        return
+    scores = ui.derived(v.plain, cc.edge_scores, metric, source, method, steps,
+                        progress=f"Scoring all {cc.EdgeGraph.of(v.model.config).n_edges:,} edges")
+    explain_scores(tr, scores, SOURCES[source] if isinstance(source, str) else "the corrupted prompt's run")
+    if abs(scores.gap) < 1e-3:
+        st.warning("The clean run and the source give the same metric: there is nothing for a circuit to carry. "
+                   f"Pick another source or target (metric {scores.clean:.3f} in both).")
+        return
+    for name, tab in ui.sections("circuit"):
+        with tab:
+            SECTIONS[name](v, tr, metric, source, scores)
+
+
+SECTIONS = {"Graph": graph_section, "Faithfulness": faithfulness_section, "Weights vs prompt": composition_section,
+            "Edges": edges_section}
+main()

@@ -1,0 +1,97 @@
+"""AppTest of the Circuit page: on both tiny models and both offline models, its graph, faithfulness, composition
+and edge table; a node click focuses the head everywhere and offers it for the knock-out set; the settings and the
+circuit file round trip."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gptviz.plots.circuit import NODE_TRACE
+from page_helpers import chart, open_page, open_tab, run_ok
+from test_pages_why import PROMPT, SWAPPED, metric, param
+
+TABS = ["Graph", "Faithfulness", "Weights vs prompt", "Edges"]
+
+
+def start(model: str, prompt: str = PROMPT, corrupt: str = SWAPPED, source: str = "zero", **state):
+    """The page on `model`; a name swap on a random tiny model leaves almost no gap, so those cut to zero."""
+    at = open_page("circuit", model, prompt)
+    at.session_state["corrupt"] = corrupt
+    at.session_state["circuit_source"] = source
+    for key, value in state.items():
+        at.session_state[key] = value
+    return run_ok(at)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_every_tab_on_both_tiny_families(app_env, family):
+    at = start(app_env[family])
+    assert at.title[0].value == "Circuit"
+    assert "circuit_graph" in [c.key for c in at.get("plotly_chart")]
+    nodes = [t for t in chart(at, "circuit_graph")["data"] if t.get("name") == NODE_TRACE]
+    assert nodes and nodes[0]["customdata"]
+    assert metric(at, "Faithfulness: the circuit alone").endswith("%")
+    for tab, key in zip(TABS[1:], ["circuit_curve", "circuit_composition", None]):
+        open_tab(at, "circuit_tab", tab)
+        if key is not None:
+            assert key in [c.key for c in at.get("plotly_chart")], tab
+    assert at.dataframe  # the edge table
+    assert param(at, "circuit_tab") == "Edges"
+
+
+def test_every_source_and_method(app_env):
+    at = start(app_env["llama"])
+    for source in ["mean", "zero"]:
+        at.session_state["circuit_source"] = source
+        run_ok(at)
+        assert "circuit_graph" in [c.key for c in at.get("plotly_chart")], source
+    at.session_state["circuit_method"] = "ig"
+    at.session_state["circuit_steps"] = 3
+    run_ok(at)
+    assert at.number_input(key="circuit_steps").value == 3
+    assert (param(at, "circuit_method"), param(at, "circuit_steps")) == ("ig", "3")
+
+
+def test_a_corrupted_prompt_of_another_length_says_so(app_env):
+    at = start(app_env["gpt2"], corrupt="Mary went home", source="corrupted")
+    assert any("different lengths" in e.value for e in at.error)
+    assert "circuit_graph" not in [c.key for c in at.get("plotly_chart")]
+
+
+def test_a_picked_node_goes_into_the_knock_out_set_and_out_again(app_env):
+    """(The click itself, which focuses the head, is in the browser test.)"""
+    at = start(app_env["llama"])
+    at.session_state["_circuit_picked"] = "L1H4"
+    run_ok(at)
+    at.button(key="circuit_knockout").click()
+    run_ok(at)
+    assert at.session_state["knockout"] == "L1H4"
+    assert "Take L1H4 out of" in at.button(key="circuit_knockout").label
+    at.button(key="circuit_knockout").click()
+    run_ok(at)
+    assert at.session_state["knockout"] == ""
+
+
+def test_size_snaps_and_lives_in_the_url(app_env):
+    at = start(app_env["gpt2"], circuit_n=37)
+    assert at.session_state["circuit_n"] == 30
+    assert param(at, "circuit_n") == "30"
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_the_name_swap_circuit_on_the_offline_models(model):
+    at = open_page("circuit", model, PROMPT, timeout=600)
+    at.session_state["why_target"] = "Mary"
+    at.session_state["why_contrast"] = "John"
+    at.session_state["corrupt"] = SWAPPED
+    run_ok(at)
+    assert "circuit_graph" in [c.key for c in at.get("plotly_chart")]
+    assert float(metric(at, "Metric: logit difference")) > 1  # " Mary" over " John"
+    circuit, complement = (float(metric(at, label).rstrip("%")) for label in
+                           ("Faithfulness: the circuit alone", "The complement"))
+    assert circuit > complement
+    labels = [t for t in chart(at, "circuit_graph")["data"] if t.get("name") == NODE_TRACE][0]["customdata"]
+    assert "logits" in json.dumps(labels)
+    open_tab(at, "circuit_tab", "Weights vs prompt")
+    assert "circuit_composition" in [c.key for c in at.get("plotly_chart")]
