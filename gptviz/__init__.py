@@ -1,5 +1,6 @@
 """gptviz: a from-scratch GPT that shows every intermediate tensor of its forward pass."""
 from gptviz.config import GPTConfig
+from gptviz.edges import Edges
 from gptviz.interventions import Patch, Site
 from gptviz.loading import MODEL_NAMES, available_offline, default_model_name, load_model
 from gptviz.model import GPT, KVCache
@@ -18,6 +19,7 @@ from gptviz.trace import Trace, trace
 
 __all__ = [
     "GPT",
+    "Edges",
     "GPTConfig",
     "KVCache",
     "MODEL_NAMES",

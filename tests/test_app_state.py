@@ -17,9 +17,9 @@ from page_helpers import APP, charts, open_page, open_tab, run_ok
 
 KNOCK_OUT = {"knockout": "L0H1, L0 MLP", "layer": "2", "head": "1", "emb_vectors": "residual after layer 1",
              "prompt": "When Mary and John went to the store, John gave a drink to"}
-SAME_AS_PLAIN = {"tokens", "attention_at_scale", "why", ("embeddings", "Input vectors"),
-                 ("embeddings", "Position table"),
-                 ("inside_block", "Positions")}  # what a knock-out does not change (or, on Why, never shows)
+# what a knock-out does not change (or, on Why and Circuit, never shows)
+SAME_AS_PLAIN = {"tokens", "attention_at_scale", "why", "circuit", ("embeddings", "Input vectors"),
+                 ("embeddings", "Position table"), ("inside_block", "Positions")}
 
 
 def page_tabs() -> list[tuple[str, str | None]]:

@@ -89,7 +89,7 @@ def test_the_table_covers_what_it_claims():
     assert all(unicodedata.category(c) != "Cn" for c in PLANES)
     assert len(MEGABYTE) == 1_000_000
     assert set(PAGES) == {"overview", "tokens", "embeddings", "attention", "inside_block", "next_token",
-                          "compare_heads", "logit_lens", "attention_at_scale", "why"}
+                          "compare_heads", "logit_lens", "attention_at_scale", "why", "circuit"}
 
 
 # ---- (a) the core ---------------------------------------------------------------------------

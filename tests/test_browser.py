@@ -233,3 +233,28 @@ def test_why_this_token_names_heads_and_knocks_one_out(app_url, page, tmp_path):
     page.get_by_role("button", name="Show the plain run").click()
     settle(page)
     expect(main).not_to_contain_text("Knocked-out run")
+
+
+def test_circuit_graph_click_focuses_a_head(app_url, page, tmp_path):
+    """On SmolLM2, the name-swap circuit: L23H3 → logits among its edges; a click on the L23H3 node focuses that
+    head on every page (the link and the Attention page follow)."""
+    shots = Path(os.environ.get("GPTVIZ_SCREENSHOTS", tmp_path))
+    params = {"prompt": WHY_PROMPT, "why_target": "Mary", "why_contrast": "John",
+              "corrupt": WHY_PROMPT.replace("Mary", "@").replace("John", "Mary").replace("@", "John")}
+    page.goto(f"{app_url}/circuit?" + urllib.parse.urlencode(params), wait_until="networkidle")
+    settle(page, timeout_ms=180_000)
+    main = page.locator('[data-testid="stMain"]')
+    expect(main).to_contain_text("Faithfulness: the circuit alone")
+    graph = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="connected to the logits")).first
+    graph.scroll_into_view_if_needed()
+    shoot(page, "circuit", shots)
+    box = graph.bounding_box()
+    page.screenshot(path=str(shots / "circuit_graph.png"),
+                    clip={"x": box["x"] - 10, "y": box["y"] - 10, "width": box["width"] + 20,
+                          "height": box["height"] + 20})
+    click_cell(page, graph, 3, 24)  # L23H3: heads sit at x = head on row y = layer + 1
+    settle(page, timeout_ms=120_000)
+    expect(main).to_contain_text("L23H3 is focused on every page")
+    assert "layer=23" in page.url and "head=3" in page.url
+    open_page(page, "attention")
+    expect(page.get_by_role("button", name="Download attention_L23H3 as CSV")).to_be_attached()

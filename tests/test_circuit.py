@@ -166,3 +166,42 @@ def test_frame_names_each_edge(models):
     assert (frame.score.abs().diff().dropna() <= 1e-12).all()  # largest |score| first
     row = frame[(frame.sender == "L0 MLP") & (frame.receiver == "L1KV1 v")].iloc[0]
     assert (row.sender_layer, row.sender_head, row.receiver_layer, row.receiver_head, row.input) == (0, -1, 1, 1, "v")
+
+
+def test_pruning_by_position_follows_attention_back(tiny_llama):
+    graph = EdgeGraph.of(tiny_llama.config)
+    T, last = 5, 4
+    keep = torch.zeros(graph.n_senders, graph.n_receivers, T, dtype=torch.bool)
+
+    def add(sender, receiver, t):
+        keep[graph.sender_index(sender), graph.receiver_index(receiver), t] = True
+
+    add((1, 4), LOGITS, last)               # L1H4 writes the prediction at the last position
+    add((0, 1), (1, 1, "k"), 2)             # its key at position 2 is read by the query at 4: kept
+    add((0, 2), (1, 4, "q"), 2)             # its query at position 2 writes nothing kept at 2: dropped
+    add(EMBED, (0, 1, "v"), 2)              # kv head 1 (L0H3–5) at 2 is read by L0H3's query at 4: kept
+    add(EMBED, (0, 0, "v"), 1)              # kv head 0 (L0H0–2) at 1 is read by L0H1's query at 2: kept
+    add(EMBED, (0, 0, "k"), 3)              # … at 3 only by queries at 3 and 4, whose outputs go nowhere: dropped
+    add((0, 3), (1, 1, "v"), 4)             # a value at 4 read by L1H4's query at 4: kept
+    add((1, 3), LOGITS, 1)                  # the logits at another position than the metric's: dropped
+    pruned = cc.prune(graph, keep, last)
+    kept = {(graph.sender_label(graph.sender(s)), graph.receiver_label(graph.receiver(r)), t)
+            for s, r, t in pruned.nonzero().tolist()}
+    assert kept == {("L1H4", "logits", 4), ("L0H1", "L1KV1 k", 2), ("embed", "L0KV1 v", 2), ("embed", "L0KV0 v", 1),
+                    ("L0H3", "L1KV1 v", 4)}
+
+
+def test_circuits_split_by_position_run_faithfully(models):
+    model = models["gpt2"]
+    clean, corrupted, metric = question(model, seed=10)
+    scores = cc.edge_scores(clean, metric, "zero", by_position=True)
+    total = int(scores.valid(True).sum())
+    assert total == scores.graph.n_edges * clean.n_tokens
+    curve = cc.faithfulness_curve(clean, metric, "zero", scores, [0, 50, total], split=True)
+    assert (curve.circuit_metric.iloc[0], curve.circuit_metric.iloc[-1]) == pytest.approx(
+        (scores.source, scores.clean), abs=1e-5)
+    frame = scores.frame(scores.circuit(50, split=True), split=True)
+    assert len(frame) == curve.kept.iloc[1] and frame.position.between(0, clean.n_tokens - 1).all()
+    assert (frame[frame.receiver == "logits"].position == clean.n_tokens - 1).all()
+    with pytest.raises(ValueError, match="not split by position"):
+        cc.edge_scores(clean, metric, "zero").top(5, split=True)

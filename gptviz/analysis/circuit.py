@@ -89,7 +89,9 @@ class EdgeScores:
 
     scores (n_senders, n_receivers): NaN where no edge exists; per_position (n_senders, n_receivers, T) the
     same split by the position where the sender writes and the receiver reads (its sum over T), or None.
-    clean, source: the metric of the clean run and of the run in which every edge reads the source.
+    clean, source: the metric of the clean run and of the run in which every edge reads the source;
+    position: where the metric reads the logits. Methods taking `split` work on the edges split by
+    position instead (an edge at one position: (sender, receiver, position)).
     Equal and hashed by identity: one set of scores names the question that made it (cache keys).
     """
 
@@ -100,6 +102,7 @@ class EdgeScores:
     method: str
     steps: int
     per_position: np.ndarray | None = None
+    position: int = -1
 
     @property
     def gap(self) -> float:
@@ -111,32 +114,48 @@ class EdgeScores:
         """The sum of every edge's score (integrated gradients: ≈ source − clean)."""
         return float(np.nansum(self.scores))
 
-    def top(self, n: int) -> Tensor:
-        """(n_senders, n_receivers) bool: the n edges of largest |score|."""
-        flat = np.nan_to_num(np.abs(self.scores), nan=-1.0).ravel()
-        n = max(0, min(n, self.graph.n_edges))
+    def values(self, split: bool = False) -> np.ndarray:
+        """scores, or per_position when split (ValueError if these scores were not split by position)."""
+        if split and self.per_position is None:
+            raise ValueError("These scores are not split by position: score with by_position=True.")
+        return self.per_position if split else self.scores
+
+    def valid(self, split: bool = False) -> Tensor:
+        """(n_senders, n_receivers[, T]) bool: where an edge exists."""
+        valid = self.graph.valid()
+        return valid[..., None].expand(self.values(True).shape) if split else valid
+
+    def top(self, n: int, split: bool = False) -> Tensor:
+        """(n_senders, n_receivers[, T]) bool: the n edges of largest |score|."""
+        values = self.values(split)
+        flat = np.nan_to_num(np.abs(values), nan=-1.0).ravel()
+        n = max(0, min(n, int(self.valid(split).sum())))
         chosen = np.zeros(flat.shape, dtype=bool)
         chosen[np.argsort(-flat, kind="stable")[:n]] = True
-        return torch.from_numpy(chosen.reshape(self.scores.shape))
+        return torch.from_numpy(chosen.reshape(values.shape))
 
-    def circuit(self, n: int) -> Tensor:
+    def circuit(self, n: int, split: bool = False) -> Tensor:
         """The top n edges, less those whose receiver no kept path connects to the logits (prune)."""
-        return prune(self.graph, self.top(n))
+        return prune(self.graph, self.top(n, split), self.position)
 
-    def frame(self, keep: Tensor | None = None) -> pd.DataFrame:
-        """One row per edge (those under `keep`, default all), largest |score| first: FRAME_COLUMNS."""
-        mask = self.graph.valid() if keep is None else keep & self.graph.valid()
-        s, r = mask.nonzero().numpy().T
-        values = self.scores[s, r]
+    def frame(self, keep: Tensor | None = None, split: bool = False) -> pd.DataFrame:
+        """One row per edge (those under `keep`, default all), largest |score| first: FRAME_COLUMNS, and
+        when split the position."""
+        mask = self.valid(split) if keep is None else keep & self.valid(split)
+        index = mask.nonzero().numpy().T  # s, r[, t]
+        values = self.values(split)[tuple(index)]
         order = np.argsort(-np.abs(values), kind="stable")
-        s, r = s[order], r[order]
+        s, r = index[0][order], index[1][order]
         senders, receivers = node_table(self.graph, "sender"), node_table(self.graph, "receiver")
-        return pd.DataFrame({
+        columns = {
             "sender": senders["label"].to_numpy()[s], "receiver": receivers["label"].to_numpy()[r],
             "sender_layer": senders["layer"].to_numpy()[s], "sender_head": senders["head"].to_numpy()[s],
             "receiver_layer": receivers["layer"].to_numpy()[r], "receiver_head": receivers["head"].to_numpy()[r],
             "input": receivers["input"].to_numpy()[r], "score": values[order],
-        }, columns=list(FRAME_COLUMNS))
+        }
+        if split:
+            columns["position"] = index[2][order]
+        return pd.DataFrame(columns, columns=list(FRAME_COLUMNS) + (["position"] if split else []))
 
 
 def node_table(graph: EdgeGraph, role: str) -> pd.DataFrame:
@@ -195,7 +214,8 @@ def edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", meth
     summed = total.sum(-1) if by_position else total
     scores = np.where(valid, summed.numpy(), np.nan)
     per_position = np.where(valid[..., None], total.numpy(), np.nan) if by_position else None
-    return EdgeScores(graph, scores, metric_value(clean, setup.metric), float(every), method, steps, per_position)
+    return EdgeScores(graph, scores, metric_value(clean, setup.metric), float(every), method, steps, per_position,
+                      setup.metric.position)
 
 
 def _chunk_scores(graph: EdgeGraph, chunks: list[Chunk], grads: Tensor, alpha: float, by_position: bool) -> Tensor:
@@ -229,16 +249,23 @@ def _first_reader(graph: EdgeGraph, sender: int) -> int:
 
 
 # ---- circuits and their faithfulness ---------------------------------------------------------------------
-def prune(graph: EdgeGraph, keep: Tensor) -> Tensor:
+def prune(graph: EdgeGraph, keep: Tensor, position: int = -1) -> Tensor:
     """keep (n_senders, n_receivers) bool without the edges whose receiver no kept path connects to
     the logits: a head counts as connected if its output reaches the logits through kept edges (its
-    q, k and v inputs all belong to it; a key/value head's to every query head that shares it)."""
-    keep = keep & graph.valid()
-    reaches = torch.zeros(graph.n_senders, dtype=torch.bool)  # does sender s reach the logits?
-    receiver_reaches = torch.zeros(graph.n_receivers, dtype=torch.bool)
-    receiver_reaches[graph.logits_receiver] = True
+    q, k and v inputs all belong to it; a key/value head's to every query head that shares it).
+
+    keep (n_senders, n_receivers, T), edges split by position: the logits count at `position` only, a
+    q or MLP input at a position connects where its head's output at that position does, and a key or
+    value input where the output at that position or any later one does (attention reads back)."""
+    split = keep.dim() == 3
+    keep = keep & (graph.valid()[..., None] if split else graph.valid())
+    kept = keep if split else keep[..., None]  # (n_senders, n_receivers, T or 1)
+    T = kept.shape[-1]
+    reaches = torch.zeros(graph.n_senders, T, dtype=torch.bool)  # does sender s at t reach the logits?
+    receiver_reaches = torch.zeros(graph.n_receivers, T, dtype=torch.bool)
+    receiver_reaches[graph.logits_receiver, position if split else 0] = True
     for s in range(graph.n_senders - 1, -1, -1):  # later senders first: every receiver of s is downstream
-        reaches[s] = bool((keep[s] & receiver_reaches).any())
+        reaches[s] = (kept[s] & receiver_reaches).any(0)
         sender = graph.sender(s)
         if sender == EMBED:
             continue
@@ -248,17 +275,22 @@ def prune(graph: EdgeGraph, keep: Tensor) -> Tensor:
         elif what == 0:  # all of this layer's heads are known now: their inputs reach where they do
             first = graph.heads_start(layer)
             for r in range(graph.attn_receivers(layer), graph.mlp_receiver(layer)):
-                heads = graph.query_heads(graph.receiver(r))
-                receiver_reaches[r] = bool(reaches[[first + h for h in heads]].any())
-    return keep & receiver_reaches[None, :]
+                receiver = graph.receiver(r)
+                out = reaches[[first + h for h in graph.query_heads(receiver)]].any(0)  # (T,)
+                if receiver[2] != "q":  # a key or value at t is read by queries at t and after
+                    out = out.flip(0).int().cummax(0).values.flip(0).bool()
+                receiver_reaches[r] = out
+    pruned = kept & receiver_reaches[None]
+    return pruned if split else pruned[..., 0]
 
 
 def circuit_runs(clean: Trace, metric: Metric, source: Trace | str, circuits: Tensor,
                  progress: Progress | None = None) -> np.ndarray:
-    """The metric when only the edges of each circuit in circuits (K, n_senders, n_receivers) bool are
+    """The metric when only the edges of each circuit in circuits (K, n_senders, n_receivers[, T]) bool are
     kept and every other edge reads the source: (K,)."""
     setup = Setup.of(clean, metric, source)
-    return setup.runs(setup.graph.valid()[None] & ~circuits, progress)
+    valid = setup.graph.valid()
+    return setup.runs((valid[..., None] if circuits.dim() == 4 else valid)[None] & ~circuits, progress)
 
 
 def faithfulness(value: float, scores: EdgeScores) -> float:
@@ -268,18 +300,17 @@ def faithfulness(value: float, scores: EdgeScores) -> float:
 
 
 def faithfulness_curve(clean: Trace, metric: Metric, source: Trace | str, scores: EdgeScores,
-                       sizes: Sequence[int], progress: Progress | None = None) -> pd.DataFrame:
+                       sizes: Sequence[int], split: bool = False, progress: Progress | None = None) -> pd.DataFrame:
     """For each circuit size n: the edges kept after pruning, the metric of the circuit alone and of its
     complement (every edge but the circuit's), and their faithfulness. Columns n, kept, circuit_metric,
-    complement_metric, circuit, complement."""
+    complement_metric, circuit, complement. split: circuits of edges split by position."""
     sizes = sorted({int(n) for n in sizes if n >= 0})
-    circuits = torch.stack([scores.circuit(n) for n in sizes])  # (K, n_senders, n_receivers)
-    valid = scores.graph.valid()
-    both = torch.cat((circuits, valid[None] & ~circuits))
+    circuits = torch.stack([scores.circuit(n, split) for n in sizes])  # (K, n_senders, n_receivers[, T])
+    both = torch.cat((circuits, scores.valid(split)[None] & ~circuits))
     values = circuit_runs(clean, metric, source, both, progress)
     K = len(sizes)
     return pd.DataFrame({
-        "n": sizes, "kept": circuits.sum((1, 2)).numpy(), "circuit_metric": values[:K],
+        "n": sizes, "kept": circuits.flatten(1).sum(1).numpy(), "circuit_metric": values[:K],
         "complement_metric": values[K:], "circuit": [faithfulness(v, scores) for v in values[:K]],
         "complement": [faithfulness(v, scores) for v in values[K:]],
     })
