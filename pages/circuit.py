@@ -12,8 +12,10 @@ from gptviz.ui import question, settings
 SOURCES = {"corrupted": "the corrupted prompt", "mean": "each sender's mean over the positions", "zero": "zero"}
 METHODS = {"eap": "Edge attribution patching", "ig": "Integrated gradients"}
 SIZES = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+SPLIT_MAX_T = 24  # nodes split by position for prompts up to this many tokens
 FILE_SETTINGS = ("prompt", "allow_special", "corrupt", "why_target", "why_target_pick", "why_contrast",
-                 "why_contrast_pick", "position", "circuit_source", "circuit_method", "circuit_steps", "circuit_n")
+                 "why_contrast_pick", "position", "circuit_source", "circuit_method", "circuit_steps", "circuit_n",
+                 "circuit_split")
 KNOCKOUT_KEY = "knockout"
 GRAPH_KEY = "circuit_graph"
 
@@ -30,6 +32,18 @@ def source_section(v, tr, metric):
     if choice != "corrupted":
         return choice
     return question.corrupted_run(v, tr, metric)
+
+
+def split_setting(T: int) -> bool:
+    """Whether nodes are split by position (prompts of up to SPLIT_MAX_T tokens)."""
+    if T > SPLIT_MAX_T:
+        st.caption(f"Nodes can be split by position for prompts of up to {SPLIT_MAX_T} tokens (this one has {T}).")
+        return False
+    st.toggle("Split nodes by position", key="circuit_split",
+              help="An edge then joins a sender and a receiver at one position (the residual stream of each position "
+                   "is its own sum); heads move information between positions, shown as faint lines from where "
+                   "they read keys and values to where they write.")
+    return bool(st.session_state.get("circuit_split"))
 
 
 def method_setting() -> tuple[str, int]:
@@ -76,13 +90,14 @@ def explain_scores(tr, scores: cc.EdgeScores, source_name: str) -> None:
 
 # ---- the graph ------------------------------------------------------------------------------------------------
 def on_node_click(config) -> None:
-    """A click on a node: focus that head (an MLP: its layer) on every page, and offer it for the knock-out set."""
+    """A click on a node: focus that head (an MLP: its layer; split by position, the position too) on every
+    page, and offer it for the knock-out set."""
     for point in (st.session_state.get(GRAPH_KEY) or {}).get("selection", {}).get("points", []):
         data = picked_customdata(point)
         component = parse_component(str(data[0])) if data else None
         if component is not None:
             layer, what = component
-            ui.focus(layer, None if what == MLP else what)
+            ui.focus(layer, None if what == MLP else what, int(data[1]) if len(data) > 1 else None)
             st.session_state["_circuit_picked"] = str(data[0])
             return
 
@@ -97,13 +112,13 @@ def size_setting(n_edges: int) -> int:
     return int(st.session_state["circuit_n"])
 
 
-def graph_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+def graph_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> None:
     config = v.model.config
     st.subheader("The circuit: the edges that carry the prediction")
-    n = size_setting(scores.graph.n_edges)
-    keep = scores.circuit(n)
-    frame = scores.frame(keep)
-    point = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, (n,),
+    n = size_setting(int(scores.valid(split).sum()))
+    keep = scores.circuit(n, split)
+    frame = scores.frame(keep, split)
+    point = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, (n,), split,
                        progress="Running the circuit and its complement").iloc[0]
     c1, c2, c3 = st.columns(3)
     c1.metric("Edges in the circuit", f"{int(point.kept):,}", help=f"Of the top {n:,}, after dropping those that no "
@@ -115,14 +130,16 @@ def graph_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
     st.caption(f"The circuit alone reproduces {point.circuit:.0%} of the gap between the clean prediction and the "
                f"source's; cutting just its {int(point.kept):,} edges leaves {point.complement:.0%} of it.")
     fig = plots.circuit_graph(frame, config.n_layer, config.n_head, config.n_kv_head,
-                              title=f"Top {n:,} edges ({int(point.kept):,} connected to the logits)",
-                              node_scores=cc.sender_totals(frame))
+                              title=f"Top {n:,} edges ({int(point.kept):,} connected to the logits)"
+                              + (" by position" if split else ""),
+                              node_scores=cc.sender_totals(frame), tokens=tr.tokens if split else None)
     ui.chart(fig, key=GRAPH_KEY, filename=f"circuit_{n}_edges", on_select=lambda: on_node_click(config),
              selection_mode="points")
     st.caption("Lines: q solid, k dashed, v dotted; red edges carry the prediction, blue work against it; width by "
                "|score|. Node colour: the sum of its outgoing edges' scores. **Click a node** to focus that head on "
                "every page.")
     picked_section(config)
+    ui.download_csv(frame.set_index(["sender", "receiver"]), f"circuit_{n}_edges", key="circuit_frame_csv")
     file_section(v, scores, keep, n)
 
 
@@ -152,15 +169,14 @@ def open_circuit_file() -> None:
         st.session_state["_circuit_file_error"] = str(err)
         return
     skipped = settings.apply({k: v for k, v in data["settings"].items() if k in settings.BY_KEY})
-    st.session_state["_circuit_opened"] = (upload.name, {(e.get("sender"), e.get("receiver"))
-                                                         for e in data["edges"] if isinstance(e, dict)}, skipped)
+    st.session_state["_circuit_opened"] = (upload.name, cc.edge_keys(data["edges"]), skipped)
 
 
 def file_section(v, scores: cc.EdgeScores, keep, n: int) -> None:
     state = st.session_state
     if opened := state.pop("_circuit_opened", None):
         name, edges, skipped = opened
-        mine = set(zip(*scores.frame(keep)[["sender", "receiver"]].to_numpy().T)) if keep.any() else set()
+        mine = cc.edge_keys(scores.frame(keep, keep.dim() == 3))
         same = "the same" if edges == mine else f"not the same ({len(edges ^ mine)} edges differ: another model?)"
         st.success(f"Opened {name}: its settings are this view's; its {len(edges):,} edges and the graph are {same}."
                    + (f" Left out: {', '.join(skipped)}." if skipped else ""))
@@ -176,12 +192,13 @@ def file_section(v, scores: cc.EdgeScores, keep, n: int) -> None:
 
 
 # ---- faithfulness ------------------------------------------------------------------------------------------
-def faithfulness_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+def faithfulness_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> None:
     st.subheader("Faithfulness: how much of the prediction circuits of each size carry")
     n = int(st.session_state.get("circuit_n", 100))
-    curve = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, cc.curve_sizes(scores.graph.n_edges),
+    sizes = cc.curve_sizes(int(scores.valid(split).sum()))
+    curve = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, sizes, split,
                        progress="Running circuits of each size")
-    chosen = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, (n,))
+    chosen = ui.derived(v.plain, cc.faithfulness_curve, metric, source, scores, (n,), split)
     shown = curve if n in set(curve.n) else curve.merge(chosen, how="outer").sort_values("n")
     ui.chart(plots.faithfulness_curve(shown, n, title="The circuit alone, and everything but the circuit"),
              key="circuit_curve", filename="circuit_faithfulness")
@@ -198,7 +215,7 @@ def faithfulness_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
 
 
 # ---- weights vs prompt --------------------------------------------------------------------------------------
-def composition_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+def composition_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> None:
     st.subheader("Which connections the weights make possible, and which this prompt uses")
     comp = ui.of_model(v.model_name, v.model, composition_scores)
     frame = ui.derived(v.plain, cc.weights_vs_prompt, scores, comp)
@@ -224,7 +241,7 @@ def composition_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
 
 
 # ---- the edge table ------------------------------------------------------------------------------------------
-def edges_section(v, tr, metric, source, scores: cc.EdgeScores) -> None:
+def edges_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> None:
     st.subheader("Every edge, by |score|")
     frame = scores.frame()
     st.caption(f"{len(frame):,} edges; the table shows the first 2,000, the CSV has them all. Sum of all scores "
@@ -249,9 +266,10 @@ def main() -> None:
     if source is None:
         return
     method, steps = method_setting()
+    split = split_setting(tr.n_tokens)
     if not question.allowed(tr.n_tokens, "the edge scores"):
         return
-    scores = ui.derived(v.plain, cc.edge_scores, metric, source, method, steps,
+    scores = ui.derived(v.plain, cc.edge_scores, metric, source, method, steps, split,
                         progress=f"Scoring all {cc.EdgeGraph.of(v.model.config).n_edges:,} edges")
     explain_scores(tr, scores, SOURCES[source] if isinstance(source, str) else "the corrupted prompt's run")
     if abs(scores.gap) < 1e-3:
@@ -260,7 +278,7 @@ def main() -> None:
         return
     for name, tab in ui.sections("circuit"):
         with tab:
-            SECTIONS[name](v, tr, metric, source, scores)
+            SECTIONS[name](v, tr, metric, source, scores, split)
 
 
 SECTIONS = {"Graph": graph_section, "Faithfulness": faithfulness_section, "Weights vs prompt": composition_section,

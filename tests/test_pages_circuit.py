@@ -95,3 +95,17 @@ def test_the_name_swap_circuit_on_the_offline_models(model):
     assert "logits" in json.dumps(labels)
     open_tab(at, "circuit_tab", "Weights vs prompt")
     assert "circuit_composition" in [c.key for c in at.get("plotly_chart")]
+
+
+def test_nodes_split_by_position(app_env):
+    at = start(app_env["llama"], circuit_split=True, circuit_n=50)
+    graph = chart(at, "circuit_graph")
+    nodes = [t for t in graph["data"] if t.get("name") == NODE_TRACE][0]
+    assert all(len(row) == 2 for row in nodes["customdata"])  # [label, position]
+    assert graph["layout"]["xaxis"]["ticktext"][0].startswith("0·")
+    assert "by position" in graph["layout"]["title"]["text"]
+    open_tab(at, "circuit_tab", "Faithfulness")
+    assert "circuit_curve" in [c.key for c in at.get("plotly_chart")]
+    at.session_state["prompt"] = " ".join(["word"] * 30)  # past the split's limit: one node per component
+    run_ok(at)
+    assert any("split by position for prompts of up to" in c.value for c in at.caption)

@@ -192,3 +192,28 @@ def test_composition_vs_usage_one_trace_per_input_kind():
         plots.composition_vs_usage(frame.assign(input="mlp"))
     with pytest.raises(ValueError, match=r"\['composition'\]"):
         plots.composition_vs_usage(frame.drop(columns="composition"))
+
+
+def test_split_by_position_puts_each_token_in_its_column():
+    tokens = ["a", " b", " c", " d"]
+    split = pd.DataFrame([
+        {**edge((0, 1), (1, 1), "k", -0.5), "position": 1},      # L0H1 @1 → key of kv head 1 @1
+        {**edge((1, 3), (2, -1), "mlp", -0.8), "position": 3},   # L1H3 @3 (reads that key back) → L2 MLP @3
+        {**edge((2, -1), (3, -1), "logits", -2.0), "position": 3},
+    ])
+    fig = plots.circuit_graph(split, N_LAYER, N_HEAD, N_KV_HEAD, tokens=tokens, node_scores={"L1H3 @3": -0.8})
+    width = plots.column_width(N_HEAD)
+    (nodes,) = [t for t in fig.data if t.name == plots.NODE_TRACE]
+    where = {(d[0], int(d[1])): (x, y) for d, x, y in zip(nodes.customdata, nodes.x, nodes.y)}
+    assert where[("L1H3", 3)] == pytest.approx((3 + 3 * width, 2.0))
+    assert where[("L0H1", 1)] == pytest.approx((1 + 1 * width, 1.0))
+    assert where[("logits", 3)] == pytest.approx(((N_HEAD - 1) / 2 + 3 * width, N_LAYER + 1.0))
+    assert ("L1H2", 1) in where and ("L1H3", 1) in where  # the key's kv group at position 1
+    (back,) = [t for t in fig.data if t.name.startswith("attention reads back")]
+    segments = {tuple(np.round(back.x[i:i + 2], 6)) for i in range(0, len(back.x), 3)}
+    assert segments == {(3 + 1 * width, 3 + 3 * width)}  # L1H3 reads at 1, writes at 3
+    assert list(fig.layout.xaxis.ticktext) == ["0·a", "1·␣b", "2·␣c", "3·␣d"]
+    hover = [t for t in fig.data if t.name == "edges"][0].hovertext
+    assert "L0H1 → L1KV1 k (k) @1: -0.5" in hover
+    with pytest.raises(ValueError, match="position"):
+        plots.circuit_graph(split.drop(columns="position"), N_LAYER, N_HEAD, N_KV_HEAD, tokens=tokens)

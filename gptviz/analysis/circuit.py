@@ -323,8 +323,9 @@ def curve_sizes(n_edges: int) -> tuple[int, ...]:
 
 def sender_totals(frame: pd.DataFrame) -> dict[str, float]:
     """A circuit's edges (EdgeScores.frame) -> each sender's summed score over its edges: how much it
-    carries (negative: it supports the prediction)."""
-    return frame.groupby("sender")["score"].sum().to_dict()
+    carries (negative: it supports the prediction). Split by position, per sender and position ("L3H1 @5")."""
+    sender = frame["sender"] + " @" + frame["position"].astype(str) if "position" in frame.columns else frame["sender"]
+    return frame["score"].groupby(sender).sum().to_dict()
 
 
 def weights_vs_prompt(clean: Trace, scores: EdgeScores, composition: Composition) -> pd.DataFrame:
@@ -341,13 +342,22 @@ def weights_vs_prompt(clean: Trace, scores: EdgeScores, composition: Composition
 
 # ---- a circuit as a file ------------------------------------------------------------------------------
 def circuit_json(scores: EdgeScores, keep: Tensor, settings: dict) -> str:
-    """The circuit (its edges and scores, each edge's names) and the settings that made it, as JSON."""
-    frame = scores.frame(keep)
-    return json.dumps({
-        "settings": settings, "method": scores.method, "steps": scores.steps, "clean_metric": scores.clean,
-        "source_metric": scores.source,
-        "edges": [{"sender": r.sender, "receiver": r.receiver, "score": r.score} for r in frame.itertuples()],
-    }, indent=1)
+    """The circuit (its edges and scores, each edge's names; split by position, each edge's position too: keep
+    (n_senders, n_receivers, T)) and the settings that made it, as JSON."""
+    split = keep.dim() == 3
+    frame = scores.frame(keep, split)
+    edges = [{"sender": r.sender, "receiver": r.receiver, "score": r.score} | ({"position": int(r.position)}
+                                                                             if split else {})
+             for r in frame.itertuples()]
+    return json.dumps({"settings": settings, "method": scores.method, "steps": scores.steps,
+                       "clean_metric": scores.clean, "source_metric": scores.source, "edges": edges}, indent=1)
+
+
+def edge_keys(edges: Sequence[dict] | pd.DataFrame) -> set[tuple]:
+    """The (sender, receiver[, position]) of each edge of a circuit file or of a frame: to compare two circuits."""
+    rows = edges.to_dict("records") if isinstance(edges, pd.DataFrame) else edges
+    return {(e.get("sender"), e.get("receiver")) + ((int(e["position"]),) if "position" in e else ())
+            for e in rows if isinstance(e, dict)}
 
 
 def read_circuit_json(text: str) -> dict:

@@ -6,13 +6,14 @@ k or v, an MLP's input, the logits); its score is the change of the metric when 
 corrupted run instead of the clean one (negative: the edge carries the prediction)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from gptviz.labels import MLP, component_label
+from gptviz.plots.common import show_whitespace
 
 NODE_TRACE = "nodes"  # the clickable circuit nodes; customdata [label] ("L3H1", "L3 MLP", "embed", "logits")
 EDGE_COLUMNS = ("sender", "receiver", "sender_layer", "sender_head", "receiver_layer", "receiver_head", "input",
@@ -38,15 +39,27 @@ def _check_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> No
         raise ValueError(f"{what} lacks the columns {missing}; it needs {list(columns)}.")
 
 
-def _positions(layer: np.ndarray, head: np.ndarray, n_layer: int, n_head: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of nodes (layer, head), each (N,): head -1 is the layer's MLP, layer -1 the embeddings,
-    layer n_layer the logits. Heads sit at x = head on row y = layer + 1, the MLP to their right a bit
-    higher; embeddings (y = 0) and logits (y = n_layer + 1) centred under and over the heads."""
+def column_width(n_head: int) -> float:
+    """The x distance between two positions' columns when nodes are split by position."""
+    return n_head + 2.5
+
+
+def _positions(layer: np.ndarray, head: np.ndarray, n_layer: int, n_head: int,
+               position: np.ndarray | int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of nodes (layer, head) at token `position`, each (N,): head -1 is the layer's MLP, layer -1 the
+    embeddings, layer n_layer the logits. Heads sit at x = head on row y = layer + 1, the MLP to their right
+    a bit higher; embeddings (y = 0) and logits (y = n_layer + 1) centred under and over the heads. Split by
+    position, each position's nodes form a column of their own, column_width(n_head) apart."""
     layer, head = np.asarray(layer), np.asarray(head)
     ends = (layer < 0) | (layer >= n_layer)
     x = np.where(head >= 0, head, np.where(ends, (n_head - 1) / 2, n_head + 0.5)).astype(np.float64)
     y = np.where(layer < 0, 0.0, np.where(head >= 0, layer + 1.0, layer + 1.0 + MLP_RISE))
-    return x, np.where(layer >= n_layer, n_layer + 1.0, y)
+    return x + np.asarray(position) * column_width(n_head), np.where(layer >= n_layer, n_layer + 1.0, y)
+
+
+def _edge_positions(edges: pd.DataFrame) -> np.ndarray | int:
+    """Each edge's token position (E,), or 0 for edges not split by position."""
+    return edges["position"].to_numpy() if "position" in edges.columns else 0
 
 
 def _label(layer: int, head: int, n_layer: int) -> str:
@@ -90,23 +103,40 @@ def _landings(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) ->
     rh = edges["receiver_head"].to_numpy()
     kv = np.isin(inp, ("k", "v"))
     head = np.where(inp == "q", rh, np.where(kv, rh * r, -1))
-    x, y = _positions(edges["receiver_layer"].to_numpy(), head, n_layer, n_head)
+    x, y = _positions(edges["receiver_layer"].to_numpy(), head, n_layer, n_head, _edge_positions(edges))
     x = x + np.where(kv, (r - 1) / 2, 0.0) + edges["input"].map(LANDING).fillna(0.0).to_numpy()
     return x, y
 
 
-def _circuit_nodes(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) -> list[tuple[int, int]]:
-    """The circuit's nodes (layer, head; head -1 for an MLP), bottom to top, left to right: every sender,
-    and every component whose input receives an edge (a kv head's k / v: each query head that reads it)."""
+def _circuit_nodes(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int) -> list[tuple[int, int, int]]:
+    """The circuit's nodes (layer, head, position; head -1 for an MLP, position 0 when not split), bottom to
+    top, left to right: every sender, and every component whose input receives an edge (a kv head's k / v:
+    each query head that reads it)."""
     r = n_head // n_kv_head
-    nodes = set(zip(edges["sender_layer"].astype(int), edges["sender_head"].astype(int)))
-    for layer, head, inp in zip(edges["receiver_layer"].astype(int), edges["receiver_head"].astype(int),
-                                edges["input"]):
+    position = np.broadcast_to(_edge_positions(edges), (len(edges),)).astype(int)
+    nodes = set(zip(edges["sender_layer"].astype(int), edges["sender_head"].astype(int), position))
+    for layer, head, inp, t in zip(edges["receiver_layer"].astype(int), edges["receiver_head"].astype(int),
+                                   edges["input"], position):
         if inp in ("k", "v"):
-            nodes.update((layer, head * r + j) for j in range(r))
+            nodes.update((layer, head * r + j, t) for j in range(r))
         else:
-            nodes.add((layer, head if inp == "q" else -1))
-    return sorted(nodes, key=lambda n: (n[0], n[1] < 0, n[1]))
+            nodes.add((layer, head if inp == "q" else -1, t))
+    return sorted(nodes, key=lambda n: (n[0], n[1] < 0, n[1], n[2]))
+
+
+def _reading_back(nodes: list[tuple[int, int, int]], edges: pd.DataFrame, n_layer: int, n_head: int) -> go.Scatter:
+    """Split by position: a head reads keys and values at earlier positions (and its own) and writes at the
+    query's: a faint line from each of its nodes that receives to each later node of it that sends."""
+    senders = set(zip(edges["sender_layer"].astype(int), edges["sender_head"].astype(int), edges["position"]))
+    pairs = [(a, b) for a in nodes for b in senders
+             if a[0] == b[0] and a[1] == b[1] >= 0 and 0 <= a[0] < n_layer and a[2] < b[2]]
+    layer = np.array([a[0] for a, _ in pairs], dtype=int)
+    head = np.array([a[1] for a, _ in pairs], dtype=int)
+    x0, y0 = _positions(layer, head, n_layer, n_head, np.array([a[2] for a, _ in pairs], dtype=int))
+    x1, y1 = _positions(layer, head, n_layer, n_head, np.array([b[2] for _, b in pairs], dtype=int))
+    x, y = _segments(x0, y0, x1, y1)
+    return go.Scatter(x=x, y=y, mode="lines", name="attention reads back (same head, earlier position)",
+                      line=dict(color="rgba(120,120,120,0.5)", width=1, dash="dot"), hoverinfo="skip")
 
 
 def _segments(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,20 +145,31 @@ def _segments(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) ->
     return np.stack([x0, x1, gap], axis=1).ravel(), np.stack([y0, y1, gap], axis=1).ravel()
 
 
-def _skeleton(n_layer: int, n_head: int, title: str) -> go.Figure:
-    """Every head and MLP as a faint grey dot, the embeddings and logits, and the layer axis."""
-    layers, heads = np.meshgrid(np.arange(n_layer), np.arange(-1, n_head), indexing="ij")
-    layer = np.concatenate([[-1], layers.ravel(), [n_layer]])
-    head = np.concatenate([[-1], heads.ravel(), [-1]])
-    x, y = _positions(layer, head, n_layer, n_head)
-    names = np.array([_label(int(a), int(b), n_layer) for a, b in zip(layer, head)], dtype=object)
+def _skeleton(n_layer: int, n_head: int, title: str, tokens: Sequence[str] | None = None) -> go.Figure:
+    """Every head and MLP as a faint grey dot, the embeddings and logits, and the layer axis; split by
+    position (tokens given), one column per token, named on the x axis."""
+    n_columns = 1 if tokens is None else len(tokens)
+    columns, layers, heads = np.meshgrid(np.arange(n_columns), np.arange(n_layer), np.arange(-1, n_head),
+                                         indexing="ij")
+    layer = np.concatenate([[-1] * n_columns, layers.ravel(), [n_layer] * n_columns])
+    head = np.concatenate([[-1] * n_columns, heads.ravel(), [-1] * n_columns])
+    column = np.concatenate([np.arange(n_columns), columns.ravel(), np.arange(n_columns)])
+    x, y = _positions(layer, head, n_layer, n_head, column)
+    names = np.array([_label(int(a), int(b), n_layer) + ("" if tokens is None else f" @{t}")
+                      for a, b, t in zip(layer, head, column)], dtype=object)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="markers", name="model", hovertext=names, showlegend=False,
                                marker=dict(size=5, color="rgba(150,150,150,0.35)"),
                                hovertemplate="%{hovertext}<extra></extra>"))
     ticks = np.concatenate([[0.0], np.arange(n_layer) + 1 + MLP_RISE / 2, [n_layer + 1.0]])
     fig.update_yaxes(tickvals=ticks, ticktext=["embed", *(f"L{l}" for l in range(n_layer)), "logits"],
                      showgrid=False, zeroline=False, range=[-0.6, n_layer + 1.6])
-    fig.update_xaxes(visible=False, range=[-1.0, n_head + 1.5])
+    if tokens is None:
+        fig.update_xaxes(visible=False, range=[-1.0, n_head + 1.5])
+    else:
+        width = column_width(n_head)
+        fig.update_xaxes(range=[-1.0, n_columns * width - 1.0], tickvals=np.arange(n_columns) * width + n_head / 2,
+                         ticktext=[f"{t}·{show_whitespace(tok)}" for t, tok in enumerate(tokens)], showgrid=False,
+                         side="top", tickangle=-45)
     fig.update_layout(title=title, height=min(1100, 300 + 22 * n_layer), margin=MARGIN, plot_bgcolor="white",
                       hovermode="closest", legend=dict(orientation="h", yanchor="top", y=-0.01, x=0))
     return fig
@@ -153,7 +194,8 @@ def _edge_traces(edges: pd.DataFrame, x0: np.ndarray, y0: np.ndarray, x1: np.nda
                         x=x, y=y, mode="lines", name=f"{kind} edges", legendgroup=kind, showlegend=False,
                         line=dict(color=SIGN_COLOURS[negative], width=width, dash=DASH[kind]), opacity=0.75,
                         hoverinfo="skip"))
-    text = (edges["sender"] + " → " + edges["receiver"] + " (" + edges["input"] + "): "
+    where = (" @" + edges["position"].astype(str)) if "position" in edges.columns else ""
+    text = (edges["sender"] + " → " + edges["receiver"] + " (" + edges["input"] + ")" + where + ": "
             + edges["score"].map("{:.4g}".format)).to_numpy(dtype=object)
     traces.append(go.Scatter(x=(x0 + x1) / 2, y=(y0 + y1) / 2, mode="markers", name="edges", hovertext=text,
                              showlegend=False, marker=dict(size=8, color="rgba(0,0,0,0)"),
@@ -171,14 +213,16 @@ def _legend_traces() -> list[go.Scatter]:
     return styles + colours
 
 
-def _node_trace(nodes: list[tuple[int, int]], n_layer: int, n_head: int,
-                node_scores: dict[str, float] | None) -> go.Scatter:
+def _node_trace(nodes: list[tuple[int, int, int]], n_layer: int, n_head: int,
+                node_scores: dict[str, float] | None, split: bool = False) -> go.Scatter:
     """The circuit's nodes, big and coloured (by kind, or by node_scores on a diverging scale), text-labelled
-    when there are at most MAX_NODE_LABELS; customdata [label] is what a click sends back."""
+    when there are at most MAX_NODE_LABELS; customdata [label] (split by position: [label, position]) is
+    what a click sends back."""
     layer = np.array([n[0] for n in nodes])
     head = np.array([n[1] for n in nodes])
-    x, y = _positions(layer, head, n_layer, n_head)
-    labels = np.array([_label(a, b, n_layer) for a, b in nodes], dtype=object)
+    column = np.array([n[2] for n in nodes])
+    x, y = _positions(layer, head, n_layer, n_head, column)
+    labels = np.array([_label(a, b, n_layer) for a, b, _ in nodes], dtype=object)
     ends = (layer < 0) | (layer >= n_layer)
     symbol = np.where(ends, "diamond", np.where(head >= 0, "circle", "square"))
     labelled = len(nodes) <= MAX_NODE_LABELS
@@ -187,20 +231,24 @@ def _node_trace(nodes: list[tuple[int, int]], n_layer: int, n_head: int,
     if node_scores is None:
         marker["color"] = np.where(ends, "#555555", np.where(head >= 0, "#f2a541", "#6a9f58"))
     else:
-        score = np.array([node_scores.get(label, np.nan) for label in labels], dtype=np.float64)
+        keys = [f"{label} @{t}" if split else label for label, t in zip(labels, column)]
+        score = np.array([node_scores.get(key, np.nan) for key in keys], dtype=np.float64)
         m = float(np.nanmax(np.abs(score), initial=0.0)) or 1.0
         marker.update(color=np.nan_to_num(score), colorscale="RdBu", cmin=-m, cmax=m,
                       colorbar=dict(title="node score", len=0.6, y=0.6))
         hover = np.array([f"{label}: {s:.4g}" if np.isfinite(s) else f"{label}: no score"
                           for label, s in zip(labels, score)], dtype=object)
+    if split:
+        hover = np.array([f"{h} @{t}" for h, t in zip(hover, column)], dtype=object)
+    data = np.stack([labels, column.astype(object)], axis=1) if split else labels[:, None]
     return go.Scatter(x=x, y=y, mode="markers+text" if labelled else "markers",
                       name=NODE_TRACE, text=labels, textposition="middle left", textfont=dict(size=10),
-                      customdata=labels[:, None], hovertext=hover, marker=marker, showlegend=False,
+                      customdata=data, hovertext=hover, marker=marker, showlegend=False,
                       hovertemplate="%{hovertext}<extra>click to open</extra>")
 
 
 def circuit_graph(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int, *, title: str = "",
-                  node_scores: dict[str, float] | None = None) -> go.Figure:
+                  node_scores: dict[str, float] | None = None, tokens: Sequence[str] | None = None) -> go.Figure:
     """The circuit as a graph laid out by layer: embeddings at the bottom, logits on top, a layer's heads on
     one row (x = head) and its MLP just above them to the right; every component of the model as a faint
     grey dot. edges (E rows, columns EDGE_COLUMNS) are line segments sender → receiver input: q / k / v
@@ -208,17 +256,28 @@ def circuit_graph(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int
     negative (the edge carries the prediction) and blue where positive, wider for larger |score| (four
     widths). One trace per (input, sign, width), so a thousand edges stay quick to draw. The trace named
     NODE_TRACE holds the circuit's nodes with customdata [label]. No edges: the empty model and a note.
-    node_scores (label -> score) colours the circuit's nodes."""
+    node_scores (label -> score) colours the circuit's nodes.
+
+    Split by position (tokens given, edges with a "position" column): one column of nodes per token, an
+    edge inside its position's column, node_scores keyed "L3H1 @5", customdata [label, position], and a
+    faint line where a head reads keys and values at an earlier position than it writes."""
     _check_edges(edges, n_layer, n_head, n_kv_head)
-    fig = _skeleton(n_layer, n_head, title)
+    split = tokens is not None
+    if split:
+        _check_columns(edges, ("position",), "edges split by position")
+    fig = _skeleton(n_layer, n_head, title, tokens)
     if edges.empty:
         fig.add_annotation(text="No edge passes the threshold: lower it to see a circuit.", xref="paper",
                            yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=15))
         return fig
-    x0, y0 = _positions(edges["sender_layer"].to_numpy(), edges["sender_head"].to_numpy(), n_layer, n_head)
+    x0, y0 = _positions(edges["sender_layer"].to_numpy(), edges["sender_head"].to_numpy(), n_layer, n_head,
+                        _edge_positions(edges))
     x1, y1 = _landings(edges, n_layer, n_head, n_kv_head)
+    nodes = _circuit_nodes(edges, n_layer, n_head, n_kv_head)
+    if split:
+        fig.add_trace(_reading_back(nodes, edges, n_layer, n_head))
     fig.add_traces(_edge_traces(edges, x0, y0, x1, y1))
-    fig.add_trace(_node_trace(_circuit_nodes(edges, n_layer, n_head, n_kv_head), n_layer, n_head, node_scores))
+    fig.add_trace(_node_trace(nodes, n_layer, n_head, node_scores, split))
     fig.add_traces(_legend_traces())
     return fig
 

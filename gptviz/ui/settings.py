@@ -168,6 +168,7 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("circuit_method", str, "eap", "ig", {"choices": ("eap", "ig")}),
         ("circuit_steps", int, 5, 10, {"bounds": (1, 64)}),
         ("circuit_n", int, 100, 200, {"bounds": (1, 10**7)}),
+        ("circuit_split", bool, False, True),
     )
     + _settings(
         "attention_at_scale",
