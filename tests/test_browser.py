@@ -247,7 +247,7 @@ def test_circuit_graph_click_focuses_a_head(app_url, page, tmp_path):
     expect(main).to_contain_text("Faithfulness: the circuit alone")
     graph = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="connected to the logits")).first
     graph.scroll_into_view_if_needed()
-    shoot(page, "circuit", shots)
+    shoot(page, "circuit_name_swap", shots)
     box = graph.bounding_box()
     page.screenshot(path=str(shots / "circuit_graph.png"),
                     clip={"x": box["x"] - 10, "y": box["y"] - 10, "width": box["width"] + 20,
