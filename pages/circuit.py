@@ -217,7 +217,8 @@ def faithfulness_section(v, tr, metric, source, scores: cc.EdgeScores, split: bo
 # ---- weights vs prompt --------------------------------------------------------------------------------------
 def composition_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> None:
     st.subheader("Which connections the weights make possible, and which this prompt uses")
-    comp = ui.of_model(v.model_name, v.model, composition_scores)
+    with st.spinner("Reading every pair of heads' composition from the weights (once per model)…"):
+        comp = ui.of_model(v.model_name, v.model, composition_scores)
     frame = ui.derived(v.plain, cc.weights_vs_prompt, scores, comp)
     ui.explain(
         "**Composition scores** (Elhage et al. 2021) read the weights alone, no prompt: how much of what an earlier "
