@@ -326,7 +326,7 @@ def circuit_table(result: dict) -> str:
         lines.append(f"| {label} | {cell(summary)} | {cell(summary, 'cpu_ratio')} |")
     g = circuit["graph"]
     lines.append(f"| circuit graph, top {GRAPH_EDGES} pruned ({g['edges']} edges): prune + frame + figure, to_json "
-                 f"| {g['build_s']:.2f} s + {g['json_s']:.2f} s | |")
+                 f"| {g['build_s']:.3f} s + {g['json_s']:.3f} s | |")
     return "\n".join(lines)
 
 
