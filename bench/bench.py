@@ -41,7 +41,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +53,9 @@ from bench import cases  # noqa: E402
 from bench.cases import Subject  # noqa: E402
 from bench.timing import Case, combine, summarise, time_cases  # noqa: E402
 from gptviz.model import KVCache, LayerKV  # noqa: E402
+
+if TYPE_CHECKING:
+    from gptviz.analysis.circuit import EdgeScores
 
 log = logging.getLogger("bench")
 
@@ -95,16 +98,16 @@ ATTRIBUTION_ROWS = {
 ATTRIBUTION_LIMITS = {("ablation_heads", 16): 25.0, ("ablation_heads", 64): 150.0, ("gradient", 16): 4.0,
                       ("gradient", 64): 4.0}
 
+IG_STEPS, BATCHED_RUNS, GRAPH_EDGES = 5, 4, 200
 CIRCUIT_ROWS = {
     "gv_forward": "plain forward `model(ids)` (baseline)",
     "eap": "edge scores, attribution patching (every edge)",
-    "ig": "edge scores, integrated gradients (per step)",
+    "ig": f"edge scores, integrated gradients ({IG_STEPS} steps, per step)",
     "circuit_run": "one faithfulness point: one circuit run (`Setup.runs`, one mask)",
-    "circuit_run_batched": "… 4 circuit runs at once, per run",
+    "circuit_run_batched": f"… {BATCHED_RUNS} circuit runs at once, per run",
 }
 CIRCUIT_LIMITS = {"eap": 6.0, "ig": 4.0, "circuit_run": 2.0}
 CIRCUIT_GRAPH_LIMIT_S = 2.0
-IG_STEPS, BATCHED_RUNS, GRAPH_EDGES = 5, 4, 200
 
 DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 7, 64: 5, 256: 4, 1024: 3}, gen_context=256, gen_repeats=7,
                memory_T=1024, memory_repeats=1, render_T=1024, render_repeats=3,
@@ -255,30 +258,25 @@ def attribution_table(result: dict, key: str = "ratio") -> str:
     return "\n".join(lines)
 
 
-def circuit_cases(subject: Subject, T: int) -> tuple[dict[str, Case], Callable, Callable]:
+def circuit_cases(subject: Subject, T: int) -> tuple[dict[str, Case], EdgeScores]:
     """Edge scores, circuit runs and the plain forward they are compared with, on T random ids (the
-    source: T other random ids; the metric: logit(top) − logit(second) of the clean run); and the
-    graph build (prune + frame, figure) of the top GRAPH_EDGES edges given the scores; the scores themselves."""
+    source: T other random ids; the metric: logit(top) − logit(second) of the clean run), and the
+    EAP scores (the circuit run keeps their top GRAPH_EDGES edges, pruned)."""
     from gptviz.analysis import circuit as cc
     from gptviz.analysis.attribution import Metric
-    from gptviz.plots.circuit import circuit_graph
 
-    config = subject.gv.config
-    ids = cases.random_ids(config.vocab_size, T)
+    ids = cases.random_ids(subject.gv.config.vocab_size, T)
     clean = gptviz.trace(subject.gv, ids[0].tolist())
-    source = gptviz.trace(subject.gv, cases.random_ids(config.vocab_size, T, seed=1)[0].tolist())
+    source = gptviz.trace(subject.gv, cases.random_ids(subject.gv.config.vocab_size, T, seed=1)[0].tolist())
     metric = Metric(*clean.last_logits.topk(2).indices.tolist())
 
-    def scores(method: str) -> cc.EdgeScores:
+    def scores(method: str) -> EdgeScores:
         with torch.inference_mode(False):  # the harness times in inference mode; scores need autograd
             return cc.edge_scores(clean, metric, source, method, IG_STEPS)
 
-    def graph(eap: cc.EdgeScores):
-        frame = eap.frame(eap.circuit(GRAPH_EDGES))
-        return circuit_graph(frame, config.n_layer, config.n_head, config.n_kv_head)
-
+    eap = scores("eap")
     setup = cc.Setup.of(clean, metric, source)
-    cut = setup.graph.valid() & ~scores("eap").circuit(GRAPH_EDGES)  # (n_senders, n_receivers)
+    cut = setup.graph.valid() & ~eap.circuit(GRAPH_EDGES)  # (n_senders, n_receivers)
     named = {
         "gv_forward": Case(lambda _: subject.gv(ids)),
         "eap": Case(lambda _: scores("eap")),
@@ -286,21 +284,28 @@ def circuit_cases(subject: Subject, T: int) -> tuple[dict[str, Case], Callable, 
         "circuit_run": Case(lambda _: setup.runs(cut[None])),
         "circuit_run_batched": Case(lambda _: setup.runs(cut.expand(BATCHED_RUNS, -1, -1))),
     }
-    return named, graph, scores
+    return named, eap
+
+
+def circuit_figure(scores: EdgeScores):
+    """What the Circuit page draws once the scores exist: the top GRAPH_EDGES edges pruned, their frame, the graph."""
+    from gptviz.plots.circuit import circuit_graph
+
+    graph = scores.graph
+    return circuit_graph(scores.frame(scores.circuit(GRAPH_EDGES)), graph.n_layer, graph.n_head, graph.n_kv_head)
 
 
 def circuit_section(subject: Subject, T: int, repeats: int) -> dict:
-    """{"T", "cases": {case: summary} (ratios to the plain forward; ig per step, batched runs per run),
-    "graph": seconds of prune + frame and figure build, to_json}."""
-    named, graph, scores = circuit_cases(subject, T)
+    """{"T", "n_edges", "cases": {case: summary} (ratios to the plain forward; ig per step, batched runs per
+    run), "graph": {"edges" kept, seconds of "build_s" (prune + frame + figure) and "json_s" (to_json)}}."""
+    named, eap = circuit_cases(subject, T)
     result = summarise(time_cases(named, repeats, warmup=1), "gv_forward")
     result["ig"] = per_unit(result["ig"], IG_STEPS)
     result["circuit_run_batched"] = per_unit(result["circuit_run_batched"], BATCHED_RUNS)
-    eap = scores("eap")
     build_s, json_s = [], []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
-        fig = graph(eap)
+        fig = circuit_figure(eap)
         t1 = time.perf_counter()
         fig.to_json()
         build_s.append(t1 - t0)
@@ -321,7 +326,6 @@ def circuit_table(result: dict) -> str:
     lines = ["| case | wall | CPU time |", "|---|---:|---:|"]
     for case, label in CIRCUIT_ROWS.items():
         label = f"{label} ({circuit['n_edges']:,} edges)" if case == "eap" else label
-        label = label.replace("(per step)", f"({IG_STEPS} steps, per step)")
         summary = circuit["cases"][case]
         lines.append(f"| {label} | {cell(summary)} | {cell(summary, 'cpu_ratio')} |")
     g = circuit["graph"]
