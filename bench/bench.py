@@ -17,6 +17,9 @@ that directory) and SmolLM2-135M (the shipped GGUF, loaded by both). Sections:
   overview (gptviz.plots / gptviz.analysis.heads; "n/a" where those are missing).
 - attribution (issue 8): the ablation map of every head (and MLP), and its gradient estimate,
   on a ready trace, as ratios to one plain forward pass of the same prompt (round-robin).
+- circuit: edge scores of every edge (attribution patching; integrated gradients, per step), one
+  faithfulness point (one circuit run, alone and 4 at once), as ratios to one plain forward; the
+  circuit graph of the top-200 pruned edges (prune + frame, figure build, to_json) in seconds.
 
     python -m bench.bench                 # the full run (about 10 minutes on 2 cores)
     python -m bench.bench --quick         # a smoke run
@@ -38,7 +41,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +53,9 @@ from bench import cases  # noqa: E402
 from bench.cases import Subject  # noqa: E402
 from bench.timing import Case, combine, summarise, time_cases  # noqa: E402
 from gptviz.model import KVCache, LayerKV  # noqa: E402
+
+if TYPE_CHECKING:
+    from gptviz.analysis.circuit import EdgeScores
 
 log = logging.getLogger("bench")
 
@@ -92,12 +98,23 @@ ATTRIBUTION_ROWS = {
 ATTRIBUTION_LIMITS = {("ablation_heads", 16): 25.0, ("ablation_heads", 64): 150.0, ("gradient", 16): 4.0,
                       ("gradient", 64): 4.0}
 
+IG_STEPS, BATCHED_RUNS, GRAPH_EDGES = 5, 4, 200
+CIRCUIT_ROWS = {
+    "gv_forward": "plain forward `model(ids)` (baseline)",
+    "eap": "edge scores, attribution patching (every edge)",
+    "ig": f"edge scores, integrated gradients ({IG_STEPS} steps, per step)",
+    "circuit_run": "one faithfulness point: one circuit run (`Setup.runs`, one mask)",
+    "circuit_run_batched": f"… {BATCHED_RUNS} circuit runs at once, per run",
+}
+CIRCUIT_LIMITS = {"eap": 6.0, "ig": 4.0, "circuit_run": 2.0}
+CIRCUIT_GRAPH_LIMIT_S = 2.0
+
 DEFAULT = dict(Ts=(16, 64, 256, 1024), repeats={16: 7, 64: 5, 256: 4, 1024: 3}, gen_context=256, gen_repeats=7,
                memory_T=1024, memory_repeats=1, render_T=1024, render_repeats=3,
-               attribution_Ts=(16, 64), attribution_repeats={16: 5, 64: 3})
+               attribution_Ts=(16, 64), attribution_repeats={16: 5, 64: 3}, circuit_T=16, circuit_repeats=3)
 QUICK = dict(Ts=(16, 64), repeats={16: 3, 64: 2}, gen_context=32, gen_repeats=3,
              memory_T=256, memory_repeats=1, render_T=64, render_repeats=1,
-             attribution_Ts=(16,), attribution_repeats={16: 1})
+             attribution_Ts=(16,), attribution_repeats={16: 1}, circuit_T=16, circuit_repeats=1)
 
 
 def warmup(T: int) -> int:
@@ -238,6 +255,82 @@ def attribution_table(result: dict, key: str = "ratio") -> str:
     for case, label in ATTRIBUTION_ROWS.items():
         label = label + heads if case == "ablation_heads" else label
         lines.append(f"| {label} | " + " | ".join(cell(by_T[T].get(case), key) for T in Ts) + " |")
+    return "\n".join(lines)
+
+
+def circuit_cases(subject: Subject, T: int) -> tuple[dict[str, Case], EdgeScores]:
+    """Edge scores, circuit runs and the plain forward they are compared with, on T random ids (the
+    source: T other random ids; the metric: logit(top) − logit(second) of the clean run), and the
+    EAP scores (the circuit run keeps their top GRAPH_EDGES edges, pruned)."""
+    from gptviz.analysis import circuit as cc
+    from gptviz.analysis.attribution import Metric
+
+    ids = cases.random_ids(subject.gv.config.vocab_size, T)
+    clean = gptviz.trace(subject.gv, ids[0].tolist())
+    source = gptviz.trace(subject.gv, cases.random_ids(subject.gv.config.vocab_size, T, seed=1)[0].tolist())
+    metric = Metric(*clean.last_logits.topk(2).indices.tolist())
+
+    def scores(method: str) -> EdgeScores:
+        with torch.inference_mode(False):  # the harness times in inference mode; scores need autograd
+            return cc.edge_scores(clean, metric, source, method, IG_STEPS)
+
+    eap = scores("eap")
+    setup = cc.Setup.of(clean, metric, source)
+    cut = setup.graph.valid() & ~eap.circuit(GRAPH_EDGES)  # (n_senders, n_receivers)
+    named = {
+        "gv_forward": Case(lambda _: subject.gv(ids)),
+        "eap": Case(lambda _: scores("eap")),
+        "ig": Case(lambda _: scores("ig")),
+        "circuit_run": Case(lambda _: setup.runs(cut[None])),
+        "circuit_run_batched": Case(lambda _: setup.runs(cut.expand(BATCHED_RUNS, -1, -1))),
+    }
+    return named, eap
+
+
+def circuit_figure(scores: EdgeScores):
+    """What the Circuit page draws once the scores exist: the top GRAPH_EDGES edges pruned, their frame, the graph."""
+    from gptviz.plots.circuit import circuit_graph
+
+    graph = scores.graph
+    return circuit_graph(scores.frame(scores.circuit(GRAPH_EDGES)), graph.n_layer, graph.n_head, graph.n_kv_head)
+
+
+def circuit_section(subject: Subject, T: int, repeats: int) -> dict:
+    """{"T", "n_edges", "cases": {case: summary} (ratios to the plain forward; ig per step, batched runs per
+    run), "graph": {"edges" kept, seconds of "build_s" (prune + frame + figure) and "json_s" (to_json)}}."""
+    named, eap = circuit_cases(subject, T)
+    result = summarise(time_cases(named, repeats, warmup=1), "gv_forward")
+    result["ig"] = per_unit(result["ig"], IG_STEPS)
+    result["circuit_run_batched"] = per_unit(result["circuit_run_batched"], BATCHED_RUNS)
+    build_s, json_s = [], []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fig = circuit_figure(eap)
+        t1 = time.perf_counter()
+        fig.to_json()
+        build_s.append(t1 - t0)
+        json_s.append(time.perf_counter() - t1)
+    log.info("%s circuit T=%d: %s", subject.name, T, ", ".join(f"{k} {v['ratio']:.1f}x" for k, v in result.items()))
+    return {"T": T, "n_edges": eap.graph.n_edges, "cases": result,
+            "graph": {"edges": int(eap.circuit(GRAPH_EDGES).sum()), "build_s": statistics.median(build_s),
+                      "json_s": statistics.median(json_s)}}
+
+
+def per_unit(summary: dict, n: int) -> dict:
+    """A summary of a case that did n units of work, per unit (times and ratios divided by n)."""
+    return {k: v / n if k in ("ms", "cpu_ms", "ratio", "cpu_ratio") else v for k, v in summary.items()}
+
+
+def circuit_table(result: dict) -> str:
+    circuit = result["circuit"]
+    lines = ["| case | wall | CPU time |", "|---|---:|---:|"]
+    for case, label in CIRCUIT_ROWS.items():
+        label = f"{label} ({circuit['n_edges']:,} edges)" if case == "eap" else label
+        summary = circuit["cases"][case]
+        lines.append(f"| {label} | {cell(summary)} | {cell(summary, 'cpu_ratio')} |")
+    g = circuit["graph"]
+    lines.append(f"| circuit graph, top {GRAPH_EDGES} pruned ({g['edges']} edges): prune + frame + figure, to_json "
+                 f"| {g['build_s']:.3f} s + {g['json_s']:.3f} s | |")
     return "\n".join(lines)
 
 
@@ -422,6 +515,17 @@ def targets(results: dict[str, dict]) -> list[dict]:
                     what = "all-heads ablation map" if case == "ablation_heads" else "gradient estimate"
                     add(f"{name}: {what} ≤ {limit:g}× plain forward, T={T}", limit, by_case[case]["ratio"],
                         by_case[case]["cpu_ratio"])
+        circuit = result.get("circuit")
+        if circuit:
+            what = {"eap": "every edge's score (attribution patching)", "ig": "integrated gradients, per step",
+                    "circuit_run": "one faithfulness point (one circuit run)"}
+            for case, limit in CIRCUIT_LIMITS.items():
+                summary = circuit["cases"][case]
+                add(f"{name}: {what[case]} ≤ {limit:g}× plain forward, T={circuit['T']}", limit, summary["ratio"],
+                    summary["cpu_ratio"])
+            g = circuit["graph"]
+            add(f"{name}: circuit graph (top {GRAPH_EDGES}) drawn ≤ {CIRCUIT_GRAPH_LIMIT_S:g} s after the scores",
+                CIRCUIT_GRAPH_LIMIT_S, g["build_s"] + g["json_s"], unit=" s")
     return out
 
 
@@ -429,7 +533,8 @@ def targets_table(items: list[dict]) -> str:
     lines = ["| target | measured (wall) | met | by CPU time | met |", "|---|---:|:---:|---:|:---:|"]
     yes = {True: "yes", False: "NO", None: ""}
     for t in items:
-        fmt = (lambda v: f"{v:.2f}×") if t["unit"] == "×" else (lambda v: f"{v:,.0f}{t['unit']}")
+        fmt = {"×": lambda v: f"{v:.2f}×", " s": lambda v: f"{v:.2f} s"}.get(
+            t["unit"], lambda v: f"{v:,.0f}{t['unit']}")
         cpu = "" if t["cpu_value"] is None else fmt(t["cpu_value"])
         lines.append(f"| {t['target']} | {fmt(t['value'])} | {yes[t['met']]} | {cpu} | {yes[t['cpu_met']]} |")
     return "\n".join(lines)
@@ -459,6 +564,9 @@ def report(results: dict[str, dict], meta: dict) -> str:
             parts.append("\n### Why this token? Ablation maps (ratio to one plain forward, wall clock)\n\n"
                          + attribution_table(result))
             parts.append("\n### The same, by CPU time\n\n" + attribution_table(result, "cpu_ratio"))
+        if "circuit" in result:
+            parts.append(f"\n### Circuits at T={result['circuit']['T']} (ratio to one plain forward)\n\n"
+                         + circuit_table(result))
     if any("render" in r for r in results.values()):
         parts.append("\n## Rendering (figure build and serialisation)\n\n" + render_table(results))
     parts.append("\n## Targets\n\n" + targets_table(targets(results)))
@@ -492,6 +600,8 @@ def bench_subject(subject: Subject, plan: dict, sections: set[str], threads: int
     if "attribution" in sections:
         result["n_heads"] = subject.n_heads_total
         result["attribution"] = attribution_section(subject, plan["attribution_Ts"], plan["attribution_repeats"])
+    if "circuit" in sections:
+        result["circuit"] = circuit_section(subject, plan["circuit_T"], plan["circuit_repeats"])
     if "memory" in sections and subject.name in plan.get("memory_models", (cases.GPT2_SMALL,)):
         result["memory"] = memory_section(subject, plan["memory_T"], plan["memory_repeats"], threads,
                                           with_peers="peers" in sections)
@@ -514,7 +624,7 @@ def to_jsonable(obj):
     return obj
 
 
-SECTIONS = ("forward", "peers", "generation", "memory", "render", "attribution")
+SECTIONS = ("forward", "peers", "generation", "memory", "render", "attribution", "circuit")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -131,6 +131,9 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor | floa
         raise ValueError(f"The source run has {source.n_tokens} tokens and this one {T}: an edge run needs "
                          "prompts of the same token length.")
     nh, nkv = config.n_head, config.n_kv_head
+    if probes is not None:  # per layer its attention inputs' and its MLP's, then the logits': views whose
+        # gradients join in one concatenation (slicing would add up a zero-filled full-size gradient per slice)
+        probes = probes.split([nh + 2 * nkv, 1] * config.n_layer + [1], dim=1)
     written = _Written(mix)
     x = model.embed(ids[None])  # (1, T, C)
     if record is not None:
@@ -147,7 +150,7 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor | floa
     for layer, (block, rotary) in enumerate(zip(model.blocks, model.rotary(torch.arange(T)))):
         r0 = graph.attn_receivers(layer)
         inputs = x[:, None] + written.seen(r0, r0 + nh + 2 * nkv, graph.heads_start(layer))  # (B, R, T, C)
-        inputs = block.norm1(inputs if probes is None else inputs + probes[:, r0:r0 + nh + 2 * nkv])
+        inputs = block.norm1(inputs if probes is None else inputs + probes[2 * layer])
         q, k, v = block.attn.project_each(inputs[:, :nh], inputs[:, nh:nh + nkv], inputs[:, nh + nkv:], rotary)
         z = attend(q, k, v, block.attn.scale, block.attn.window, block.attn.softcap)  # (B, nh, T, hs)
         heads = block.attn.head_outputs(z)  # (B, nh, T, C)
@@ -157,7 +160,7 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor | floa
         m = graph.mlp_receiver(layer)
         mlp_in = (x if block.structure.parallel else mid) + written.seen(m, m + 1, graph.upstream(m))[:, 0]
         if probes is not None:
-            mlp_in = mlp_in + probes[:, m]
+            mlp_in = mlp_in + probes[2 * layer + 1][:, 0]
         out = block.mlp(block.norm2(mlp_in))  # (B, T, C)
         write = block.post_mlp_norm(out)
         written.add(graph.heads_start(layer) + nh, (block.post_mlp_norm(source.mlps[layer]) - write)[:, None])
@@ -171,7 +174,7 @@ def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor | floa
             record.resid.append(x)
     final = x + written.seen(graph.logits_receiver, graph.logits_receiver + 1, graph.n_senders)[:, 0]  # (B, T, C)
     if probes is not None:
-        final = final + probes[:, graph.logits_receiver]
+        final = final + probes[-1][:, 0]
     if record is not None:
         record.resid[-1] = final
     if chunks is not None:

@@ -220,22 +220,33 @@ def edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", meth
 
 def _chunk_scores(graph: EdgeGraph, chunks: list[Chunk], grads: Tensor, alpha: float, by_position: bool) -> Tensor:
     """∂metric/∂α for every edge, (n_senders, n_receivers[, T]) float64, from each receiver's input gradient
-    grads (n_receivers, T, C) and what the senders wrote (chunks of a run with one weight α for every edge)."""
+    grads (n_receivers, T, C) and what the senders wrote (chunks of a run with one weight α for every edge).
+    Entries of edges that do not exist are left arbitrary (callers mask them)."""
     out = torch.zeros((graph.n_senders, graph.n_receivers) + ((grads.shape[1],) if by_position else ()),
                       dtype=torch.float64)
-    spec = "ntc,rtc->nrt" if by_position else "ntc,rtc->nr"
     with torch.no_grad():
+        linear = [c for c in chunks if c.norm is None]  # every receiver sees these as written: one product
+        rows = torch.cat([torch.arange(c.first, c.first + c.diffs.shape[1]) for c in linear])
+        out[rows] = _products(torch.cat([c.diffs[0] for c in linear]).detach(), grads, by_position)
         for chunk in chunks:
-            diffs = chunk.diffs[0].detach()  # (n, T, C)
-            first, n = chunk.first, diffs.shape[0]
+            if chunk.norm is None:
+                continue
+            first, n = chunk.first, chunk.diffs.shape[1]
             r0 = _first_reader(graph, first)
-            g = grads[r0:]  # (R, T, C): receivers that may read this chunk
-            if chunk.norm is not None:  # the post-attention norm's Jacobian at what the receivers normed
-                at = (chunk.own + alpha * chunk.diffs.sum(1))[0].detach()  # (T, C)
-                _, pull_back = torch.func.vjp(chunk.norm, at)
-                g = torch.func.vmap(lambda cotangent: pull_back(cotangent)[0])(g)
-            out[first:first + n, r0:] = torch.einsum(spec, diffs.double(), g.double())
+            at = (chunk.own + alpha * chunk.diffs.sum(1))[0].detach()  # (T, C): what the receivers normed
+            _, pull_back = torch.func.vjp(chunk.norm, at)  # the post-attention norm's Jacobian there
+            g = torch.func.vmap(lambda cotangent: pull_back(cotangent)[0])(grads[r0:])  # (R, T, C)
+            out[first:first + n, r0:] = _products(chunk.diffs[0].detach(), g, by_position)
     return out
+
+
+def _products(diffs: Tensor, grads: Tensor, by_position: bool) -> Tensor:
+    """Σ_c diffs[n, t, c] · grads[r, t, c] in float64: diffs (N, T, C), grads (R, T, C) -> (N, R), summed
+    over t, or (N, R, T). One matrix product (einsum's plan for these shapes is ~30× slower)."""
+    d, g = diffs.double(), grads.double()
+    if by_position:
+        return torch.bmm(d.transpose(0, 1), g.permute(1, 2, 0)).permute(1, 2, 0)  # (T, N, R) -> (N, R, T)
+    return d.flatten(1) @ g.flatten(1).T
 
 
 def _first_reader(graph: EdgeGraph, sender: int) -> int:
