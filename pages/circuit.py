@@ -10,7 +10,7 @@ from gptviz.plots.common import picked_customdata
 from gptviz.ui import question, settings
 
 SOURCES = {"corrupted": "the corrupted prompt", "mean": "each sender's mean over the positions", "zero": "zero"}
-METHODS = {"eap": "Edge attribution patching", "ig": "Integrated gradients"}
+METHODS = {"ig": "Integrated gradients", "eap": "Edge attribution patching"}
 SIZES = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
 SPLIT_MAX_T = 24  # nodes split by position for prompts up to this many tokens
 FILE_SETTINGS = ("prompt", "allow_special", "corrupt", "why_target", "why_target_pick", "why_contrast",
@@ -49,10 +49,11 @@ def split_setting(T: int) -> bool:
 def method_setting() -> tuple[str, int]:
     left, right = st.columns([3, 1])
     left.radio("Edge scores", list(METHODS), key="circuit_method", format_func=METHODS.get, horizontal=True,
-               help="Edge attribution patching: the first-order estimate from one forward and one backward pass. "
-                    "Integrated gradients: the same gradient averaged along the way from the clean run to the "
-                    "source (N passes), closer to what cutting an edge really does.")
-    method = st.session_state.get("circuit_method", "eap")
+               help="Integrated gradients: the gradient averaged along the way from the clean run to the source "
+                    "(N forward and backward passes), closer to what cutting an edge really does. Edge attribution "
+                    "patching: the first-order estimate from one forward and one backward pass; cheaper, and wrong "
+                    "where an edge is far from linear (on SmolLM2, embed → L0 MLP even gets the wrong sign).")
+    method = st.session_state.get("circuit_method", "ig")
     if method == "ig":
         right.number_input("Steps", min_value=1, max_value=64, key="circuit_steps",
                            help="Forward and backward passes along the path (midpoints).")

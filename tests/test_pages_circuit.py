@@ -46,11 +46,13 @@ def test_every_source_and_method(app_env):
         at.session_state["circuit_source"] = source
         run_ok(at)
         assert "circuit_graph" in [c.key for c in at.get("plotly_chart")], source
-    at.session_state["circuit_method"] = "ig"
-    at.session_state["circuit_steps"] = 3
+    at.session_state["circuit_steps"] = 3  # integrated gradients by default
     run_ok(at)
-    assert at.number_input(key="circuit_steps").value == 3
-    assert (param(at, "circuit_method"), param(at, "circuit_steps")) == ("ig", "3")
+    assert at.number_input(key="circuit_steps").value == 3 and param(at, "circuit_steps") == "3"
+    at.session_state["circuit_method"] = "eap"
+    run_ok(at)
+    assert param(at, "circuit_method") == "eap"
+    assert "circuit_steps" not in [n.key for n in at.number_input]  # one pass: no steps to pick
 
 
 def test_a_corrupted_prompt_of_another_length_says_so(app_env):

@@ -165,7 +165,7 @@ SETTINGS: tuple[Setting, ...] = tuple(
     + _settings(
         "circuit",
         ("circuit_source", str, "corrupted", "mean", {"choices": ("corrupted", "mean", "zero")}),
-        ("circuit_method", str, "eap", "ig", {"choices": ("eap", "ig")}),
+        ("circuit_method", str, "ig", "eap", {"choices": ("eap", "ig")}),
         ("circuit_steps", int, 5, 10, {"bounds": (1, 64)}),
         ("circuit_n", int, 100, 200, {"bounds": (1, 10**7)}),
         ("circuit_split", bool, False, True),
