@@ -133,6 +133,9 @@ def test_a_thousand_edges_stay_a_few_traces():
     nodes = trace(fig, plots.NODE_TRACE)
     assert nodes.mode == "markers" and len(nodes.x) > plots.MAX_NODE_LABELS  # too many to label
     assert fig.layout.height == 300 + 22 * 12
+    scores = {label: float(i) for i, label in enumerate(nodes.customdata[:, 0])}  # with scores: the strongest named
+    named = [t for t in trace(plots.circuit_graph(edges, 12, 12, 4, node_scores=scores), plots.NODE_TRACE).text if t]
+    assert sorted(named, key=scores.get) == sorted(scores, key=scores.get)[-plots.MAX_NODE_LABELS:]
 
 
 def test_no_edges_gives_the_empty_model_and_a_note():

@@ -217,8 +217,8 @@ def _legend_traces() -> list[go.Scatter]:
 def _node_trace(nodes: list[tuple[int, int, int]], n_layer: int, n_head: int,
                 node_scores: dict[str, float] | None, split: bool = False) -> go.Scatter:
     """The circuit's nodes, big and coloured (by kind, or by node_scores on a diverging scale), text-labelled
-    when there are at most MAX_NODE_LABELS; customdata [label] (split by position: [label, position]) is
-    what a click sends back."""
+    when there are at most MAX_NODE_LABELS (more: the MAX_NODE_LABELS of largest |node score| only, none
+    without scores); customdata [label] (split by position: [label, position]) is what a click sends back."""
     layer = np.array([n[0] for n in nodes])
     head = np.array([n[1] for n in nodes])
     column = np.array([n[2] for n in nodes])
@@ -241,9 +241,14 @@ def _node_trace(nodes: list[tuple[int, int, int]], n_layer: int, n_head: int,
                           for label, s in zip(labels, score)], dtype=object)
     if split:
         hover = np.array([f"{h} @{t}" for h, t in zip(hover, column)], dtype=object)
+    text = labels
+    if not labelled and node_scores is not None:  # name the nodes that carry the most
+        strongest = np.argsort(-np.abs(np.nan_to_num(score)), kind="stable")[:MAX_NODE_LABELS]
+        text = np.where(np.isin(np.arange(len(labels)), strongest), labels, "")
+        labelled = True
     data = np.stack([labels, column.astype(object)], axis=1) if split else labels[:, None]
     return go.Scatter(x=x, y=y, mode="markers+text" if labelled else "markers",
-                      name=NODE_TRACE, text=labels, textposition="middle left", textfont=dict(size=10),
+                      name=NODE_TRACE, text=text, textposition="middle left", textfont=dict(size=10),
                       customdata=data, hovertext=hover, marker=marker, showlegend=False,
                       hovertemplate="%{hovertext}<extra>click to open</extra>")
 
