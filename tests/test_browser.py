@@ -258,3 +258,13 @@ def test_circuit_graph_click_focuses_a_head(app_url, page, tmp_path):
     assert "layer=23" in page.url and "head=3" in page.url
     open_page(page, "attention")
     expect(page.get_by_role("button", name="Download attention_L23H3 as CSV")).to_be_attached()
+    open_page(page, "circuit")
+    page.get_by_text("Split nodes by position").click()
+    settle(page, timeout_ms=120_000)
+    graph = page.locator(".js-plotly-plot").filter(has=page.locator("text", has_text="by position")).first
+    expect(graph.locator("text", has_text="13·␣to").first).to_be_attached()  # a column per token
+    graph.scroll_into_view_if_needed()
+    box = graph.bounding_box()
+    page.screenshot(path=str(shots / "circuit_by_position.png"),
+                    clip={"x": box["x"] - 10, "y": box["y"] - 10, "width": box["width"] + 20,
+                          "height": box["height"] + 20})

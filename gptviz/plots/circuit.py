@@ -170,8 +170,8 @@ def _skeleton(n_layer: int, n_head: int, title: str, tokens: Sequence[str] | Non
         fig.update_xaxes(range=[-1.0, n_columns * width - 1.0], tickvals=np.arange(n_columns) * width + n_head / 2,
                          ticktext=[f"{t}·{show_whitespace(tok)}" for t, tok in enumerate(tokens)], showgrid=False,
                          side="top", tickangle=-45)
-        fig.update_layout(margin={**MARGIN, "t": 120})  # the title above the token names
-    fig.update_layout(title=title, height=min(1100, 300 + 22 * n_layer), margin=MARGIN, plot_bgcolor="white",
+    margin = MARGIN if tokens is None else {**MARGIN, "t": 130}  # split: the title above the token names
+    fig.update_layout(title=title, height=min(1100, 300 + 22 * n_layer), margin=margin, plot_bgcolor="white",
                       hovermode="closest", legend=dict(orientation="h", yanchor="top", y=-0.01, x=0))
     return fig
 
