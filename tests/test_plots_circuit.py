@@ -215,7 +215,8 @@ def test_split_by_position_puts_each_token_in_its_column():
     (back,) = [t for t in fig.data if t.name.startswith("attention reads back")]
     segments = {tuple(np.round(back.x[i:i + 2], 6)) for i in range(0, len(back.x), 3)}
     assert segments == {(3 + 1 * width, 3 + 3 * width)}  # L1H3 reads at 1, writes at 3
-    assert list(fig.layout.xaxis.ticktext) == ["0·a", "1·␣b", "2·␣c", "3·␣d"] and fig.layout.margin.t > plots.MARGIN["t"]
+    assert list(fig.layout.xaxis.ticktext) == ["0·a", "1·␣b", "2·␣c", "3·␣d"]
+    assert fig.layout.margin.t > plots.MARGIN["t"]  # room for the title above the token names
     hover = [t for t in fig.data if t.name == "edges"][0].hovertext
     assert "L0H1 → L1KV1 k (k) @1: -0.5" in hover
     with pytest.raises(ValueError, match="position"):
