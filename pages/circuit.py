@@ -169,6 +169,8 @@ def open_circuit_file() -> None:
     except ValueError as err:
         st.session_state["_circuit_file_error"] = str(err)
         return
+    for key in FILE_SETTINGS:  # what the file does not name goes back to its default
+        st.session_state.pop(key, None)
     skipped = settings.apply({k: v for k, v in data["settings"].items() if k in settings.BY_KEY})
     st.session_state["_circuit_opened"] = (upload.name, cc.edge_keys(data["edges"]), skipped)
 

@@ -119,3 +119,20 @@ def models(tiny_gpt2, tiny_llama, tmp_path_factory):
         path = save_random(tmp_path_factory.mktemp(name) / "m", ARCH_CASES[name][0], 5, **ARCH_CASES[name][1])
         out[name] = gptviz.load_model(str(path))
     return out
+
+
+@pytest.fixture()
+def downloaded(monkeypatch):
+    """What a download button of an AppTest session would give: its bytes from the media store."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    stores = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
+    return lambda button: stores[-1].get_file(button.proto.url.rsplit("/", 1)[1].split(".")[0]).content

@@ -7,8 +7,6 @@ import json
 
 import pytest
 import streamlit as st
-import streamlit.testing.v1.app_test as app_test
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from gptviz.ui.navigation import PAGES, tab_labels
@@ -81,20 +79,6 @@ def test_every_setting_is_declared_once_with_a_valid_example():
         assert setting.check(setting.example) == setting.example, setting.key
         assert setting.parse(setting.dump(setting.example)) == setting.example, setting.key
         assert setting.where == "sidebar" or setting.where in PAGE_FILES, setting.key
-
-
-@pytest.fixture()
-def downloaded(monkeypatch):
-    """What a download button of an AppTest session would give: its bytes from the media store."""
-    stores = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            stores.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
-    return lambda button: stores[-1].get_file(button.proto.url.rsplit("/", 1)[1].split(".")[0]).content
 
 
 def test_a_prompt_too_long_for_a_link_says_so_and_a_view_file_brings_it_back(app_env, downloaded):

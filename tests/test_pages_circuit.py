@@ -111,3 +111,21 @@ def test_nodes_split_by_position(app_env):
     at.session_state["prompt"] = " ".join(["word"] * 30)  # past the split's limit: one node per component
     run_ok(at)
     assert any("split by position for prompts of up to" in c.value for c in at.caption)
+
+
+def test_a_saved_circuit_file_reopens_the_same_graph(app_env, downloaded):
+    at = start(app_env["llama"], circuit_n=20, circuit_method="eap")
+    graph = chart(at, "circuit_graph")
+    (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Save this circuit")]
+    data = downloaded(button)
+    saved = json.loads(data)
+    assert saved["settings"]["circuit_n"] == 20 and saved["edges"]
+    other = start(app_env["llama"], prompt="Something else entirely", circuit_n=500, circuit_split=True)
+    other.file_uploader(key="circuit_upload").set_value(("circuit.json", data, "application/json"))
+    run_ok(other)
+    assert any("its settings are this view's" in s.value and "are the same" in s.value for s in other.success)
+    assert other.session_state["circuit_n"] == 20 and not other.session_state["circuit_split"]
+    assert chart(other, "circuit_graph")["data"] == graph["data"]
+    other.file_uploader(key="circuit_upload").set_value(("bad.json", b"{}", "application/json"))
+    run_ok(other)
+    assert any("not a circuit file" in e.value for e in other.error)
