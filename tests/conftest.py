@@ -110,12 +110,13 @@ def gemma3_hf(tmp_path_factory):
 @pytest.fixture(scope="session")
 def models(tiny_gpt2, tiny_llama, tmp_path_factory):
     """Random models of every kind of block edge runs meet: GPT-2, Llama with grouped-query attention, sliding
-    windows (Mistral), post norms (Gemma 2 and 3), parallel blocks (GPT-NeoX), norms only after (OLMo-2)."""
+    windows (Mistral), post norms (Gemma 2 and 3), parallel blocks (GPT-NeoX), norms only after (OLMo-2), q/k/v
+    biases (Llama), per-head q/k norms (Qwen3), fused checkpoint projections and partial rotary (Phi-3)."""
     import gptviz
     from test_fidelity import ARCH_CASES, save_random
 
     out = {"gpt2": tiny_gpt2, "llama-gqa": tiny_llama}
-    for name in ("mistral", "gemma3", "gpt_neox", "olmo2", "gemma2"):
+    for name in ("mistral", "gemma3", "gpt_neox", "olmo2", "gemma2", "llama-bias", "qwen3", "phi3"):
         path = save_random(tmp_path_factory.mktemp(name) / "m", ARCH_CASES[name][0], 5, **ARCH_CASES[name][1])
         out[name] = gptviz.load_model(str(path))
     return out

@@ -12,7 +12,8 @@ from gptviz.edges import EMBED, LOGITS, EdgeGraph, Edges
 from gptviz.labels import MLP
 
 ATOL = 1e-5
-CASES = ("gpt2", "llama-gqa", "mistral", "gemma3", "gpt_neox", "olmo2", "gemma2")  # conftest: models
+CASES = ("gpt2", "llama-gqa", "mistral", "gemma3", "gpt_neox", "olmo2", "gemma2", "llama-bias", "qwen3",
+         "phi3")  # conftest: models
 
 
 def prompts(model, n: int = 14, seed: int = 0) -> tuple[list[int], list[int]]:
