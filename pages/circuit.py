@@ -91,14 +91,14 @@ def explain_scores(tr, scores: cc.EdgeScores, source_name: str) -> None:
 
 # ---- the graph ------------------------------------------------------------------------------------------------
 def on_node_click(config) -> None:
-    """A click on a node: focus that head (an MLP: its layer; split by position, the position too) on every
-    page, and offer it for the knock-out set."""
+    """A click on a node: focus that head (an MLP: its layer) on every page, and offer it for the knock-out
+    set. The position stays: it is the question this page asks."""
     for point in (st.session_state.get(GRAPH_KEY) or {}).get("selection", {}).get("points", []):
         data = picked_customdata(point)
         component = parse_component(str(data[0])) if data else None
         if component is not None:
             layer, what = component
-            ui.focus(layer, None if what == MLP else what, int(data[1]) if len(data) > 1 else None)
+            ui.focus(layer, None if what == MLP else what)
             st.session_state["_circuit_picked"] = str(data[0])
             return
 
