@@ -7,7 +7,9 @@ Starts `streamlit run app.py` on port 8650 and measures, from the browser's side
   repainted (its image changed) -> the page settled; the same with one other CPU-bound process
   running (a class's server is never idle);
 - a layer change in the sidebar, a sampling step on Next token -> settled;
-- page switch with the trace cached, to every page: first figure drawn, page settled.
+- page switch with the trace cached, to every page: first figure drawn, page settled;
+- Circuit: a new question (the name-swap prompt, integrated gradients) -> the graph drawn, and a step
+  of the N slider -> the graph redrawn (the new circuit and its complement run).
 
 "Rendered" means: Streamlit's script state is notRunning, no stale element, no spinner, the
 page's title is there, every plotly chart has drawn its SVG; then two animation frames.
@@ -33,7 +35,10 @@ if __package__ in (None, ""):
 from gptviz.ui.navigation import PAGES  # noqa: E402  (after the path, when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE_TITLES = [page.title for page in PAGES if page.key != "tokens"]  # every page with a figure (Tokens has none)
+# every page with a figure at once (Tokens has none; Circuit waits for its question: measured apart)
+PAGE_TITLES = [page.title for page in PAGES if page.key not in ("tokens", "circuit")]
+NAME_SWAP = ("When Mary and John went to the store, John gave a drink to",
+             "When John and Mary went to the store, Mary gave a drink to")
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -166,6 +171,36 @@ def switch(page, title: str, results: dict, visit: str) -> None:
     results.setdefault(f"switch to {title} ({visit}): settled", []).append(time.perf_counter() - start)
 
 
+GRAPH_TITLE_JS = "() => document.querySelector('.js-plotly-plot .gtitle')?.textContent ?? null"
+
+
+def circuit(page, url: str, repeats: int, results: dict) -> None:
+    """Circuit on the name swap: a new question each time (the steps differ, so the scores are computed
+    afresh) until the graph is drawn; then steps of the N slider until the graph's title changes."""
+    import urllib.parse
+
+    for steps in range(5, 5 + repeats):
+        query = {"prompt": NAME_SWAP[0], "corrupt": NAME_SWAP[1], "why_target": "Mary", "why_contrast": "John",
+                 "circuit_steps": steps}
+        start = time.perf_counter()
+        page.goto(f"{url}/circuit?" + urllib.parse.urlencode(query))
+        page.wait_for_function("() => (" + GRAPH_TITLE_JS + ")()?.includes('connected to the logits')",
+                               timeout=300_000, polling="raf")
+        results.setdefault("Circuit: new question (IG, 14 tokens) -> graph drawn", []).append(
+            time.perf_counter() - start)
+        wait_rendered(page, "Circuit")
+    slider = page.get_by_role("slider").first
+    for k in range(2 * repeats):
+        before = page.evaluate(GRAPH_TITLE_JS)
+        slider.focus()
+        start = time.perf_counter()
+        page.keyboard.press("ArrowRight" if k % 2 == 0 else "ArrowLeft")
+        page.wait_for_function(f"(b) => ({GRAPH_TITLE_JS})() !== b", arg=before, timeout=300_000, polling="raf")
+        page.evaluate(TWO_FRAMES_JS)
+        results.setdefault("Circuit: N slider step -> graph redrawn", []).append(time.perf_counter() - start)
+        wait_rendered(page, "Circuit")
+
+
 def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -215,6 +250,7 @@ def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = N
                 page.get_by_role("button", name="Back one step").click()
                 wait_rendered(page, "Next token")
                 switch(page, "Attention", {}, "")
+            circuit(page, url, repeats, results)
             errors = page.locator('[data-testid="stException"]').count()
             if screenshot:
                 page.screenshot(path=str(screenshot))
