@@ -129,3 +129,22 @@ def test_a_saved_circuit_file_reopens_the_same_graph(app_env, downloaded):
     other.file_uploader(key="circuit_upload").set_value(("bad.json", b"{}", "application/json"))
     run_ok(other)
     assert any("not a circuit file" in e.value for e in other.error)
+
+
+@pytest.mark.parametrize("case", ["gpt_neox", "gemma2", "phi3", "olmo2", "mistral", "qwen3"])
+def test_every_tab_on_every_architecture(app_env, case, tmp_path, monkeypatch):
+    """Parallel blocks, soft-caps and post norms, fused projections, norms only after, sliding windows, per-head
+    q/k norms: the graph (whole and split by position), the curve, composition and the table all draw."""
+    from test_fidelity import ARCH_CASES, save_random
+
+    config_class, kwargs, _ = ARCH_CASES[case]
+    monkeypatch.setenv("GPTVIZ_MODEL_DIRS", str(save_random(tmp_path / case, config_class, 0, **kwargs)))
+    at = start(f"local: {case}")
+    for tab, key in zip(TABS, ["circuit_graph", "circuit_curve", "circuit_composition", None]):
+        open_tab(at, "circuit_tab", tab)
+        assert not at.error, (tab, [e.value for e in at.error])
+        assert key is None or key in [c.key for c in at.get("plotly_chart")], tab
+    open_tab(at, "circuit_tab", "Graph")
+    at.session_state["circuit_split"] = True
+    run_ok(at)
+    assert "by position" in chart(at, "circuit_graph")["layout"]["title"]["text"]
