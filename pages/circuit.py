@@ -242,6 +242,24 @@ def composition_section(v, tr, metric, source, scores: cc.EdgeScores, split: boo
         st.dataframe(frame.sort_values("rank").head(20), hide_index=True, key="circuit_used_top")
     ui.download_csv(frame.set_index(["sender", "receiver", "input"]), "composition_vs_edge_scores",
                     key="circuit_comp_csv")
+    focused_head_reads(v, scores, comp)
+
+
+def focused_head_reads(v, scores: cc.EdgeScores, comp) -> None:
+    """The head in focus (the sidebar's, or a clicked node): what it can read and what it reads here."""
+    layer, head = v.layer, v.head
+    label = component_label((layer, head))
+    st.markdown(f"**The head in focus, {label}** (pick another in the sidebar or click a node on the graph)")
+    if layer == 0:
+        st.info("A head of layer 0 reads only the embeddings: no earlier head composes with it.")
+        return
+    allowed, used = cc.head_reads(scores, comp, layer, head)
+    ui.chart(plots.head_reads_figure(allowed, used, label), key="circuit_head_reads",
+             filename=f"composition_into_{label}")
+    st.caption(f"Top: how much {label}'s query, key and value can read of what each earlier head writes, from the "
+               f"weights. Bottom: this prompt's edges from those heads into the same inputs (red: they carry the "
+               f"prediction)" + (f"; key and value inputs belong to {label}'s key/value head" if
+                                 scores.graph.grouped else "") + ".")
 
 
 # ---- the edge table ------------------------------------------------------------------------------------------
@@ -266,6 +284,7 @@ def main() -> None:
     position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
                                  f"0 to {tr.n_tokens - 1}; the last position predicts the token after the text.")
     metric = question.metric_section(v, tr, position)
+    ui.link("why", "One component at a time: the same question on Why this token?")
     source = source_section(v, tr, metric)
     if source is None:
         return

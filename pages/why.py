@@ -269,6 +269,7 @@ def main() -> None:
     position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
                                  f"0 to {T - 1}; the last position predicts the token after the text.")
     metric = question.metric_section(v, tr, position)
+    ui.link("circuit", "How do these heads connect? The same question on Circuit")
     for name, tab in ui.sections("why"):
         with tab:
             SECTIONS[name](v, tr, metric)

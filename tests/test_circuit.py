@@ -205,3 +205,22 @@ def test_circuits_split_by_position_run_faithfully(models):
     assert (frame[frame.receiver == "logits"].position == clean.n_tokens - 1).all()
     with pytest.raises(ValueError, match="not split by position"):
         cc.edge_scores(clean, metric, "zero").top(5, split=True)
+
+
+def test_what_a_head_can_read_and_what_it_reads(models):
+    """head_reads: composition from the weights into a head's q, k, v, next to this prompt's edge scores into the
+    same inputs (the key/value head's under grouped-query attention)."""
+    from gptviz.analysis.composition import composition_scores
+
+    model = models["llama-gqa"]  # 6 query heads, 2 key/value heads
+    clean, corrupted, metric = question(model, seed=11)
+    scores = cc.edge_scores(clean, metric, corrupted)
+    comp = composition_scores(model)
+    allowed, used = cc.head_reads(scores, comp, 1, 4)
+    assert allowed.shape == used.shape == (3, 1, 6)
+    np.testing.assert_array_equal(allowed[0], comp.q[1, 4, :1])
+    g = scores.graph
+    assert used[2, 0, 5] == scores.scores[g.sender_index((0, 5)), g.receiver_index((1, 1, "v"))]  # head 4 reads kv 1
+    assert used[0, 0, 2] == scores.scores[g.sender_index((0, 2)), g.receiver_index((1, 4, "q"))]
+    with pytest.raises(ValueError, match="not in this model"):
+        cc.head_reads(scores, comp, 2, 0)

@@ -36,6 +36,11 @@ def test_every_tab_on_both_tiny_families(app_env, family):
         open_tab(at, "circuit_tab", tab)
         if key is not None:
             assert key in [c.key for c in at.get("plotly_chart")], tab
+        if tab == "Weights vs prompt":  # the head in focus: layer 0 reads no head; layer 1 does
+            assert any("reads only the embeddings" in i.value for i in at.info)
+            at.session_state["layer"] = 1
+            run_ok(at)
+            assert "circuit_head_reads" in [c.key for c in at.get("plotly_chart")]
     assert at.dataframe  # the edge table
     assert param(at, "circuit_tab") == "Edges"
 

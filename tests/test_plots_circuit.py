@@ -221,3 +221,15 @@ def test_split_by_position_puts_each_token_in_its_column():
     assert "L0H1 → L1KV1 k (k) @1: -0.5" in hover
     with pytest.raises(ValueError, match="position"):
         plots.circuit_graph(split.drop(columns="position"), N_LAYER, N_HEAD, N_KV_HEAD, tokens=tokens)
+
+
+def test_head_reads_figure_puts_weights_over_this_prompt():
+    allowed = np.random.default_rng(0).random((3, 2, N_HEAD))
+    used = np.random.default_rng(1).normal(size=(3, 2, N_HEAD))
+    fig = plots.head_reads_figure(allowed, used, "L2H1")
+    assert len(fig.data) == 6 and [t.colorscale[0][1] for t in fig.data[:2]] != [None, None]
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), allowed[0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(fig.data[5].z), used[2], rtol=1e-6)
+    assert fig.layout.annotations[0].text == "q-composition into L2H1"
+    with pytest.raises(ValueError, match="same shape"):
+        plots.head_reads_figure(allowed, used[:2], "L2H1")

@@ -351,6 +351,22 @@ def weights_vs_prompt(clean: Trace, scores: EdgeScores, composition: Composition
     return both[["sender", "receiver", "input", "composition", "score", "rank"]].reset_index(drop=True)
 
 
+def head_reads(scores: EdgeScores, composition: Composition, layer: int, head: int) -> tuple[np.ndarray, np.ndarray]:
+    """What head (layer, head) can read from every head of the earlier layers, and what it reads on this prompt:
+    composition (3, layer, nh) from the weights and this prompt's edge scores (3, layer, nh) into its query, key
+    and value inputs (the key and value inputs of its key/value head), rows q, k, v."""
+    graph = scores.graph
+    if not (0 <= layer < graph.n_layer and 0 <= head < graph.n_head):
+        raise ValueError(f"L{layer}H{head} is not in this model: layers 0–{graph.n_layer - 1}, "
+                         f"heads 0–{graph.n_head - 1}.")
+    kv = head // (graph.n_head // graph.n_kv_head)
+    senders = [[graph.sender_index((l, h)) for h in range(graph.n_head)] for l in range(layer)]
+    allowed = np.stack([composition.scores(part)[layer, head, :layer] for part in ("q", "k", "v")])
+    used = np.stack([scores.scores[senders, graph.receiver_index((layer, head if part == "q" else kv, part))]
+                     if layer else np.zeros((0, graph.n_head)) for part in ("q", "k", "v")])
+    return allowed, used
+
+
 # ---- a circuit as a file ------------------------------------------------------------------------------
 def circuit_json(scores: EdgeScores, keep: Tensor, settings: dict) -> str:
     """The circuit (its edges and scores, each edge's names; split by position, each edge's position too: keep

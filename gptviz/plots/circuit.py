@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from gptviz.labels import MLP, component_label
 from gptviz.plots.common import show_whitespace
@@ -346,4 +347,36 @@ def composition_vs_usage(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
     fig.update_xaxes(title_text="composition: how much the weights allow it (0–1)", range=[-0.02, 1.02])
     fig.update_yaxes(title_text="|edge score|: how much this prompt uses it")
     fig.update_layout(title=title, height=380, margin=MARGIN, legend=TOP_LEGEND)
+    return fig
+
+
+def head_reads_figure(allowed: np.ndarray, used: np.ndarray, head: str) -> go.Figure:
+    """One head's inputs from every head of the earlier layers: allowed (3, L, nh) composition from the weights
+    (top row, 0–1) and used (3, L, nh) this prompt's edge scores (bottom row, red where the edge carries the
+    prediction), columns q, k, v; rows of each map are layers 0..L-1, columns heads."""
+    if allowed.shape != used.shape or allowed.ndim != 3 or allowed.shape[0] != 3:
+        raise ValueError(f"allowed and used need the same shape (3, layers, heads), not {allowed.shape} and "
+                         f"{used.shape}.")
+    L, nh = allowed.shape[1:]
+    fig = make_subplots(rows=2, cols=3, shared_yaxes=True, horizontal_spacing=0.03, vertical_spacing=0.08,
+                        subplot_titles=[f"{kind}-composition into {head}" for kind in QKV]
+                        + [f"this prompt's edges into {head}'s {kind}" for kind in QKV])
+    layers, heads = [f"L{l}" for l in range(L)], [f"H{h}" for h in range(nh)]
+    bound = float(np.nanmax(np.abs(used), initial=0.0)) or 1.0
+    top = float(np.nanmax(allowed, initial=0.0)) or 1.0
+    for col, kind in enumerate(QKV, start=1):
+        fig.add_trace(go.Heatmap(z=allowed[col - 1].astype(np.float32), x=heads, y=layers, colorscale="Purples",
+                                 zmin=0, zmax=top, showscale=col == 3,
+                                 colorbar=dict(title="composition", len=0.45, y=0.78),
+                                 hovertemplate=f"%{{y}}%{{x}} → {head} ({kind}): composition %{{z:.3f}}"
+                                               "<extra></extra>"),
+                      row=1, col=col)
+        fig.add_trace(go.Heatmap(z=used[col - 1].astype(np.float32), x=heads, y=layers, colorscale="RdBu", zmid=0,
+                                 zmin=-bound, zmax=bound, showscale=col == 3,
+                                 colorbar=dict(title="edge score", len=0.45, y=0.22),
+                                 hovertemplate=f"%{{y}}%{{x}} → {head} ({kind}): score %{{z:.4g}}<extra></extra>"),
+                      row=2, col=col)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    fig.update_layout(height=min(1000, 260 + 28 * L), margin=MARGIN)
     return fig
