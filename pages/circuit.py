@@ -231,7 +231,8 @@ def composition_section(v, tr, metric, source, scores: cc.EdgeScores, split: boo
         f"Random matrices of these shapes score about {comp.baseline:.3f}. Each point is one head → head edge: "
         "across, what the weights allow; up, how much this prompt uses it (|edge score|)."
     )
-    ui.chart(plots.composition_vs_usage(frame, title="Composition (weights) vs |edge score| (this prompt)"),
+    ui.chart(plots.composition_vs_usage(frame, title="Composition (weights) vs |edge score| (this prompt)",
+                                        baseline=comp.baseline),
              key="circuit_composition", filename="composition_vs_usage")
     left, right = st.columns(2)
     with left:

@@ -323,10 +323,11 @@ def faithfulness_curve(curve: pd.DataFrame, chosen: int | None = None, *, title:
     return fig
 
 
-def composition_vs_usage(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
+def composition_vs_usage(frame: pd.DataFrame, *, title: str = "", baseline: float | None = None) -> go.Figure:
     """One point per edge of frame (rows, columns sender, receiver, input "q"|"k"|"v", composition in
     [0, 1], score): x = composition (what the weights allow), y = |score| (what this prompt uses), one
-    trace per input kind. Points high on the right: allowed and used; low on the right: allowed, unused."""
+    trace per input kind. Points high on the right: allowed and used; low on the right: allowed, unused.
+    baseline: what random matrices of these shapes score, drawn as a dotted line."""
     _check_columns(frame, ("sender", "receiver", "input", "composition", "score"), "frame")
     unknown = sorted(set(frame["input"]) - set(QKV))
     if unknown:
@@ -344,7 +345,10 @@ def composition_vs_usage(frame: pd.DataFrame, *, title: str = "") -> go.Figure:
             marker=dict(size=7, color=KIND_COLOURS[kind], opacity=0.8),
             hovertemplate=("%{customdata[0]} → %{customdata[1]} (" + kind + ")<br>composition %{x:.3f}"
                            "<br>score %{customdata[2]:.4g}<extra></extra>")))
-    fig.update_xaxes(title_text="composition: how much the weights allow it (0–1)", range=[-0.02, 1.02])
+    if baseline is not None:
+        fig.add_vline(x=baseline, line=dict(color="#999", dash="dot", width=1), annotation_text="random matrices",
+                      annotation_position="top right")
+    fig.update_xaxes(title_text="composition: how much the weights allow it (0–1)", rangemode="tozero")
     fig.update_yaxes(title_text="|edge score|: how much this prompt uses it")
     fig.update_layout(title=title, height=380, margin=MARGIN, legend=TOP_LEGEND)
     return fig
