@@ -74,37 +74,62 @@ class _Written:
     """What the senders of an edge run wrote so far, and what each receiver sees of it.
 
     mix: per-edge weights (B, n_senders, n_receivers[, T]), or one weight for every edge (a float:
-    then every receiver that reads the same senders sees the same, kept as running sums)."""
+    then every receiver that reads the same senders sees the same, kept as running sums). Per-edge
+    weights of a circuit are mostly 0 or mostly 1 (few edges kept, or few cut): a receiver then reads
+    only the senders whose weight is not 0, or the running sum less those whose weight is not 1."""
 
     def __init__(self, mix: Tensor | float):
         self.mix = mix
         self.chunks: list[Chunk] = []
-        self.sums: dict[int, Tensor] = {}  # uniform mix: senders read -> what they add up to (B, T, C)
+        self.sums: dict[int, Tensor] = {}  # senders read -> what the linear ones add up to (B, T, C), × mix if a float
 
     def add(self, first: int, diffs: Tensor, norm: nn.Module | None = None, own: Tensor | None = None) -> None:
         chunk = Chunk(first, diffs, None if isinstance(norm, nn.Identity) else norm, own)
         self.chunks.append(chunk)
-        if isinstance(self.mix, Tensor):
-            return
         before = self.sums.get(first, 0)
+        weight = 1.0 if isinstance(self.mix, Tensor) else self.mix
         if chunk.norm is None:
-            self.sums[first + diffs.shape[1]] = before + self.mix * diffs.sum(1)
+            self.sums[first + diffs.shape[1]] = before + weight * diffs.sum(1)
+        elif isinstance(self.mix, Tensor):
+            self.sums[first + diffs.shape[1]] = before  # seen through its norm, receiver by receiver
         else:
-            self.sums[first + diffs.shape[1]] = before + chunk.norm(own + self.mix * diffs.sum(1)) - chunk.norm(own)
+            self.sums[first + diffs.shape[1]] = before + chunk.norm(own + weight * diffs.sum(1)) - chunk.norm(own)
 
     def seen(self, r0: int, r1: int, n_up: int) -> Tensor:
         """(B, R, T, C) how receivers r0..r1-1, reading the first n_up senders, differ from this run's stream."""
+        total = self.sums[n_up]  # (B, T, C)
         if not isinstance(self.mix, Tensor):
-            total = self.sums[n_up]
             return total[:, None].expand(total.shape[0], r1 - r0, *total.shape[1:])
         linear = [c for c in self.chunks if c.first < n_up and c.norm is None]
         rows = torch.cat([torch.arange(c.first, c.first + c.diffs.shape[1]) for c in linear])
-        out = _mixed(self.mix[:, rows, r0:r1], torch.cat([c.diffs for c in linear], dim=1))
+        weights = self.mix[:, rows, r0:r1]  # (B, n, R[, T])
+        read = (weights != 0).flatten(2).any(-1).any(0)  # (n,): senders some receiver reads from the source
+        partly = (weights != 1).flatten(2).any(-1).any(0)  # (n,): senders some receiver reads from this run
+        if self.mix.requires_grad or int(read.sum()) <= int(partly.sum()):
+            keep = slice(None) if self.mix.requires_grad else read.nonzero()[:, 0]
+            out = _mixed(weights[:, keep], _rows(linear, keep))
+        else:  # all of the source, less what is read from this run
+            keep = partly.nonzero()[:, 0]
+            out = total[:, None] - _mixed(1 - weights[:, keep], _rows(linear, keep))
         for c in self.chunks:
             if c.first < n_up and c.norm is not None:
                 mixed = _mixed(self.mix[:, c.first:c.first + c.diffs.shape[1], r0:r1], c.diffs)  # before the norm
                 out = out + c.norm(c.own[:, None] + mixed) - c.norm(c.own)[:, None]
         return out
+
+
+def _rows(chunks: list[Chunk], keep: Tensor | slice) -> Tensor:
+    """(B, k, T, C): the diffs of the chunks' senders, concatenated in order, at positions `keep` (k,) of them."""
+    if isinstance(keep, slice):
+        return torch.cat([c.diffs for c in chunks], dim=1)[:, keep]
+    parts, start = [], 0
+    for c in chunks:
+        n = c.diffs.shape[1]
+        local = keep[(keep >= start) & (keep < start + n)] - start
+        if len(local):
+            parts.append(c.diffs[:, local])
+        start += n
+    return torch.cat(parts, dim=1) if parts else chunks[0].diffs[:, :0]
 
 
 def run_edges(model: GPT, ids: Tensor, source: SenderOutputs, mix: Tensor | float, *,
