@@ -63,6 +63,8 @@ def test_nodes_sit_by_layer_and_are_the_circuits_components():
     assert at["embed"] == (1.5, 0.0) and at["logits"] == (1.5, 4.0)  # centred under / over the heads
     assert at["L0H1"] == (1.0, 1.0) and at["L1H0"] == (0.0, 2.0) and at["L1H3"] == (3.0, 2.0)
     assert at["L0 MLP"] == (4.5, 1.0 + rise) and at["L2 MLP"] == (4.5, 3.0 + rise)  # right of the heads, above
+    model_at = dict(zip(trace(fig, "model").hovertext, zip(trace(fig, "model").x, trace(fig, "model").y)))
+    assert model_at["L1 MLP"] == pytest.approx((4.5 + plots.MLP_ZIGZAG, 2.0 + rise))  # odd layers: zigzag
     model = trace(fig, "model")  # every head and MLP, the embeddings and the logits
     assert len(model.x) == N_LAYER * (N_HEAD + 1) + 2 and model.marker.size < nodes.marker.size
     assert list(fig.layout.yaxis.ticktext) == ["embed", "L0", "L1", "L2", "logits"]

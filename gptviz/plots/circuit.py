@@ -28,6 +28,7 @@ SIGN_NAMES = {True: "supports the prediction (score < 0)", False: "works against
 KIND_COLOURS = {"q": "#4c78a8", "k": "#f58518", "v": "#54a24b"}
 WIDTHS = (0.8, 1.7, 3.0, 4.8)  # line width per bin of |score| / max |score|
 MLP_RISE = 0.45  # a layer's MLP row sits this far above its heads' row (the MLP reads after attention)
+MLP_ZIGZAG = 0.7  # odd layers' MLPs sit this much further right: MLP → MLP edges do not run along one line
 MAX_NODE_LABELS = 40  # more circuit nodes than this: no text labels (hover still names them)
 MARGIN = dict(l=10, r=10, t=40, b=10)
 TOP_LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, xanchor="center", x=0.5)  # between title and tools
@@ -49,11 +50,13 @@ def _positions(layer: np.ndarray, head: np.ndarray, n_layer: int, n_head: int,
                position: np.ndarray | int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of nodes (layer, head) at token `position`, each (N,): head -1 is the layer's MLP, layer -1 the
     embeddings, layer n_layer the logits. Heads sit at x = head on row y = layer + 1, the MLP to their right
-    a bit higher; embeddings (y = 0) and logits (y = n_layer + 1) centred under and over the heads. Split by
+    a bit higher (odd layers' a little further right, MLP_ZIGZAG); embeddings (y = 0) and logits
+    (y = n_layer + 1) centred under and over the heads. Split by
     position, each position's nodes form a column of their own, column_width(n_head) apart."""
     layer, head = np.asarray(layer), np.asarray(head)
     ends = (layer < 0) | (layer >= n_layer)
-    x = np.where(head >= 0, head, np.where(ends, (n_head - 1) / 2, n_head + 0.5)).astype(np.float64)
+    mlp_x = n_head + 0.5 + MLP_ZIGZAG * (layer % 2)
+    x = np.where(head >= 0, head, np.where(ends, (n_head - 1) / 2, mlp_x)).astype(np.float64)
     y = np.where(layer < 0, 0.0, np.where(head >= 0, layer + 1.0, layer + 1.0 + MLP_RISE))
     return x + np.asarray(position) * column_width(n_head), np.where(layer >= n_layer, n_layer + 1.0, y)
 
@@ -165,7 +168,7 @@ def _skeleton(n_layer: int, n_head: int, title: str, tokens: Sequence[str] | Non
     fig.update_yaxes(tickvals=ticks, ticktext=["embed", *(f"L{l}" for l in range(n_layer)), "logits"],
                      showgrid=False, zeroline=False, range=[-0.6, n_layer + 1.6])
     if tokens is None:
-        fig.update_xaxes(visible=False, range=[-1.0, n_head + 1.5])
+        fig.update_xaxes(visible=False, range=[-1.0, n_head + 1.5 + MLP_ZIGZAG])
     else:
         width = column_width(n_head)
         fig.update_xaxes(range=[-1.0, n_columns * width - 1.0], tickvals=np.arange(n_columns) * width + n_head / 2,
