@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable, Literal, Sequence, Union
 import torch
 from torch import Tensor
 
-from gptviz.labels import MLP, component_label, head_label
+from gptviz.labels import MLP, check_components, component_label, head_label
 
 if TYPE_CHECKING:
     from gptviz.config import GPTConfig
@@ -88,14 +88,14 @@ class EdgeGraph:
     def sender_index(self, sender: Sender) -> int:
         if sender == EMBED:
             return 0
-        layer, what = self._component(sender, "sender")
+        layer, what = self._component(sender)
         return self.heads_start(layer) + (self.n_head if what == MLP else what)
 
     def receiver_index(self, receiver: Receiver) -> int:
         if receiver == LOGITS:
             return self.logits_receiver
         if isinstance(receiver, tuple) and len(receiver) == 2 and receiver[1] == MLP:
-            layer, _ = self._component(receiver, "receiver")
+            layer, _ = self._component(receiver)
             return self.mlp_receiver(layer)
         if not (isinstance(receiver, tuple) and len(receiver) == 3 and receiver[2] in INPUTS):
             raise ValueError(f"{receiver!r} is not a receiver: give (layer, head, 'q'|'k'|'v'), (layer, 'mlp') "
@@ -108,17 +108,8 @@ class EdgeGraph:
         offset = {"q": 0, "k": self.n_head, "v": self.n_head + self.n_kv_head}[part]
         return self.attn_receivers(layer) + offset + head
 
-    def _component(self, item, role: str) -> tuple[int, int | str]:
-        try:
-            layer, what = item
-        except (TypeError, ValueError):
-            raise ValueError(f"{item!r} is not a {role}: give 'embed', (layer, head) or (layer, 'mlp').") from None
-        ok = isinstance(layer, int) and 0 <= layer < self.n_layer and (
-            what == MLP or (isinstance(what, int) and 0 <= what < self.n_head))
-        if not ok:
-            raise ValueError(f"{item!r} is not in this model: layers 0–{self.n_layer - 1}, heads 0–{self.n_head - 1} "
-                             "or 'mlp'.")
-        return layer, what
+    def _component(self, item) -> tuple[int, int | str]:
+        return check_components([item], self.n_layer, self.n_head)[0]
 
     def sender(self, index: int) -> Sender:
         if index == 0:

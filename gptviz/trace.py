@@ -343,11 +343,18 @@ class Trace:
             return self.model.blocks[self._layer(layer)].attn.head_outputs(self.z(layer))
 
     def sender_outputs(self) -> SenderOutputs:
-        """What every sender wrote in this run (the embeddings, each head, each MLP), for edge runs."""
-        with torch.inference_mode():
+        """What every sender wrote in this run (the embeddings, each head, each MLP), for edge runs: kept
+        for short runs (every circuit of a question reads it), recomputed for long ones (n_layer · (nh + 1)
+        · T · C numbers)."""
+        def compute() -> SenderOutputs:
             embed = self.embed if self.pos_embed is None else self.embed + self.pos_embed
             return SenderOutputs(embed, tuple(self.head_outputs(l) for l in range(self.n_layer)),
                                  tuple(self.mlp_module_out(l) for l in range(self.n_layer)))
+
+        if self.n_tokens <= MEMO_PATTERNS_MAX_T:
+            return self._memoized(("sender_outputs",), compute)
+        with torch.inference_mode():
+            return compute()
 
     # ---- MLP ------------------------------------------------------------------------
     def mlp_in(self, layer: int, start: int = 0, stop: int | None = None) -> Tensor:

@@ -279,12 +279,7 @@ def main() -> None:
     st.title("Circuit")
     st.write("Which connections between heads and MLPs carry the prediction, and how much of it do they carry alone?")
     v = ui.view()
-    tr = v.plain_trace
-    if v.knock_out is not None:
-        st.caption("This page always starts from the plain run; the banner is about the other pages.")
-    position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
-                                 f"0 to {tr.n_tokens - 1}; the last position predicts the token after the text.")
-    metric = question.metric_section(v, tr, position)
+    tr, metric = question.prediction(v)
     ui.link("why", "One component at a time: the same question on Why this token?")
     source = source_section(v, tr, metric)
     if source is None:

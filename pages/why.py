@@ -262,13 +262,7 @@ def main() -> None:
     st.title("Why this token?")
     st.write("Which heads and MLPs make the prediction, and what happens when you knock them out?")
     v = ui.view()
-    tr = v.plain_trace
-    T = tr.n_tokens
-    if v.knock_out is not None:
-        st.caption("This page always starts from the plain run; the banner is about the other pages.")
-    position = ui.position_input("Position (explain the prediction after this token)", tr.tokens,
-                                 f"0 to {T - 1}; the last position predicts the token after the text.")
-    metric = question.metric_section(v, tr, position)
+    tr, metric = question.prediction(v)
     ui.link("circuit", "How do these heads connect? The same question on Circuit")
     for name, tab in ui.sections("why"):
         with tab:

@@ -19,7 +19,7 @@ faithfulness: the fraction of the clean − source gap that the circuit alone re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -40,6 +40,7 @@ METHODS = ("eap", "ig")
 FRAME_COLUMNS = ("sender", "receiver", "sender_layer", "sender_head", "receiver_layer", "receiver_head", "input",
                  "score")
 BATCH = 4  # edge runs per pass
+CIRCUITS_KEPT = 4  # circuits an EdgeScores keeps (the latest sizes asked for)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class EdgeScores:
     steps: int
     per_position: np.ndarray | None = None
     position: int = -1
+    _circuits: dict = field(default_factory=dict, repr=False)  # (n, split) -> circuit: a page's reruns ask again
 
     @property
     def gap(self) -> float:
@@ -136,7 +138,12 @@ class EdgeScores:
 
     def circuit(self, n: int, split: bool = False) -> Tensor:
         """The top n edges, less those whose receiver no kept path connects to the logits (prune)."""
-        return prune(self.graph, self.top(n, split), self.position)
+        key = (n, split)
+        if key not in self._circuits:
+            while len(self._circuits) >= CIRCUITS_KEPT:
+                self._circuits.pop(next(iter(self._circuits)), None)
+            self._circuits[key] = prune(self.graph, self.top(n, split), self.position)
+        return self._circuits[key]
 
     def frame(self, keep: Tensor | None = None, split: bool = False) -> pd.DataFrame:
         """One row per edge (those under `keep`, default all), largest |score| first: FRAME_COLUMNS, and

@@ -13,9 +13,20 @@ from gptviz.tokenizer import TokenizerError
 from gptviz.trace import Trace
 from gptviz.ui.store import Run
 from gptviz.ui.view_state import View
-from gptviz.ui.widgets import code, explain, token_input
+from gptviz.ui.widgets import code, explain, position_input, token_input
 
 AUTO_MAX_T = 64  # longer prompts compute the maps only when asked (each map reruns the model many times)
+
+
+def prediction(v: View) -> tuple[Trace, at.Metric]:
+    """The top of a page that explains a prediction: the plain run (said so when the other pages show a
+    knock-out), the position explained, target and contrast; (the plain trace, the metric)."""
+    tr = v.plain_trace
+    if v.knock_out is not None:
+        st.caption("This page always starts from the plain run; the banner is about the other pages.")
+    position = position_input("Position (explain the prediction after this token)", tr.tokens,
+                              f"0 to {tr.n_tokens - 1}; the last position predicts the token after the text.")
+    return tr, metric_section(v, tr, position)
 
 
 def metric_section(v: View, tr: Trace, position: int) -> at.Metric:
