@@ -137,6 +137,17 @@ class EdgeGraph:
             return self.heads_start(layer) + self.n_head  # the MLP reads its own layer's heads too
         return self.heads_start(layer)
 
+    def first_reader(self, sender: int) -> int:
+        """The first receiver index that can read `sender` (an index; every later receiver may too): the
+        embeddings' the first; a head's its own layer's MLP (or, in a parallel block, the next layer); an
+        MLP's the next layer's inputs."""
+        if sender == 0:
+            return 0
+        layer, what = divmod(sender - 1, self.per_layer_senders)
+        if what == self.n_head or self.parallel:
+            return self.attn_receivers(layer + 1)
+        return self.mlp_receiver(layer)
+
     def valid(self) -> Tensor:
         """(n_senders, n_receivers) bool: True where the edge exists."""
         reads = torch.tensor([self.upstream(r) for r in range(self.n_receivers)])

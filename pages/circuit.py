@@ -61,7 +61,7 @@ def method_setting() -> tuple[str, int]:
     return method, 1
 
 
-def explain_scores(tr, scores: cc.EdgeScores, source_name: str) -> None:
+def explain_scores(scores: cc.EdgeScores, source_name: str) -> None:
     g = scores.graph
     ui.explain(
         f"The residual stream is a **sum** of what every **sender** wrote: the embeddings, each of the "
@@ -290,7 +290,7 @@ def main() -> None:
         return
     scores = ui.derived(v.plain, cc.edge_scores, metric, source, method, steps, split,
                         progress=f"Scoring all {cc.EdgeGraph.of(v.model.config).n_edges:,} edges")
-    explain_scores(tr, scores, SOURCES[source] if isinstance(source, str) else "the corrupted prompt's run")
+    explain_scores(scores, SOURCES[source] if isinstance(source, str) else "the corrupted prompt's run")
     if abs(scores.gap) < 1e-3:
         st.warning("The clean run and the source give the same metric: there is nothing for a circuit to carry. "
                    f"Pick another source or target (metric {scores.clean:.3f} in both).")

@@ -148,3 +148,11 @@ def test_bad_edge_runs_say_what_to_do(tiny_gpt2):
         gptviz.trace(tiny_gpt2, [1, 2, 3], edges=Edges(keep=[]), source="corrupted")
     with pytest.raises(ValueError, match="cannot also knock out"):
         gptviz.trace(tiny_gpt2, [1, 2, 3], edges=Edges(keep=[]), ablate=[(0, 0)])
+
+
+def test_a_senders_first_reader_is_the_first_receiver_it_has_an_edge_to(models):
+    for name in ("gpt2", "llama-gqa", "gpt_neox"):
+        graph = EdgeGraph.of(models[name].config)
+        valid = graph.valid()
+        for s in range(graph.n_senders):
+            assert graph.first_reader(s) == int(valid[s].nonzero()[0, 0]), (name, s)

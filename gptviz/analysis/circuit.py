@@ -239,7 +239,7 @@ def _chunk_scores(graph: EdgeGraph, chunks: list[Chunk], grads: Tensor, alpha: f
             if chunk.norm is None:
                 continue
             first, n = chunk.first, chunk.diffs.shape[1]
-            r0 = _first_reader(graph, first)
+            r0 = graph.first_reader(first)
             at = (chunk.own + alpha * chunk.diffs.sum(1))[0].detach()  # (T, C): what the receivers normed
             _, pull_back = torch.func.vjp(chunk.norm, at)  # the post-attention norm's Jacobian there
             g = torch.func.vmap(lambda cotangent: pull_back(cotangent)[0])(grads[r0:])  # (R, T, C)
@@ -254,16 +254,6 @@ def _products(diffs: Tensor, grads: Tensor, by_position: bool) -> Tensor:
     if by_position:
         return torch.bmm(d.transpose(0, 1), g.permute(1, 2, 0)).permute(1, 2, 0)  # (T, N, R) -> (N, R, T)
     return d.flatten(1) @ g.flatten(1).T
-
-
-def _first_reader(graph: EdgeGraph, sender: int) -> int:
-    """The first receiver index that can read `sender` (every later one may too)."""
-    if sender == 0:
-        return 0
-    layer, what = divmod(sender - 1, graph.per_layer_senders)
-    if what == graph.n_head:  # an MLP: the next layer's inputs
-        return graph.attn_receivers(layer + 1)
-    return graph.mlp_receiver(layer)  # heads: their own layer's MLP first
 
 
 # ---- circuits and their faithfulness ---------------------------------------------------------------------
