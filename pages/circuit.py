@@ -124,12 +124,12 @@ def graph_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> 
     c1, c2, c3 = st.columns(3)
     c1.metric("Edges in the circuit", f"{int(point.kept):,}", help=f"Of the top {n:,}, after dropping those that no "
               "kept path connects to the logits.")
-    c2.metric("Faithfulness: the circuit alone", f"{point.circuit:.0%}",
+    c2.metric("Faithfulness: the circuit alone", ui.percent(point.circuit),
               help=f"metric {point.circuit_metric:.3f} with every other edge cut.")
-    c3.metric("The complement (all but the circuit)", f"{point.complement:.0%}",
+    c3.metric("The complement (all but the circuit)", ui.percent(point.complement),
               help=f"metric {point.complement_metric:.3f} with only the circuit's edges cut.")
-    st.caption(f"The circuit alone reproduces {point.circuit:.0%} of the gap between the clean prediction and the "
-               f"source's; cutting just its {int(point.kept):,} edges leaves {point.complement:.0%} of it.")
+    st.caption(f"The circuit alone reproduces {ui.percent(point.circuit)} of the gap between the clean prediction and "
+               f"the source's; cutting just its {int(point.kept):,} edges leaves {ui.percent(point.complement)} of it.")
     fig = plots.circuit_graph(frame, config.n_layer, config.n_head, config.n_kv_head,
                               title=f"Top {n:,} edges ({int(point.kept):,} connected to the logits)"
                               + (" by position" if split else ""),

@@ -153,3 +153,9 @@ def test_every_tab_on_every_architecture(app_env, case, tmp_path, monkeypatch):
     at.session_state["circuit_split"] = True
     run_ok(at)
     assert "by position" in chart(at, "circuit_graph")["layout"]["title"]["text"]
+
+
+def test_percentages_never_read_minus_zero():
+    from gptviz.ui import percent
+
+    assert (percent(-0.0001), percent(0.554), percent(1.0), percent(-0.2)) == ("0%", "55%", "100%", "-20%")

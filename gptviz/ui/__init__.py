@@ -32,6 +32,7 @@ from gptviz.ui.widgets import (
     focus,
     fragment,
     matrix_frame,
+    percent,
     position,
     position_input,
     sections,
@@ -46,6 +47,6 @@ __all__ = [
     "Run", "RunKey", "SETTINGS", "TraceStore", "View", "ablation_setting", "allowed_models", "bits", "chart",
     "choose_state", "clamp_state", "code", "components_input", "computed", "cut_to_context", "derived",
     "download_csv", "explain", "fmt_bytes", "focus", "fragment", "link", "local_model_dirs", "matrix_frame",
-    "max_tokens", "model_choices", "of_model", "position", "position_input", "sections", "set_components",
+    "max_tokens", "model_choices", "of_model", "percent", "position", "position_input", "sections", "set_components",
     "set_generated", "toggle_component", "token_input", "view", "window_note",
 ]

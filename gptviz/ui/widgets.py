@@ -63,6 +63,11 @@ def bits(value: float) -> str:
     return f"{max(value, 0.0) + 0.0:.3f} bits"
 
 
+def percent(fraction: float) -> str:
+    """0.55 -> "55%"; never "-0%" (a fraction that rounds to zero from below)."""
+    return f"{round(fraction, 2) + 0.0:.0%}"
+
+
 def clamp_state(key: str, low: int, high: int, default: int) -> int:
     """Keep a widget's remembered value inside [low, high] (the prompt or the model may have shrunk)."""
     state = st.session_state
