@@ -2,10 +2,59 @@
 from __future__ import annotations
 
 import os
+import random
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+def _seed_everything(name: str) -> None:
+    """Seed torch, numpy and random from a stable hash of a test's or fixture's name: what it draws
+    never depends on what ran before it (the order, -k, a rerun of one test)."""
+    seed = zlib.crc32(name.encode())
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Every fixture, whatever its scope, starts from its own seed (a session fixture is built by
+    whichever test needs it first)."""
+    _seed_everything(f"fixture:{fixturedef.argname}:{getattr(request, 'param', '')}")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Every test body starts from its own seed, after its fixtures ran."""
+    _seed_everything(item.nodeid)
+    return (yield)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--order", default="normal",
+                     help="normal, reverse, or shuffle:SEED: run the tests in another order (the suite must pass in any)")
+    parser.addoption("--threads", type=int, default=None,
+                     help="torch.set_num_threads(N) for the whole run (results must hold at any thread count)")
+
+
+def pytest_configure(config):
+    if config.getoption("--threads"):
+        torch.set_num_threads(config.getoption("--threads"))
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--order")
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("shuffle:"):
+        random.Random(int(order.split(":", 1)[1])).shuffle(items)
+    elif order != "normal":
+        raise pytest.UsageError(f"--order must be normal, reverse or shuffle:SEED, not {order!r}")
+
 
 TINY_GPT2 = dict(n_embd=48, n_layer=3, n_head=3, vocab_size=50257, n_positions=128)
 TINY_LLAMA = dict(
