@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+
 def _seed_everything(name: str) -> None:
     """Seed torch, numpy and random from a stable hash of a test's or fixture's name: what it draws
     never depends on what ran before it (the order, -k, a rerun of one test)."""
-    seed = zlib.crc32(name.encode())
+    seed = zlib.crc32(name.encode("utf-8", "surrogatepass"))  # a parametrized id may hold a lone surrogate
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -36,7 +37,7 @@ def pytest_runtest_call(item):
 
 def pytest_addoption(parser):
     parser.addoption("--order", default="normal",
-                     help="normal, reverse, or shuffle:SEED: run the tests in another order (the suite must pass in any)")
+                     help="normal, reverse, or shuffle:SEED: the order to run the tests in (the suite passes in any)")
     parser.addoption("--threads", type=int, default=None,
                      help="torch.set_num_threads(N) for the whole run (results must hold at any thread count)")
 

@@ -3,6 +3,8 @@ computation; the batched ablation and patching maps equal one intervened trace p
 gradient estimate is the derivative it claims to be; token picking, name swaps, run comparison."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,10 @@ import transformers
 import gptviz
 from gptviz.analysis import attribution as at
 from gptviz.edits import Interventions, LayerEdit
+from numerics import assert_close
 from test_fidelity import ARCH_CASES, save_random
 from test_interventions import capture, layers_of, o_proj_of
 
-TOL = 1e-5
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
@@ -37,24 +39,48 @@ def metrics_for(tr: gptviz.Trace) -> list[at.Metric]:
     return [at.Metric(order[0]), at.Metric(order[0], order[1]), at.Metric(order[3], order[0], position=4)]
 
 
+def logit_ulps(trace: gptviz.Trace, values, ulps: float = 64) -> float:
+    """`ulps` float32 ulps of the run's largest logit, counted in ulps of the largest |value|: a metric (a logit
+    difference) rounds at its logits' size, however small the difference (the top two nearly tied)."""
+    return ulps * float(trace.logits.abs().max()) / float(np.abs(np.asarray(values, np.float64)).max())
+
+
+def assert_parts_add_up(trace: gptviz.Trace, attributions: list[at.LogitAttribution]) -> None:
+    """Each attribution's parts add up to the model's logit (difference): float64 sums of the float32
+    activations vs the float32 forward, 16 ulps of the logits' size."""
+    logits = np.float32([dla.logit for dla in attributions])
+    assert_close([dla.total for dla in attributions], logits, ulps=logit_ulps(trace, logits, 16))
+
+
+def map_metrics(emap: at.EffectMap) -> np.ndarray:
+    """(L, nh + 1) an effect map's float32 metrics (effect + base), the MLPs last."""
+    return np.float32(np.column_stack([emap.heads, emap.mlps]) + emap.base)
+
+
 # ---- direct logit attribution ------------------------------------------------------------------------
 def test_direct_logit_attribution_adds_up_to_the_logit(model):
     """LayerNorm (GPT-2: centred parts, biases, position embedding), RMSNorm (Llama), Gemma 3's
     norms after each sublayer, each held at its scale, GPT-NeoX's parallel block: the parts sum to
     the logit (difference); on Gemma 2 to the logit before its soft-cap."""
     tr = gptviz.trace(model, PROMPT)
+    attributions, expected, by_frame, by_layer = [], [], [], []
     for metric in metrics_for(tr):
         dla = at.direct_logit_attribution(tr, metric)
         logits = tr.logits[metric.position]
         if model.config.final_softcap is not None:
             logits = model.unembed(tr.final_norm[metric.position])
-        expected = logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0)
-        assert dla.logit == pytest.approx(float(expected), abs=1e-6)
-        assert abs(dla.total - dla.logit) <= TOL
+        expected.append(logits[metric.target] - (logits[metric.contrast] if metric.contrast is not None else 0))
         assert dla.heads.shape == (model.config.n_layer, model.config.n_head)
-        frame = dla.parts_frame()
-        assert frame["value"].sum() == pytest.approx(dla.total, abs=1e-9)
-        assert (dla.by_layer().sum().sum()) == pytest.approx(dla.total - dla.final_bias, abs=1e-9)
+        attributions.append(dla)
+        by_frame.append(dla.parts_frame()["value"].sum())
+        by_layer.append(dla.by_layer().sum().sum() + dla.final_bias)
+    # the model's float32 logits (one row, or all rows at once), subtracted in float64: ulps of the logits' size
+    expected = torch.stack(expected)
+    assert_close([dla.logit for dla in attributions], expected, ulps=logit_ulps(tr, expected, 8))
+    assert_parts_add_up(tr, attributions)
+    totals = [dla.total for dla in attributions]
+    assert_close(by_frame, totals, ulps=64)  # the same float64 parts, summed in other orders
+    assert_close(by_layer, totals, ulps=64)
     assert (dla.pos_embed is not None) == (model.config.positional == "learned")
     if model.config.norm == "rmsnorm":
         assert dla.final_bias == 0
@@ -62,8 +88,6 @@ def test_direct_logit_attribution_adds_up_to_the_logit(model):
 
 def test_direct_logit_attribution_with_every_bias_set(tiny_gpt2):
     """transformers initialises GPT-2's biases to 0: set them all, so the bias parts are tested too."""
-    import copy
-
     model = copy.deepcopy(tiny_gpt2)
     g = torch.Generator().manual_seed(0)
     for name, param in model.named_parameters():
@@ -72,13 +96,12 @@ def test_direct_logit_attribution_with_every_bias_set(tiny_gpt2):
     tr = gptviz.trace(model, PROMPT)
     dla = at.direct_logit_attribution(tr, metrics_for(tr)[1])
     assert dla.final_bias != 0 and (dla.attn_bias != 0).all()
-    assert abs(dla.total - dla.logit) <= TOL
+    assert_parts_add_up(tr, [dla])
 
 
 def test_direct_logit_attribution_of_a_knocked_out_run_adds_up(tiny_llama):
     tr = gptviz.trace(tiny_llama, PROMPT, ablate=[(0, 1), (1, "mlp")], ablation="mean")
-    dla = at.direct_logit_attribution(tr, at.Metric(7, 11))
-    assert abs(dla.total - dla.logit) <= TOL
+    assert_parts_add_up(tr, [at.direct_logit_attribution(tr, at.Metric(7, 11))])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -99,6 +122,7 @@ def test_a_heads_share_matches_a_transformers_computation(family, tiny_gpt2, tin
     w_u = hf.get_output_embeddings().weight.double()
     direction = w_u[metric.target] - w_u[metric.contrast]
     o_proj = o_proj_of(layers_of(hf)[layer])
+    shares = []
     for head in range(ours.config.n_head):
         cols = slice(head * hs, (head + 1) * hs)
         if family == "gpt2":  # Conv1D: weight (in, out)
@@ -109,7 +133,9 @@ def test_a_heads_share_matches_a_transformers_computation(family, tiny_gpt2, tin
             part = o_proj.weight.double()[:, cols] @ z[cols]
             scale = torch.rsqrt(final_in.pow(2).mean() + norm.variance_epsilon)
             part = part * scale * norm.weight.double()
-        assert float(part @ direction) == pytest.approx(dla.heads[layer, head], abs=TOL)
+        shares.append(part @ direction)
+    # vs transformers' own float32 activations and kernels: ulps of the layer's largest share
+    assert_close(dla.heads[layer], torch.stack(shares).float(), ulps=64)
 
 
 # ---- the batched maps equal one intervened trace per cell --------------------------------------------------
@@ -121,20 +147,22 @@ def test_ablation_map_equals_one_knocked_out_trace_per_component(model, ablation
     amap = at.ablation_map(tr, metric, ablation)
     base = at.metric_value(tr, metric)
     assert amap.base == base and amap.heads.shape == (L, nh) and amap.mlps.shape == (L,)
+    singles = np.zeros((L, nh + 1), np.float32)  # the metric of one knocked-out trace per component
     for layer in range(L):
-        for what in [*range(nh), "mlp"]:
+        for i, what in enumerate([*range(nh), "mlp"]):
             single = gptviz.trace(model, tr.ids, ablate=[(layer, what)], ablation=ablation)
-            effect = at.metric_value(single, metric) - base
-            got = amap.mlps[layer] if what == "mlp" else amap.heads[layer, what]
-            assert got == pytest.approx(effect, abs=TOL), (layer, what)
+            singles[layer, i] = at.metric_value(single, metric)
+    # float32 metrics, batched vs alone (another summation order): 64 ulps of the logits' size
+    assert_close(map_metrics(amap), singles, ulps=logit_ulps(tr, singles))
     monkeypatch.setattr(at, "SWEEP_TOKENS", 3 * tr.n_tokens)  # several shared passes: the same map
     again = at.ablation_map(tr, metric, ablation)
-    assert np.abs(again.heads - amap.heads).max() <= TOL and np.abs(again.mlps - amap.mlps).max() <= TOL
+    assert_close(map_metrics(again), map_metrics(amap), ulps=logit_ulps(tr, singles))  # batched another way
     other = metrics_for(tr)[2]  # another position, and a logit difference of two other tokens
-    layer, head = L - 1, 0
-    single = gptviz.trace(model, tr.ids, ablate=[(layer, head)], ablation=ablation)
-    expected = at.metric_value(single, other) - at.metric_value(tr, other)
-    assert at.ablation_map(tr, other, ablation).heads[layer, head] == pytest.approx(expected, abs=TOL)
+    layer = L - 1
+    singles = np.float32([at.metric_value(gptviz.trace(model, tr.ids, ablate=[(layer, head)], ablation=ablation),
+                                          other) for head in range(nh)])
+    assert_close(map_metrics(at.ablation_map(tr, other, ablation))[layer, :nh], singles,
+                 ulps=logit_ulps(tr, singles))  # batched vs alone
 
 
 def test_ablation_map_reports_progress_and_can_skip_mlps(tiny_llama):
@@ -166,19 +194,22 @@ def test_patching_map_equals_one_patched_trace_per_cell(model, site, monkeypatch
     assert len(pmap.rows) == pmap.restored.shape[0] and len(pmap.columns) == pmap.restored.shape[1]
     lo, hi = pmap.corrupted, pmap.clean
     differ = [i for i, (a, b) in enumerate(zip(clean.ids, corrupted.ids)) if a != b]
-    cols = range(nh) if site == "z" else sorted({0, T // 2, T - 1, *differ})
+    cols = list(range(nh)) if site == "z" else sorted({0, T // 2, T - 1, *differ})
+    singles = np.zeros((pmap.restored.shape[0], len(cols)), np.float32)  # the metric of one patched trace per cell
     for row in range(pmap.restored.shape[0]):
-        for col in cols:
+        for i, col in enumerate(cols):
             if site == "resid":
                 kind, layer = ("resid_pre", row) if row < L else ("resid_post", L - 1)
             else:
                 kind, layer = site, row
             tr = gptviz.trace(model, corrupted.ids, patch=gptviz.Patch(clean, [(kind, layer, col)]))
-            expected = (at.metric_value(tr, metric) - lo) / (hi - lo)
-            assert pmap.restored[row, col] == pytest.approx(expected, abs=1e-4), (row, col)
+            singles[row, i] = at.metric_value(tr, metric)
+    # float32 metrics, batched vs alone (another summation order): 64 ulps of the logits' size
+    assert_close(pmap.values[:, cols], singles, ulps=logit_ulps(corrupted, singles))
+    assert_close(pmap.restored, (pmap.values - lo) / (hi - lo), ulps=8)  # the share of the gap, in float64
     if site == "resid":  # the last row: only the last position reaches the prediction
-        assert pmap.values[-1, -1] == pytest.approx(hi, abs=1e-6)
-        assert np.abs(pmap.values[-1, :-1] - lo).max() <= 1e-6
+        ends = np.float32([lo] * (T - 1) + [hi])
+        assert_close(pmap.values[-1], ends, ulps=logit_ulps(corrupted, ends, 16))  # batched vs alone
 
 
 def test_patching_map_needs_equal_lengths(tiny_gpt2):
@@ -196,29 +227,33 @@ def test_gradient_estimate_is_the_derivative_along_the_ablation(model, ablation)
     tr = gptviz.trace(model, PROMPT)
     metric = metrics_for(tr)[1]
     est = at.ablation_map_gradient(tr, metric, ablation)
-    assert est.base == pytest.approx(at.metric_value(tr, metric), abs=1e-4)
+    base = np.float32(at.metric_value(tr, metric))
+    assert_close(est.base, base, ulps=logit_ulps(tr, base, 8))  # the float32 metric, another forward
     c, T, L = model.config, tr.n_tokens, model.config.n_layer
     eps = 1e-2
+    model64 = copy.deepcopy(model).double()  # the difference in float64: no float32 rounding over 2·eps
 
     def moved(layer, what, step):
         if what == "mlp":
-            m = tr.mlp_module_out(layer)
+            m = tr.mlp_module_out(layer).double()
             fill = m.mean(0, keepdim=True) if ablation == "mean" else 0
             edit = LayerEdit(mlp_add=(step * (fill - m))[None])
         else:
-            z = tr.z(layer)
+            z = tr.z(layer).double()
             fill = z[what].mean(0, keepdim=True) if ablation == "mean" else 0
-            add = torch.zeros(1, c.n_head, T, c.d_head)
+            add = torch.zeros(1, c.n_head, T, c.d_head, dtype=torch.float64)
             add[0, what] = step * (fill - z[what])
             edit = LayerEdit(z_add=add)
         with torch.inference_mode():
-            normed = model.forward_from(0, tr.resid_pre(0)[None], Interventions.at(L, {layer: edit}))
-            return float(metric.of_normed(model, normed[0, 0]))
+            normed = model64.forward_from(0, tr.resid_pre(0).double()[None], Interventions.at(L, {layer: edit}))
+            return float(metric.of_normed(model64, normed[0, 0]))
 
-    for layer, what in [(0, 0), (L - 1, c.n_head - 1), (1, 1), (0, "mlp"), (L - 1, "mlp")]:
-        slope = (moved(layer, what, eps) - moved(layer, what, -eps)) / (2 * eps)
-        got = est.mlps[layer] if what == "mlp" else est.heads[layer, what]
-        assert got == pytest.approx(slope, abs=2e-3, rel=2e-3), (layer, what)
+    components = [(0, 0), (L - 1, c.n_head - 1), (1, 1), (0, "mlp"), (L - 1, "mlp")]
+    slopes = [(moved(layer, what, eps) - moved(layer, what, -eps)) / (2 * eps) for layer, what in components]
+    got = np.float32([est.mlps[layer] if what == "mlp" else est.heads[layer, what] for layer, what in components])
+    # an approximation, a first-order estimate vs a central difference with step 1e-2 (rtol); the estimate's
+    # float32 rounding, of the largest slope (ulps)
+    assert_close(got, slopes, rtol=2e-3, ulps=64)
     exact = at.ablation_map(tr, metric, ablation)
     agree = at.agreement(exact, est)
     assert -1 <= agree["heads"] <= 1 and 0 <= agree["top_overlap"] <= 1
@@ -232,7 +267,7 @@ def test_token_choices_offer_the_leading_space_variant(tiny_gpt2):
     assert list(choices["rank"]) == sorted(choices["rank"])
     p = torch.softmax(tr.logits[-1], -1)
     for _, row in choices.iterrows():
-        assert row["probability"] == pytest.approx(float(p[row["id"]]))
+        assert_close(row["probability"], p[row["id"]], ulps=8)  # the same softmax
     assert at.token_choices(tr, " Mary")["token"].tolist() == choices["token"].tolist()
     long = at.token_choices(tr, "Supercalifragilistic")
     assert (long["pieces"] > 1).all()
@@ -253,11 +288,12 @@ def test_name_swap(text, expected):
 def test_compare_runs(tiny_llama):
     before = gptviz.trace(tiny_llama, PROMPT)
     frame, kl = at.compare_runs(before, before, n=5)
-    assert kl == pytest.approx(0.0, abs=1e-9) and len(frame) == 5
+    assert len(frame) == 5
+    assert_close(kl, 0.0, atol=1e-9)  # exactly zero by construction: a run against itself
     assert (frame["before"] == frame["after"]).all()
     after = gptviz.trace(tiny_llama, PROMPT, ablate=[(0, "mlp"), (1, "mlp")])
     frame, kl = at.compare_runs(before, after, n=5)
     assert kl > 0 and 5 <= len(frame) <= 10
     assert list(frame["before"]) == sorted(frame["before"], reverse=True)
     p = torch.softmax(after.logits[-1].double(), -1)
-    assert frame["after"].iloc[0] == pytest.approx(float(p[frame["id"].iloc[0]]))
+    assert_close(frame["after"].iloc[0], p[frame["id"].iloc[0]], ulps=8)  # the same float64 softmax

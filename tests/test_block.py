@@ -2,7 +2,7 @@
 
 Random transformers models of every architecture (odd sizes, grouped-query heads, nh·hs ≠ d_model,
 post norms, sliding windows) are run with forward hooks on the modules each step corresponds to;
-gptviz's step-by-step numbers must match them within 1e-5.
+gptviz's step-by-step numbers must match them to float32 rounding (numerics.assert_close).
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from gptviz.analysis import block, positions
 from gptviz.architectures import ARCHITECTURES
 from gptviz.loading import weights_origin
 from gptviz.weights import tensor_types
+from numerics import assert_close, close
 from test_fidelity import ARCH_CASES, GPT2_CASES, LLAMA_CASES, save_random
 
-TOL = 1e-5
 PROMPT = "The cat sat on the mat because the cat was tired, and then it slept."
 
 CASES = {  # name -> (saver(path) -> path, T)
@@ -70,10 +70,10 @@ def run_with_hooks(hf, ids: list[int], modules: dict[str, torch.nn.Module]) -> d
     return seen
 
 
-def close(a, b, tol: float = TOL) -> None:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    assert np.abs(a - b).max() <= tol, np.abs(a - b).max()
+def check_close(actual, expected, **tolerance) -> None:
+    """numerics.assert_close, on arrays of the same shape (no broadcasting)."""
+    assert tuple(np.shape(actual)) == tuple(np.shape(expected)), (np.shape(actual), np.shape(expected))
+    assert_close(actual, expected, **tolerance)
 
 
 # ---- against transformers -------------------------------------------------------------------------
@@ -91,13 +91,14 @@ def test_every_step_matches_transformers(case):
         seen = run_with_hooks(hf, tr.ids, modules)
 
         # the norms: each step-by-step output equals what transformers' norm module returned
+        # (vs transformers' own kernels, float32: ulps=64 here and below)
         for which in block.norm_places(tr):
             x = block.norm_input(tr, layer, which)
-            close(x, seen[f"{which}/0"][0])
+            check_close(x, seen[f"{which}/0"][0], ulps=64)
             steps = block.norm_steps(block.norm_module(tr, layer, which), x)
-            close(steps.out, seen[f"{which}/0"][1])
-            close(steps.model_out, seen[f"{which}/0"][1])
-            assert steps.difference <= TOL
+            check_close(steps.out, seen[f"{which}/0"][1], ulps=64)
+            check_close(steps.model_out, seen[f"{which}/0"][1], ulps=64)
+            check_close(steps.out, steps.model_out, ulps=16)  # the steps rebuild the model's norm: another order
 
         # q, k, v of one token: x · W (+ b), split into heads (transformers: one or three projections)
         hf_qkv = torch.cat([seen[f"attn.qkv/{i}"][1] for i in range(len(ARCHITECTURES[arch].names["attn.qkv"]))], -1)
@@ -105,48 +106,48 @@ def test_every_step_matches_transformers(case):
             hf_qkv = rearrange(hf_qkv.T, cfg).T
         for position in (0, T // 2, T - 1):
             s = block.qkv_steps(tr, layer, position)
-            close(np.concatenate([s.q_lin.ravel(), s.k_lin.ravel(), s.v.ravel()]), hf_qkv[position])
-            close(s.x, seen["attn.qkv/0"][0][position])  # what the attention projections read
-            close(s.q, tr.q(layer)[:, position])
-            close(s.k, tr.k(layer)[:, position])
-            close(s.v, tr.v(layer)[:, position])
-            assert s.difference <= TOL
+            check_close(np.concatenate([s.q_lin.ravel(), s.k_lin.ravel(), s.v.ravel()]), hf_qkv[position], ulps=64)
+            check_close(s.x, seen["attn.qkv/0"][0][position], ulps=64)  # what the attention projections read
+            # one token's projections vs the whole sequence's (s.difference, the page's number, is their max)
+            check_close(s.q, tr.q(layer)[:, position], ulps=32)
+            check_close(s.k, tr.k(layer)[:, position], ulps=32)
+            check_close(s.v, tr.v(layer)[:, position], ulps=32)
             if cfg.positional == "learned" and not cfg.qk_norm:
-                close(s.q, s.q_lin)
+                check_close(s.q, s.q_lin, ulps=0)  # no rotary, no q norm: the projection itself
 
         # the output projection: concatenated heads through W_O, and the per-head sum
         out = block.attention_output(tr, layer)
-        close(out.merged, seen["attn.out_proj/0"][0])
-        close(out.out, seen["attn.out_proj/0"][1])
+        check_close(out.merged, seen["attn.out_proj/0"][0], ulps=64)
+        check_close(out.out, seen["attn.out_proj/0"][1], ulps=64)
+        # the per-head parts add up to the output (out.head_sum_difference, the page's number): another order
         summed = out.head_parts.sum(0) + (out.bias if out.bias is not None else 0.0)
-        close(summed, out.out)
-        assert out.head_sum_difference <= TOL
+        check_close(summed, out.out, ulps=16)
         assert out.head_parts.shape == (nh, T, cfg.d_model) and out.merged.shape == (T, nh * hs)
         shares = out.head_shares.sum(0) + (out.bias_share if out.bias_share is not None else 0.0)
-        close(shares, np.ones(T), 1e-4)
-        close(out.written, tr.attn_out(layer))
-        close(out.head_norms, np.linalg.norm(out.head_parts, axis=-1))
+        check_close(shares, np.ones(T), rtol=1e-4)  # the heads' shares of the output add up to 1 (float32 parts)
+        check_close(out.written, tr.attn_out(layer), ulps=16)  # the same maths, another order
+        check_close(out.head_norms, np.linalg.norm(out.head_parts, axis=-1), ulps=8)  # the same norms, recomputed
         if cfg.post_norms:
-            close(out.written, seen["post_attn_norm/0"][1])
+            check_close(out.written, seen["post_attn_norm/0"][1], ulps=64)
 
         # the MLP: hidden activations are the input of W_out; its output is W_out's
         mlp = block.mlp_steps(tr, layer)
-        close(mlp.x, seen["mlp.fc_in/0"][0])  # what the MLP reads: after norm2, from the stream it reads
-        close(mlp.hidden, seen["mlp.fc_out/0"][0])
-        close(mlp.out, seen["mlp.fc_out/0"][1])
-        close(mlp.written, tr.mlp_out(layer))
+        check_close(mlp.x, seen["mlp.fc_in/0"][0], ulps=64)  # what the MLP reads: after norm2, from the stream it reads
+        check_close(mlp.hidden, seen["mlp.fc_out/0"][0], ulps=64)
+        check_close(mlp.out, seen["mlp.fc_out/0"][1], ulps=64)
+        check_close(mlp.written, tr.mlp_out(layer), ulps=16)  # the same maths, another order
         if cfg.post_norms:
-            close(mlp.written, seen["post_mlp_norm/0"][1])
+            check_close(mlp.written, seen["post_mlp_norm/0"][1], ulps=64)
         act = block.activation_curve(tr, layer, -3.0, 3.0, 7)
-        close(mlp.act, ours.blocks[layer].mlp.act(torch.from_numpy(mlp.pre)))
+        check_close(mlp.act, ours.blocks[layer].mlp.act(torch.from_numpy(mlp.pre)), ulps=0)  # the same function
         gelu = {"tanh": "tanh", "exact": "none"}[cfg.gelu]
         expected = (torch.nn.functional.gelu(torch.from_numpy(act[0]), approximate=gelu) if cfg.mlp != "swiglu"
                     else torch.nn.functional.silu(torch.from_numpy(act[0])))
-        close(act[1], expected)
+        check_close(act[1], expected, ulps=0)  # the same function on the same inputs
         if mlp.up is None:
-            close(mlp.hidden, mlp.act)
+            check_close(mlp.hidden, mlp.act, ulps=0)  # the activations are the hidden layer
         else:
-            close(mlp.hidden, mlp.act * mlp.up)
+            check_close(mlp.hidden, mlp.act * mlp.up, ulps=8)  # act · up, recomputed
 
 
 def test_shortcut_writes_add_up(case):
@@ -155,13 +156,14 @@ def test_shortcut_writes_add_up(case):
     writes = block.all_residual_writes(tr, 0, T)
     assert all(w.shape == (ours.config.n_layer, T) for w in writes.values())
     for layer in range(ours.config.n_layer):
-        close(writes["attn_out"][layer], (tr.resid_mid(layer) - tr.resid_pre(layer)).norm(dim=-1), 1e-4)
-        close(writes["mlp_out"][layer], (tr.resid_post(layer) - tr.resid_mid(layer)).norm(dim=-1), 1e-4)
-        close(writes["resid_pre"][layer], tr.resid_pre(layer).norm(dim=-1))
+        # a write's norm vs the norm of a difference of two float32 streams (the stream's rounding in it)
+        check_close(writes["attn_out"][layer], (tr.resid_mid(layer) - tr.resid_pre(layer)).norm(dim=-1), ulps=64)
+        check_close(writes["mlp_out"][layer], (tr.resid_post(layer) - tr.resid_mid(layer)).norm(dim=-1), ulps=64)
+        check_close(writes["resid_pre"][layer], tr.resid_pre(layer).norm(dim=-1), ulps=8)  # the same norms
     # a window gives the same numbers for its positions (position-wise steps, attention over all keys)
     part = block.residual_writes(tr, 1, 3, T - 2)
     for name in block.WRITE_ROWS:
-        close(part[name], writes[name][1, 3 : T - 2])
+        check_close(part[name], writes[name][1, 3 : T - 2], ulps=16)  # the same maths on fewer rows
 
 
 def test_the_mlp_reads_one_token_at_a_time(case):
@@ -169,11 +171,12 @@ def test_the_mlp_reads_one_token_at_a_time(case):
     for layer in range(ours.config.n_layer):
         for position in (0, tr.n_tokens - 1):
             check = block.one_token_check(tr, layer, position)
-            assert check.mlp_difference <= TOL
-            close(check.mlp_model, tr.mlp_out(layer)[position])
-            close(check.attn_model, tr.attn_out(layer)[position])
+            # one row alone vs the whole sequence: the same maths, another summation order
+            check_close(check.mlp_alone, check.mlp_model, ulps=32)
+            check_close(check.mlp_model, tr.mlp_out(layer)[position], ulps=32)
+            check_close(check.attn_model, tr.attn_out(layer)[position], ulps=32)
             if position == 0:  # the first token only ever sees itself
-                assert check.attn_difference <= TOL
+                check_close(check.attn_alone, check.attn_model, ulps=32)
     # attention mixes tokens: alone, a later token's attention output differs
     assert max(block.one_token_check(tr, layer, tr.n_tokens - 1).attn_difference
                for layer in range(ours.config.n_layer)) > 1e-3
@@ -190,23 +193,23 @@ def test_rotary_scores_depend_only_on_the_offset(case):
         s = block.qkv_steps(tr, layer, tr.n_tokens - 1)
         q, k = s.q_pre[0], s.k_pre[tr.kv_head(0)]
         rows = positions.scores_by_offset(ours, layer, q, k, [0, 7, 40], 24)
-        scale = max(1.0, float(np.abs(rows).max()))
-        close(rows / scale, np.broadcast_to(rows[0], rows.shape) / scale)
+        # rotations of the same q, k: float32 rounding of the rotated vectors (ulps of the largest score)
+        check_close(rows, np.broadcast_to(rows[0], rows.shape), ulps=64)
         grid = positions.rotary_scores(ours, layer, q, k, range(20), range(20))
-        for d in range(-19, 20):  # constant along every diagonal (a Toeplitz matrix)
-            diagonal = np.diagonal(grid, offset=-d)
-            close(diagonal / scale, np.full_like(diagonal, diagonal[0]) / scale)
-        # the model's q·k at the real positions are among these: q at T-1, k at T-1 (offset 0)
-        assert rows[0, 0] == pytest.approx(float(torch.from_numpy(s.q[0]) @ torch.from_numpy(s.k[tr.kv_head(0)])),
-                                           abs=1e-5 * scale)
+        i, j = np.indices(grid.shape)  # constant along every diagonal (a Toeplitz matrix): its first row and column
+        check_close(grid, np.where(i >= j, grid[np.maximum(i - j, 0), 0], grid[0, np.maximum(j - i, 0)]), ulps=64)
+        # the model's q·k at the real positions are among these: q at T-1, k at T-1 (offset 0); float32
+        # rounding at the scale of the scores (the rows' largest), not of this one score
+        model_qk = float(torch.from_numpy(s.q[0]) @ torch.from_numpy(s.k[tr.kv_head(0)]))
+        check_close(rows[0, 0], model_qk, ulps=64 * np.abs(rows).max() / abs(model_qk))
         table = positions.rotary_table(ours, layer, 12)
-        close(table.angles, np.arange(12)[:, None] * table.frequencies[None, :])
-        close(table.cos, np.cos(table.angles), 1e-5)
-        close(table.wavelengths, 2 * math.pi / table.frequencies)
+        check_close(table.angles, np.arange(12)[:, None] * table.frequencies[None, :], ulps=0)  # the same products
+        check_close(table.cos, np.cos(table.angles), ulps=8)  # the same cosines, another library
+        check_close(table.wavelengths, 2 * math.pi / table.frequencies, ulps=8)  # the same quotients
     if cfg.rope_local is not None:
         full, sliding = cfg.layer_types.index("full"), cfg.layer_types.index("sliding")
-        assert not np.allclose(positions.rotary_table(ours, full, 8).frequencies,
-                               positions.rotary_table(ours, sliding, 8).frequencies)
+        assert not close(positions.rotary_table(ours, full, 8).frequencies,  # two ropes: not the same frequencies
+                         positions.rotary_table(ours, sliding, 8).frequencies, rtol=1e-5)
 
 
 # ---- the two families through the shared fixtures -----------------------------------------------------
@@ -220,21 +223,23 @@ def test_norm_steps_explain_the_norm(model):
     steps = block.norm_steps(model.blocks[1].norm1, tr.resid_pre(1))
     if model.config.norm == "layernorm":
         assert steps.centred and steps.bias is not None
-        close(steps.normalized.mean(-1), np.zeros(tr.n_tokens))
-        close(steps.normalized.std(-1), np.sqrt(steps.var / (steps.var + steps.eps)))
-        close(steps.denom, np.sqrt(tr.resid_pre(1).double().var(-1, unbiased=False).numpy() + steps.eps))
+        check_close(steps.normalized.mean(-1), np.zeros(tr.n_tokens), atol=1e-12)  # zero by construction (float64)
+        check_close(steps.normalized.std(-1), np.sqrt(steps.var / (steps.var + steps.eps)), ulps=16)  # the same maths
+        # float64 steps of the float32 stream vs float64 maths on it: another summation order
+        check_close(steps.denom, np.sqrt(tr.resid_pre(1).double().var(-1, unbiased=False).numpy() + steps.eps), ulps=16)
     else:
         assert not steps.centred and steps.bias is None
-        close(np.sqrt((steps.normalized**2).mean(-1)), np.sqrt(steps.var / (steps.var + steps.eps)))
+        check_close(np.sqrt((steps.normalized**2).mean(-1)), np.sqrt(steps.var / (steps.var + steps.eps)), ulps=16)
     table = block.norm_table(steps, tr.tokens)
     assert len(table) == tr.n_tokens and table["token"].tolist() == tr.tokens
-    close(table["‖x‖ before"], tr.resid_pre(1).norm(dim=-1))
+    check_close(table["‖x‖ before"], tr.resid_pre(1).norm(dim=-1), ulps=16)  # the same norms, another summation order
     window = block.norm_steps(model.blocks[1].norm1, block.norm_input(tr, 1, "norm1", 2, 5))
-    close(window.out, steps.out[2:5])
+    check_close(window.out, steps.out[2:5], ulps=16)  # the same maths on fewer rows
     scale = block.norm_scale_by_layer(tr, 3)
     assert len(scale) == model.config.n_layer + 1
-    close(scale["‖x‖ at the token"], [float(r[3].norm()) for r in tr.resid_stream])
-    close(scale["‖norm(x)‖ at the token"].iloc[-1], float(tr.final_norm[3].norm()))
+    # the same float32 norms, as floats
+    check_close(scale["‖x‖ at the token"], [float(r[3].norm()) for r in tr.resid_stream], rtol=1e-6)
+    check_close(scale["‖norm(x)‖ at the token"].iloc[-1], float(tr.final_norm[3].norm()), rtol=1e-6)
     with pytest.raises(ValueError, match="no norm"):
         block.norm_module(tr, 0, "post_mlp_norm")
     with pytest.raises(ValueError, match="LayerNorm or RMSNorm"):
@@ -257,9 +262,10 @@ def test_neurons(model):
     if model.config.norm == "layernorm":
         d = d - d.mean()
     effect = model.unembed_weight.double() @ (d * model.final_norm.weight.double())
-    close(promoted["effect"], effect[promoted["id"].tolist()])
-    assert promoted["effect"].iloc[0] == pytest.approx(float(effect.max()), abs=1e-6)
-    assert suppressed["effect"].iloc[0] == pytest.approx(float(effect.min()), abs=1e-6)
+    # the page's float32 maths vs float64 maths on the same weights (the largest effects: no cancellation)
+    check_close(promoted["effect"], effect[promoted["id"].tolist()], rtol=1e-6)
+    check_close(promoted["effect"].iloc[0], float(effect.max()), rtol=1e-6)
+    check_close(suppressed["effect"].iloc[0], float(effect.min()), rtol=1e-6)
     with pytest.raises(ValueError, match="Neuron"):
         block.neuron_direction(tr, 0, model.config.d_mlp)
 
@@ -284,17 +290,17 @@ def test_sinusoidal_table_matches_the_formula(n, d):
         for i in range(d):
             angle = pos / 10000 ** ((i - i % 2) / d)
             direct[pos, i] = math.sin(angle) if i % 2 == 0 else math.cos(angle)
-    close(table, direct, 1e-12)
+    check_close(table, direct, ulps=8 * n)  # float64 sines of angles up to n, by another route: ~n ulps of the angle
     with pytest.raises(ValueError):
         positions.sinusoidal_table(0, 4)
 
 
 def test_learned_positions(tiny_gpt2, tiny_llama):
     table = positions.learned_positions(tiny_gpt2, 20)
-    close(table, tiny_gpt2.pos_emb.weight[:20].detach())
+    check_close(table, tiny_gpt2.pos_emb.weight[:20].detach(), ulps=0)  # the weights themselves
     sim = positions.position_similarity(table)
     assert sim.shape == (20, 20)
-    close(np.diag(sim), np.ones(20))
+    check_close(np.diag(sim), np.ones(20), ulps=16)  # cosine of a vector with itself: rounding only
     assert positions.learned_positions(tiny_llama, 20) is None
 
 
@@ -304,15 +310,15 @@ def test_dropout_view(tiny_gpt2, p):
     pattern = tr.attention(0, 0)
     view = block.dropout_view(pattern, p, seed=3)
     kept = view.mask
-    close(view.dropped[kept], pattern.numpy()[kept] / (1 - p), 1e-6)
+    check_close(view.dropped[kept], pattern.numpy()[kept] / (1 - p), ulps=8)  # the same quotients
     assert np.all(view.dropped[~kept] == 0)
-    close(view.row_sums, view.dropped.sum(-1))
+    check_close(view.row_sums, view.dropped.sum(-1), ulps=8)  # the same sums
     assert abs(kept.mean() - (1 - p)) < 0.15  # about 1 - p of the weights survive
-    assert not np.allclose(view.row_sums, 1.0)  # rows no longer sum to 1
+    assert not close(view.row_sums, 1.0, ulps=64)  # rows no longer sum to 1 (beyond float32 rounding)
     again = block.dropout_view(pattern, p, seed=3)
     assert np.array_equal(again.mask, view.mask)
     assert not np.array_equal(block.dropout_view(pattern, p, seed=4).mask, view.mask)
-    close(block.dropout_view(pattern, 0.0, 0).dropped, pattern)
+    check_close(block.dropout_view(pattern, 0.0, 0).dropped, pattern, ulps=0)  # no dropout: the pattern itself
     with pytest.raises(ValueError, match="dropout rate"):
         block.dropout_view(pattern, 1.0, 0)
 

@@ -15,11 +15,11 @@ import gptviz
 from gptviz.analysis import circuit as cc
 from gptviz.analysis.attribution import Metric, metric_value
 from gptviz.edges import EMBED, LOGITS
+from numerics import assert_close
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 SWAPPED = "When John and Mary went to the store, Mary gave a drink to"
 SIZES = (50, 200)
-TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,13 @@ def test_the_whole_model_restores_everything_and_nothing_nothing(question, score
     clean, metric, source = question
     for method, curve in curves.items():
         nothing, everything = curve.iloc[0], curve.iloc[-1]
-        assert everything.circuit_metric == pytest.approx(metric_value(clean, metric), abs=TOL), method
-        assert nothing.circuit_metric == pytest.approx(metric_value(source, metric), abs=TOL), method
-        assert (nothing.circuit, everything.circuit) == pytest.approx((0, 1), abs=TOL)
+        # the same float32 runs, batched another way: ulps of the larger metric
+        expected = np.float32([metric_value(clean, metric), metric_value(source, metric)])
+        assert_close([everything.circuit_metric, nothing.circuit_metric], expected, ulps=64, what=method)
+        # as shares of the gap, 0 and 1 by construction, up to that rounding over the gap
+        share = 64 * np.finfo(np.float32).eps * np.abs(expected).max() / abs(scores[method].gap)
+        assert_close(nothing.circuit, 0.0, atol=share, what=method)
+        assert_close(everything.circuit, 1.0, rtol=share, what=method)
     assert scores["eap"].gap > 12  # 6.12 − (−6.47)
 
 

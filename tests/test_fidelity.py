@@ -6,8 +6,7 @@ import torch
 import transformers
 
 import gptviz
-
-TOL = 1e-5
+from numerics import assert_close
 
 GPT2_CASES = [  # (config overrides, T): odd head counts, T not a power of two
     (dict(n_embd=60, n_layer=3, n_head=5), 37),
@@ -87,17 +86,18 @@ def compare(ours, hf, ids: list[int]) -> None:
     with torch.no_grad():
         out = hf(torch.tensor([ids]), output_attentions=True, output_hidden_states=True)
     tr = gptviz.trace(ours, ids)
-    assert (tr.logits - out.logits[0]).abs().max() <= TOL
+    # every comparison here: vs transformers' own kernels (float32), another summation order
+    assert_close(tr.logits, out.logits[0], ulps=64, what="logits")
     n_layer = ours.config.n_layer
     assert len(out.attentions) == n_layer
     for layer in range(n_layer):
-        assert (tr.patterns(layer) - out.attentions[layer][0]).abs().max() <= TOL
+        assert_close(tr.patterns(layer), out.attentions[layer][0], ulps=64, what=f"patterns {layer}")
         for head in range(ours.config.n_head):
-            assert (tr.attention(layer, head) - out.attentions[layer][0, head]).abs().max() <= TOL
+            assert_close(tr.attention(layer, head), out.attentions[layer][0, head], ulps=64, what=f"L{layer}H{head}")
     hidden = torch.stack([h[0] for h in out.hidden_states])  # (n_layer + 1, T, C), last one after the final norm
-    assert (tr.resid[:-1] - hidden[:-1]).abs().max() <= TOL
-    assert (tr.final_norm - hidden[-1]).abs().max() <= TOL
-    assert (tr.probs - torch.softmax(out.logits[0], -1)).abs().max() <= TOL
+    assert_close(tr.resid[:-1], hidden[:-1], ulps=64, what="resid")
+    assert_close(tr.final_norm, hidden[-1], ulps=64, what="final norm")
+    assert_close(tr.probs, torch.softmax(out.logits[0], -1), ulps=64, what="probs")
 
 
 @pytest.mark.parametrize("overrides,T", GPT2_CASES)
@@ -153,19 +153,20 @@ def test_stages_add_up_to_the_residual_stream(family, tiny_gpt2, tiny_llama):
     T = tr.n_tokens
     for layer in range(model.config.n_layer):
         pattern = tr.patterns(layer)
-        assert torch.allclose(pattern.sum(-1), torch.ones(model.config.n_head, T), atol=1e-6)
+        assert_close(pattern.sum(-1), torch.ones(model.config.n_head, T), ulps=16)  # softmax rows: float32 rounding
         assert pattern.triu(diagonal=1).abs().max() == 0
         v = tr.v(layer).repeat_interleave(model.config.n_rep, dim=0)  # (nh, T, hs)
-        assert (pattern @ v - tr.z(layer)).abs().max() <= 1e-6  # the shown pattern is the one the kernel used
-        assert (tr.resid_pre(layer) + tr.attn_out(layer) - tr.resid_mid(layer)).abs().max() <= 1e-6
-        assert (tr.resid_mid(layer) + tr.mlp_out(layer) - tr.resid_post(layer)).abs().max() <= 1e-6
+        assert_close(pattern @ v, tr.z(layer), ulps=8)  # the shown pattern is the one the kernel used (same maths)
+        # the residual stream's float32 additions, redone
+        assert_close(tr.resid_pre(layer) + tr.attn_out(layer), tr.resid_mid(layer), ulps=8)
+        assert_close(tr.resid_mid(layer) + tr.mlp_out(layer), tr.resid_post(layer), ulps=8)
         assert tr.mlp_hidden(layer).shape == (T, model.config.d_mlp)
         head = model.config.n_head - 1
         masked = tr.scores(layer, head, "masked")
         assert torch.isinf(masked.triu(diagonal=1)[masked.triu(diagonal=1) != 0]).all()
-        assert torch.allclose(torch.softmax(masked, -1), tr.attention(layer, head), atol=1e-7)
+        assert_close(torch.softmax(masked, -1), tr.attention(layer, head), ulps=8)  # the same softmax, recomputed
         scaled = tr.scores(layer, head, "scaled")
-        assert torch.allclose(scaled / model.config.scale, tr.scores(layer, head, "raw"), atol=1e-5)
+        assert_close(scaled / model.config.scale, tr.scores(layer, head, "raw"), ulps=8)  # a float32 scale, undone
     if family == "gpt2":
         assert torch.equal(tr.resid[0], tr.embed + tr.pos_embed)
     else:

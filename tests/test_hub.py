@@ -109,7 +109,7 @@ def test_repo_id_downloads_once_then_loads_offline(hub_env, repos, monkeypatch):
     assert model.name == QWEN and model.config.arch == "qwen2" and model.tokenizer.name == QWEN
     vocab = json.loads((repos[QWEN] / "tokenizer.json").read_text())["model"]["vocab"]
     assert model.tokenizer.n_vocab == len(vocab) < 50257  # the repo's tokenizer, not GPT-2's fallback
-    torch.testing.assert_close(logits(model), logits(gptviz.load_model(str(repos[QWEN]))), atol=0, rtol=0)
+    assert torch.equal(logits(model), logits(gptviz.load_model(str(repos[QWEN]))))  # the same weights: exactly
 
 
 def test_sharded_weights_and_progress_over_all_shards(hub_env, repos):
@@ -120,7 +120,7 @@ def test_sharded_weights_and_progress_over_all_shards(hub_env, repos):
     assert len(shards) >= 2 and {t for _, t in seen} == {total} and seen[-1] == (total, total)
     assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
     assert sorted(f for f in hub_env.files_requested("GET") if f.startswith("model-")) == [p.name for p in shards]
-    torch.testing.assert_close(logits(model), logits(gptviz.load_model(str(repos[SHARDED]))), atol=0, rtol=0)
+    assert torch.equal(logits(model), logits(gptviz.load_model(str(repos[SHARDED]))))  # the same weights: exactly
 
 
 def test_unsupported_architecture_is_refused_before_the_weights(hub_env):

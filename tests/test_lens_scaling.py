@@ -19,6 +19,7 @@ from gptviz.plots import lens as lens_plots
 from gptviz.plots import sampling as sampling_plots
 from gptviz.plots import scale as scale_plots
 from gptviz.sampling import SamplingSettings
+from numerics import assert_close
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PROMPT = "The cat sat on the mat because the cat was tired and"
@@ -42,7 +43,8 @@ def test_lens_last_row_is_the_models_own_prediction(tr):
     for t in range(T):
         probs = tr.probs_at(t)
         assert top_ids[-1, t] == int(torch.argmax(probs))
-        assert top_probs[-1, t] == pytest.approx(float(probs.max()), rel=1e-4, abs=1e-7)
+        # the lens reads the final stream itself: the model's maths, another matmul and softmax
+        assert_close(top_probs[-1, t], probs.max(), ulps=64)
 
 
 def test_lens_rows_read_each_residual_stream(tr):
@@ -54,7 +56,7 @@ def test_lens_rows_read_each_residual_stream(tr):
             logits = model.final_norm(x) @ model.unembed_weight.T  # (T, vocab)
         probs = torch.softmax(logits, dim=-1)
         np.testing.assert_array_equal(top_ids[layer], probs.argmax(-1).numpy())
-        np.testing.assert_allclose(top_probs[layer], probs.max(-1).values.numpy(), rtol=1e-4, atol=1e-7)
+        assert_close(top_probs[layer], probs.max(-1).values, ulps=64)  # the same maths, chunked
     assert 0 < top_probs.min() and top_probs.max() <= 1
 
 
@@ -62,13 +64,14 @@ def test_lens_window_and_chunks_match_the_full_lens(tr, monkeypatch):
     full_ids, full_probs = lens.logit_lens_top(tr)
     ids, probs = lens.logit_lens_top(tr, 3, 9)
     np.testing.assert_array_equal(ids, full_ids[:, 3:9])
-    np.testing.assert_allclose(probs, full_probs[:, 3:9], rtol=1e-5)
+    # same maths, a window of rows: a softmax over the whole vocabulary, summed in another order
+    assert_close(probs, full_probs[:, 3:9], ulps=64)
     # 5: several chunks per layer, the last one partial; 13 and 25: two layers read out together
     for chunk, (start, stop) in [(5, (0, None)), (13, (3, 9)), (25, (0, None))]:
         monkeypatch.setattr(lens, "LENS_CHUNK", chunk)
         chunked_ids, chunked_probs = lens.logit_lens_top(tr, start, stop)
         np.testing.assert_array_equal(chunked_ids, full_ids[:, start:stop])
-        np.testing.assert_allclose(chunked_probs, full_probs[:, start:stop], rtol=1e-5)
+        assert_close(chunked_probs, full_probs[:, start:stop], ulps=64)  # same maths, other chunks
     with pytest.raises(ValueError, match="not inside"):
         lens.logit_lens_top(tr, 5, 5)
     with pytest.raises(ValueError, match="not inside"):
@@ -82,15 +85,16 @@ def test_target_prob_is_consistent_with_the_top_table(tr):
     probs, ranks = lens.target_prob_by_layer(tr, final_top, position)
     assert probs.shape == ranks.shape == (tr.n_layer + 1,)
     assert ranks[-1] == 1
-    assert probs[-1] == pytest.approx(float(top_probs[-1, position]), rel=1e-5)
-    assert probs[-1] == pytest.approx(float(tr.probs_at(position)[final_top]), rel=1e-5)
+    assert_close(probs[-1], top_probs[-1, position], ulps=64)  # same maths, one row vs all
+    assert_close(probs[-1], tr.probs_at(position)[final_top], ulps=64)  # the lens vs the model's own
     table = lens.target_table(tr, final_top, position)
     assert len(table) == tr.n_layer + 1
     np.testing.assert_array_equal(table["top id"].to_numpy(), top_ids[:, position])
-    np.testing.assert_allclose(table["top probability"].to_numpy(), top_probs[:, position], rtol=1e-5)
+    assert_close(table["top probability"].to_numpy(), top_probs[:, position], ulps=64)  # same maths, one row
     at_top = table["target rank"] == 1
     np.testing.assert_array_equal(table.loc[at_top, "top id"].to_numpy(), final_top)
-    np.testing.assert_allclose(table.loc[at_top, "target probability"], table.loc[at_top, "top probability"], rtol=1e-6)
+    # the same probability read twice
+    assert_close(table.loc[at_top, "target probability"], table.loc[at_top, "top probability"], ulps=8)
     assert (table.loc[~at_top, "target probability"] < table.loc[~at_top, "top probability"]).all()
 
 
@@ -101,7 +105,7 @@ def test_target_rank_by_hand(tr):
     for row, resid in enumerate(tr.resid_stream):
         with torch.inference_mode():
             p = torch.softmax(model.unembed(model.final_norm(resid[position])), dim=-1)
-        assert probs[row] == pytest.approx(float(p[token_id]), rel=1e-5)
+        assert_close(probs[row], p[token_id], ulps=64)  # same maths, one row by hand
         assert ranks[row] == int((p > p[token_id]).sum()) + 1
     with pytest.raises(ValueError, match="outside the vocabulary"):
         lens.target_prob_by_layer(tr, tr.model.config.vocab_size, 0)
@@ -133,12 +137,12 @@ def test_top_next_tokens_match_the_probabilities(tr):
     probs = tr.probs_at(position)
     values, ids = torch.topk(probs, 10)
     np.testing.assert_array_equal(top["id"].to_numpy(), ids.numpy())
-    np.testing.assert_allclose(top["probability"].to_numpy(), values.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(top["logit"].to_numpy(), tr.logits[position][ids].numpy(), rtol=1e-6)
+    assert_close(top["probability"].to_numpy(), values, ulps=8)  # the trace's own probabilities
+    assert_close(top["logit"].to_numpy(), tr.logits[position][ids], ulps=8)  # and logits
     assert top["actual next"].sum() == int(tr.ids[position + 1] in ids.tolist())
     actual = lens.actual_next(tr, position)
     assert actual["id"] == tr.ids[position + 1]
-    assert actual["probability"] == pytest.approx(float(probs[tr.ids[position + 1]]), rel=1e-6)
+    assert_close(actual["probability"], probs[tr.ids[position + 1]], ulps=8)  # the trace's own probability
     assert lens.actual_next(tr, -1) is None
     assert not lens.top_next_tokens(tr, -1, 5)["actual next"].any()
 
@@ -146,26 +150,29 @@ def test_top_next_tokens_match_the_probabilities(tr):
 def test_sampling_table_filters_over_the_full_vocabulary(tr):
     V = tr.model.config.vocab_size
     plain, summary = lens.sampling_table(tr, -1, SamplingSettings(), 15)
-    assert summary.n_kept == V and summary.kept_mass == pytest.approx(1.0, abs=1e-5)
-    np.testing.assert_allclose(plain["after filter"], plain["original (T=1)"], rtol=1e-5)
+    assert summary.n_kept == V
+    assert_close(summary.kept_mass, 1.0, rtol=1e-5)  # a float32 sum of V probabilities
+    assert_close(plain["after filter"], plain["original (T=1)"], rtol=1e-5)  # divided by that sum
 
     top1, summary = lens.sampling_table(tr, -1, SamplingSettings(top_k=1), 15)
     assert summary.n_kept == 1 and top1["kept"].sum() == 1
-    assert top1["after filter"].iloc[0] == pytest.approx(1.0)
+    assert_close(top1["after filter"].iloc[0], 1.0, ulps=8)  # p / p
 
     greedy, summary = lens.sampling_table(tr, -1, SamplingSettings(temperature=0.0), 15)
-    assert summary.n_kept == 1 and greedy["after filter"].iloc[0] == pytest.approx(1.0)
+    assert summary.n_kept == 1
+    assert_close(greedy["after filter"].iloc[0], 1.0, ulps=8)  # p / p
 
     settings = SamplingSettings(temperature=0.7, top_k=40, top_p=0.5)
     table, summary = lens.sampling_table(tr, -1, settings, 15)
     tempered = torch.softmax(tr.logits[-1] / 0.7, dim=-1)
-    np.testing.assert_allclose(table["after temperature"], tempered[table["id"].tolist()].numpy(), rtol=1e-5)
+    assert_close(table["after temperature"], tempered[table["id"].tolist()], ulps=16)  # same maths by hand
     sorted_p = torch.sort(tempered, descending=True).values
     kept_by_hand = int(((torch.cumsum(sorted_p[:40], 0) - sorted_p[:40]) < 0.5 * sorted_p[:40].sum()).sum())
     assert summary.n_kept == kept_by_hand
-    assert summary.kept_mass == pytest.approx(float(sorted_p[:kept_by_hand].sum()), rel=1e-5)
+    # a float32 sum in another order, as Python floats
+    assert_close(summary.kept_mass, float(sorted_p[:kept_by_hand].sum()), rtol=1e-5)
     kept = table[table["kept"]]
-    np.testing.assert_allclose(kept["after filter"], kept["after temperature"] / summary.kept_mass, rtol=1e-5)
+    assert_close(kept["after filter"], kept["after temperature"] / summary.kept_mass, ulps=16)  # same maths
     assert (table.loc[~table["kept"], "after filter"] == 0).all()
 
 
@@ -176,8 +183,9 @@ def test_steps_table_recomputes_generate(model):
     tr = gptviz.trace(model, prompt + [s.token_id for s in steps])
     table = lens.steps_table(tr, len(prompt), [settings] * 4)
     assert table["id"].tolist() == [s.token_id for s in steps]
-    np.testing.assert_allclose(table["probability"], [s.prob for s in steps], rtol=1e-4)
-    np.testing.assert_allclose(table["filtered probability"], [s.filtered_prob for s in steps], rtol=1e-4)
+    # generate's forward of a growing prefix vs one forward of the whole text (float32, as floats)
+    assert_close(table["probability"], [s.prob for s in steps], rtol=1e-4)
+    assert_close(table["filtered probability"], [s.filtered_prob for s in steps], rtol=1e-4)
     assert table["rank"].tolist() == [s.rank for s in steps]
     with pytest.raises(ValueError, match="one setting per generated token"):
         lens.steps_table(tr, len(prompt), [settings])
@@ -211,7 +219,7 @@ def test_crossover_by_hand():
     smollm = GPTConfig("llama", 49152, 8192, 576, 30, 9, 3, 1536, 1e-5)
     by_hand = 2 * 576 * (576 + 2 * 192) + 2 * 576 * 576 + 3 * 2 * 576 * 1536
     assert scaling.rest_flops_per_token(smollm) == by_hand
-    assert scaling.crossover_length(smollm) == pytest.approx(by_hand / (4 * 576))
+    assert_close(scaling.crossover_length(smollm), by_hand / (4 * 576), ulps=8)  # the same division
     frame = scaling.analytic_costs(smollm, [16, 8192])
     assert frame["pattern_bytes_layer"].tolist() == [9 * 16 * 16 * 4, 9 * 8192 * 8192 * 4]
     assert frame["pattern_bytes_model"].iloc[-1] == 30 * 9 * 8192 * 8192 * 4
@@ -269,10 +277,11 @@ def test_peak_memory_of_attention(tiny_llama):
 
 def test_estimate_cost():
     assert scaling.estimate_cost([], [], 16) == 0.0
-    assert scaling.estimate_cost([16], [1.0], 32) == pytest.approx(4.0)  # quadratic until seen
-    assert scaling.estimate_cost([16, 32], [1.0, 2.0], 64) == pytest.approx(4.0)  # linear so far
-    assert scaling.estimate_cost([16, 32], [1.0, 1.0], 64) == pytest.approx(2.0)  # at least linear
-    assert scaling.estimate_cost([16, 32], [1.0, 8.0], 64) == pytest.approx(32.0)  # at most quadratic
+    # float64 powers of exact ratios: a few ulps
+    assert_close(scaling.estimate_cost([16], [1.0], 32), 4.0, ulps=8)  # quadratic until seen
+    assert_close(scaling.estimate_cost([16, 32], [1.0, 2.0], 64), 4.0, ulps=8)  # linear so far
+    assert_close(scaling.estimate_cost([16, 32], [1.0, 1.0], 64), 2.0, ulps=8)  # at least linear
+    assert_close(scaling.estimate_cost([16, 32], [1.0, 8.0], 64), 32.0, ulps=8)  # at most quadratic
 
 
 # ---- figures ---------------------------------------------------------------------------------------
@@ -304,7 +313,7 @@ def test_lens_heatmap_builds_fast_for_a_full_window():
 def test_target_figure():
     fig = lens_plots.target_by_layer_figure(np.array([0.1, 0.5, 0.9]), np.array([30, 2, 1]), ["a", "b", "c"], " Paris")
     assert len(fig.data) == 2
-    assert list(fig.data[0].y) == pytest.approx([0.1, 0.5, 0.9]) and list(fig.data[1].y) == [30, 2, 1]
+    assert_close(fig.data[0].y, [0.1, 0.5, 0.9], ulps=8) and list(fig.data[1].y) == [30, 2, 1]  # copied
     assert "␣Paris" in fig.layout.title.text
     assert fig.data[1].yaxis == "y2" and fig.layout.yaxis2.type == "log"
     assert list(fig.layout.yaxis2.tickvals) == [1, 10, 100]  # up to rank 30
@@ -338,9 +347,10 @@ def test_scale_figures():
     fig = scale_plots.time_figure(frame)
     assert len(fig.data) == 6 and fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     ref_t, ref_t2 = fig.data[4], fig.data[5]
-    assert ref_t2.y[-1] == pytest.approx(frame["attention_fused_s"].iloc[-1])
-    assert ref_t2.y[0] / ref_t2.y[-1] == pytest.approx((16 / 64) ** 2)
-    assert ref_t.y[0] / ref_t.y[-1] == pytest.approx(16 / 64)
+    # float64 reference lines through the last point: a few ulps
+    assert_close(ref_t2.y[-1], frame["attention_fused_s"].iloc[-1], ulps=8)
+    assert_close(ref_t2.y[0] / ref_t2.y[-1], (16 / 64) ** 2, ulps=8)
+    assert_close(ref_t.y[0] / ref_t.y[-1], 16 / 64, ulps=8)
     assert list(fig.layout.xaxis.tickvals) == [16, 32, 64] and fig.layout.yaxis.dtick == 1
     memory = scale_plots.memory_figure(frame)
     assert [trace.name.endswith("(measured)") for trace in memory.data] == [False, False, True, True]
@@ -415,7 +425,8 @@ def test_temperature_zero_samples_the_greedy_token(app_env, tiny_gpt2):
     greedy = int(torch.argmax(gptviz.trace(tiny_gpt2, at.session_state["prompt"]).logits[-1]))
     assert at.session_state["gen"] == str(greedy)
     steps = frame_with(at, "filtered probability")
-    assert steps["rank"].tolist() == [1] and steps["filtered probability"].iloc[0] == pytest.approx(1.0)
+    assert steps["rank"].tolist() == [1]
+    assert_close(steps["filtered probability"].iloc[0], 1.0, ulps=8)  # p / p
 
 
 def test_top_k_one_keeps_exactly_one(app_env):
@@ -424,6 +435,7 @@ def test_top_k_one_keeps_exactly_one(app_env):
     at.run()
     assert at.metric[0].value == "1"
     table = frame_with(at, "kept")
-    assert table["kept"].sum() == 1 and table["after filter"].iloc[0] == pytest.approx(1.0)
+    assert table["kept"].sum() == 1
+    assert_close(table["after filter"].iloc[0], 1.0, ulps=8)  # p / p
     spec = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert sum("✗" in label for label in spec["data"][0]["x"]) == len(table) - 1

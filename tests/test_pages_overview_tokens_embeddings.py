@@ -15,6 +15,7 @@ from gptviz.analysis import lens
 from gptviz.plots import embeddings as emb_plots
 from gptviz.plots import pipeline
 from gptviz.ui.navigation import BY_KEY
+from numerics import assert_close
 from page_helpers import chart, open_page, open_tab
 
 PROMPT = "The cat sat on the mat. The cat 🤗 ran\n\tthere"
@@ -33,17 +34,18 @@ def test_cosine_similarity_matches_torch(model):
         x = torch.from_numpy(emb.residual_vectors(tr, choice)).double()
         expected = F.cosine_similarity(x[:, None, :], x[None, :, :], dim=-1)  # (T, T)
         sim = emb.cosine_similarity(x.numpy())
-        np.testing.assert_allclose(sim, expected.numpy(), atol=1e-5, err_msg=choice)
-        np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-5)
+        # float64 cosines rounded to float32, vs torch's in float64
+        assert_close(sim, expected, ulps=8, what=choice)
+        assert_close(np.diag(sim), 1.0, ulps=8)
     # a repeated token has the same token embedding: similarity exactly 1 off the diagonal
     first, again = tr.tokens.index(" cat"), len(tr.tokens) - 1 - tr.tokens[::-1].index(" cat")
     assert first != again
-    assert emb.cosine_similarity(tr.embed.numpy())[first, again] == pytest.approx(1.0, abs=1e-6)
+    assert_close(emb.cosine_similarity(tr.embed.numpy())[first, again], 1.0, ulps=8)  # |x|² / |x|², rounded
 
 
 def test_cosine_similarity_of_zero_vector_is_zero_and_shape_checked():
     sim = emb.cosine_similarity(np.array([[1.0, 0.0], [0.0, 0.0], [-2.0, 0.0]]))
-    np.testing.assert_allclose(sim, [[1, 0, -1], [0, 0, 0], [-1, 0, 1]])
+    assert_close(sim, [[1, 0, -1], [0, 0, 0], [-1, 0, 1]], ulps=8)  # ±1 and 0, rounded
     with pytest.raises(ValueError, match=r"\(T, C\)"):
         emb.cosine_similarity(np.zeros(3))
 
@@ -54,22 +56,26 @@ def test_pca_variance_shares_and_projection(n, c):
     x = rng.normal(size=(n, c)) * np.linspace(3.0, 0.5, c)  # spread shrinking by dimension
     result = emb.pca(x, k=2)
     shares = result.explained
-    assert np.all(np.diff(shares) <= 1e-7) and shares.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(np.diff(shares) <= 1e-7)
+    assert_close(shares.sum(), 1.0, ulps=8)  # float32 shares of one total
     centred = x - x.mean(0)
     singular = np.linalg.svd(centred, compute_uv=False)
-    np.testing.assert_allclose(shares[: len(singular)], singular**2 / (singular**2).sum(), atol=1e-5)
+    # float64 eigenvalues (covariance) or singular values, rounded to float32, vs numpy's SVD
+    assert_close(shares[: len(singular)], singular**2 / (singular**2).sum(), ulps=8)
     # the coordinates are the projections on orthonormal components, their variance is the eigenvalue
-    np.testing.assert_allclose(result.components @ result.components.T, np.eye(2), atol=1e-5)
-    np.testing.assert_allclose(result.coords, centred @ result.components.T, atol=1e-4)
-    np.testing.assert_allclose((result.coords**2).sum(0), singular[:2] ** 2, rtol=1e-4)
+    # float64 results rounded to float32, then multiplied again: float32 rounding of sums over C
+    assert_close(result.components @ result.components.T, np.eye(2), ulps=16)
+    assert_close(result.coords, centred @ result.components.T, ulps=16)
+    assert_close((result.coords**2).sum(0), singular[:2] ** 2, ulps=16)
 
 
 def test_pca_edge_cases(model):
     with pytest.raises(ValueError, match="at least 2 points"):
         emb.pca(np.ones((1, 5)))
     two = emb.pca(np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]))
-    assert two.explained[0] == pytest.approx(1.0) and two.coords.shape == (2, 2)
-    np.testing.assert_allclose(two.coords[:, 1], 0.0, atol=1e-6)
+    assert two.coords.shape == (2, 2)
+    assert_close(two.explained[0], 1.0, ulps=8)  # one direction holds all the variance
+    assert_close(two.coords[:, 1], 0.0, atol=1e-12)  # zero by construction: float64 rounding of values about 1
     table = emb.position_table(model)
     if model.config.arch == "gpt2":
         assert table.shape == (model.config.n_ctx, model.config.d_model)
@@ -81,7 +87,7 @@ def test_pca_edge_cases(model):
 def test_parameter_counts_sum_to_model_total(model):
     counts = emb.parameter_counts(model)
     assert int(counts["parameters"].sum()) == sum(p.numel() for p in model.parameters())
-    assert counts["share"].sum() == pytest.approx(1.0)
+    assert_close(counts["share"].sum(), 1.0, ulps=16)  # float64 shares of one total, summed
     assert "other" not in set(counts["part"])
     cfg = model.config
     row = counts.set_index("part")
@@ -98,8 +104,8 @@ def test_top_next_tokens_are_the_softmax_top(model):
     top = lens.top_next_tokens(tr, -1, 7)
     probs = torch.softmax(tr.logits[-1], dim=-1)
     assert list(top["id"]) == torch.topk(probs, 7).indices.tolist()
-    np.testing.assert_allclose(top["probability"], probs[list(top["id"])].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(top["logit"], tr.logits[-1, list(top["id"])].numpy(), rtol=1e-6)
+    assert_close(top["probability"], probs[list(top["id"])], ulps=8)  # the same softmax
+    assert_close(top["logit"], tr.logits[-1, list(top["id"])], ulps=8)  # the trace's own logits
     assert list(top["rank"]) == list(range(1, 8))
     assert list(top["token"]) == model.tokenizer.token_strings(list(top["id"]))
     first = lens.top_next_tokens(tr, 0, 1)
@@ -119,7 +125,7 @@ def test_token_table_bytes_spell_the_prompt(model):
     assert len(emoji_parts) > 0 and all("\\x" in t for t in emoji_parts["token"])
     counts = emb.token_counts(model, ids)
     assert (counts.tokens, counts.characters, counts.bytes) == (len(ids), len(PROMPT), len(PROMPT.encode()))
-    assert counts.chars_per_token == pytest.approx(len(PROMPT) / len(ids))
+    assert_close(counts.chars_per_token, len(PROMPT) / len(ids), ulps=8)  # the same division
     with pytest.raises(ValueError, match="n_prompt"):
         emb.token_table(model, ids, n_prompt=len(ids) + 1)
 
@@ -129,14 +135,14 @@ def test_embedding_matrices_and_norms(model):
     mats = emb.embedding_matrices(tr)
     np.testing.assert_array_equal(mats[emb.TOKEN_EMBEDDING], model.tok_emb.weight[tr.ids].detach().numpy())
     if model.config.arch == "gpt2":
-        np.testing.assert_allclose(mats[emb.EMBEDDING_SUM], mats[emb.TOKEN_EMBEDDING] + mats[emb.POSITION_EMBEDDING],
-                                   atol=1e-6)
+        # the same float32 sum
+        assert_close(mats[emb.EMBEDDING_SUM], mats[emb.TOKEN_EMBEDDING] + mats[emb.POSITION_EMBEDDING], ulps=8)
         np.testing.assert_array_equal(mats[emb.EMBEDDING_SUM], tr.resid_pre(0).numpy())
     else:
         assert list(mats) == [emb.TOKEN_EMBEDDING]
     norms = emb.embedding_norms(tr)
     assert list(norms.columns) == list(mats)
-    np.testing.assert_allclose(norms[emb.TOKEN_EMBEDDING], tr.embed.norm(dim=-1).numpy(), rtol=1e-5)
+    assert_close(norms[emb.TOKEN_EMBEDDING], tr.embed.norm(dim=-1), ulps=16)  # same norm, another order
     last = f"residual after layer {tr.n_layer - 1}"
     np.testing.assert_array_equal(emb.residual_vectors(tr, last), tr.resid_post(tr.n_layer - 1).numpy())
     with pytest.raises(ValueError, match="Unknown vectors"):
@@ -172,7 +178,7 @@ def test_pipeline_figure_has_a_box_per_stage(model):
 def test_top_tokens_figure():
     fig = pipeline.top_tokens_figure([" a", "b\n"], np.array([0.6, 0.3]), [5, 7])
     assert list(fig.data[0].y) == ["1. ␣a", "2. b↵"]
-    np.testing.assert_allclose(fig.data[0].x, [0.6, 0.3])
+    assert_close(fig.data[0].x, [0.6, 0.3], ulps=8)  # copied into the figure
     assert list(fig.data[0].customdata) == [5, 7]
     with pytest.raises(ValueError, match="same length"):
         pipeline.top_tokens_figure(["a"], np.array([0.5, 0.5]))
