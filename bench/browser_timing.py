@@ -9,7 +9,9 @@ Starts `streamlit run app.py` on port 8650 and measures, from the browser's side
 - a layer change in the sidebar, a sampling step on Next token -> settled;
 - page switch with the trace cached, to every page: first figure drawn, page settled;
 - Circuit: a new question (the name-swap prompt, integrated gradients) -> the graph drawn, and a step
-  of the N slider -> the graph redrawn (the new circuit and its complement run).
+  of the N slider -> the graph redrawn (the new circuit and its complement run);
+- prompt edits and page switches while another session trains a model on the Train page (its worker
+  process, one torch thread).
 
 "Rendered" means: Streamlit's script state is notRunning, no stale element, no spinner, the
 page's title is there, every plotly chart has drawn its SVG; then two animation frames.
@@ -19,6 +21,7 @@ page's title is there, every plotly chart has drawn its SVG; then two animation 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,8 +38,8 @@ if __package__ in (None, ""):
 from gptviz.ui.navigation import PAGES  # noqa: E402  (after the path, when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
-# every page with a figure at once (Tokens has none; Circuit waits for its question: measured apart)
-PAGE_TITLES = [page.title for page in PAGES if page.key not in ("tokens", "circuit")]
+# every page with a figure at once (Tokens and Train have none; Circuit waits for its question: measured apart)
+PAGE_TITLES = [page.title for page in PAGES if page.key not in ("tokens", "circuit", "train")]
 NAME_SWAP = ("When Mary and John went to the store, John gave a drink to",
              "When John and Mary went to the store, Mary gave a drink to")
 CHROMIUM = "/usr/bin/chromium"
@@ -201,6 +204,22 @@ def circuit(page, url: str, repeats: int, results: dict) -> None:
         wait_rendered(page, "Circuit")
 
 
+@contextlib.contextmanager
+def training_in_another_session(browser, url: str):
+    """Another session (its own browser page) starts the Train page's default preset and keeps it training
+    (its worker process, one torch thread) while the body runs; then stops it."""
+    other = browser.new_page(viewport={"width": 1400, "height": 1600})
+    other.goto(f"{url}/train")
+    wait_rendered(other, "Train")
+    other.get_by_role("button", name="Start training").click()
+    other.wait_for_function("() => document.body.textContent.match(/step [1-9][0-9]* \\/ /)", timeout=300_000)
+    try:
+        yield
+    finally:
+        other.get_by_role("button", name="Stop").click()
+        other.close()
+
+
 def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -239,6 +258,13 @@ def measure(port: int, repeats: int, log_path: Path, screenshot: Path | None = N
                 finally:
                     if hog is not None:
                         hog.kill()
+            with training_in_another_session(browser, url):
+                label = " (a training running in another session)"
+                for text in texts[1:]:
+                    edit_prompt(page, prompt, text + " training", results, label)
+                for title in PAGE_TITLES:
+                    switch(page, title, results, "a training running in another session")
+                switch(page, "Attention", {}, "")
             for text in texts[1:]:
                 edit_prompt(page, prompt, text + " again", {}, "")
                 timed(results, "layer changed in the sidebar -> settled", lambda: change_layer(page))

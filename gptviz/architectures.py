@@ -66,6 +66,7 @@ GPT2_NAMES = {
     "norm2": ("ln_2",),
     "mlp.fc_in": ("mlp.c_fc",),
     "mlp.fc_out": ("mlp.c_proj",),
+    "lm_head": ("lm_head",),  # only when not tied to wte
 }
 
 
@@ -93,7 +94,7 @@ class Architecture:
 
 def _gpt2_key(key: str, config: GPTConfig) -> str | None:
     key = key.removeprefix("transformer.")
-    if key.endswith((".attn.bias", ".attn.masked_bias")) or key == "lm_head.weight":
+    if key.endswith((".attn.bias", ".attn.masked_bias")) or (key == "lm_head.weight" and config.tie_embeddings):
         return None  # causal-mask buffers, and the head tied to wte
     return key
 
@@ -116,17 +117,38 @@ def _unsupported(hf: dict, what: str) -> ValueError:
     return ValueError(f"config.json of model_type {hf.get('model_type')!r} has {what}, which gptviz does not run.")
 
 
+# A config's activation name -> our GELU (the tanh approximation or the exact erf one).
+GELU_NAMES = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
+
+
+def _gelu(hf: dict, key: str, default: str) -> str:
+    """The GELU the config's `key` names; refused (naming the field) for any other activation."""
+    name = hf.get(key) or default
+    if name not in GELU_NAMES:
+        raise _unsupported(hf, f"{key}={name!r} (gptviz runs {', '.join(GELU_NAMES)} here)")
+    return GELU_NAMES[name]
+
+
+def _refuse_set(hf: dict, *keys: str) -> None:
+    """Refuse a config that turns on a feature gptviz does not run, naming the field."""
+    for key in keys:
+        if hf.get(key):
+            raise _unsupported(hf, f"{key}={hf[key]!r}")
+
+
 def _gpt2(hf: dict) -> dict:
-    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise _unsupported(hf, f"activation_function={hf['activation_function']!r}")
-    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
-        raise _unsupported(hf, "scale_attn_by_inverse_layer_idx or reorder_and_upcast_attn")
+    # reorder_and_upcast_attn only changes the order and precision of the same float32 maths: honoured as is
+    _refuse_set(hf, "scale_attn_by_inverse_layer_idx", "add_cross_attention")
     d_model = hf["n_embd"]
     return dict(
         vocab_size=hf["vocab_size"], n_ctx=hf.get("n_positions", hf.get("n_ctx", 1024)), d_model=d_model,
-        n_layer=hf["n_layer"], n_head=hf["n_head"], n_kv_head=hf["n_head"], d_mlp=hf.get("n_inner") or 4 * d_model,
+        n_layer=hf["n_layer"], n_head=hf["n_head"], n_kv_head=hf["n_head"],
+        d_mlp=4 * d_model if hf.get("n_inner") is None else hf["n_inner"],
         norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm="layernorm", positional="learned", mlp="gelu",
-        qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=True, dropout=float(hf.get("resid_pdrop", 0.1)),
+        gelu=_gelu(hf, "activation_function", "gelu_new"),
+        attn_scale=0.0 if hf.get("scale_attn_weights", True) else 1.0,  # 0: the default 1/sqrt(d_head)
+        qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        dropout=float(hf.get("resid_pdrop", 0.1)),
     )
 
 
@@ -138,7 +160,7 @@ def _rope(hf: dict, params: dict | None = None) -> Rope:
         }
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ("default", "linear", "llama3"):
-        raise _unsupported(hf, f"rope type {kind!r}")
+        raise _unsupported(hf, f"rope_parameters (rope_scaling) of type {kind!r}")
     return Rope(
         theta=float(params.get("rope_theta", hf.get("rope_theta", 10000.0))), scaling=kind,
         factor=float(params.get("factor", 1.0)), low_freq_factor=float(params.get("low_freq_factor", 1.0)),
@@ -156,10 +178,15 @@ def _layer_types(hf: dict, n_layer: int, default: Callable[[int], str]) -> tuple
     return tuple(ours[name] for name in names)
 
 
+def _gated_mlp(hf: dict, key: str, default: str) -> dict:
+    """The gated MLP the config's activation names: SwiGLU for silu, GeGLU (tanh or exact) for a GELU."""
+    if (hf.get(key) or default) == "silu":
+        return dict(mlp="swiglu")
+    return dict(mlp="geglu", gelu=_gelu(hf, key, default))
+
+
 def _llama(hf: dict, activation: str = "silu", activation_key: str = "hidden_act") -> dict:
     """The shapes and features every Llama-like config spells the same way."""
-    if hf.get(activation_key, activation) != activation:
-        raise _unsupported(hf, f"{activation_key}={hf[activation_key]!r}")
     n_head = hf["num_attention_heads"]
     bias = bool(hf.get("attention_bias", False))
     return dict(
@@ -168,7 +195,7 @@ def _llama(hf: dict, activation: str = "silu", activation_key: str = "hidden_act
         d_head=hf.get("head_dim") or hf["hidden_size"] // n_head, d_mlp=hf["intermediate_size"],
         norm_eps=hf.get("rms_norm_eps", 1e-6), rope=_rope(hf), qkv_bias=bias, out_bias=bias,
         mlp_bias=bool(hf.get("mlp_bias", False)), tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-        dropout=float(hf.get("attention_dropout", 0.0)),
+        dropout=float(hf.get("attention_dropout", 0.0)), **_gated_mlp(hf, activation_key, activation),
     )
 
 
@@ -203,23 +230,22 @@ def _rotary_pct(hf: dict) -> float:
 
 
 def _gpt_neox(hf: dict) -> dict:
-    gelu = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
-    if hf.get("hidden_act", "gelu") not in gelu:
-        raise _unsupported(hf, f"hidden_act={hf['hidden_act']!r}")
     n_head = hf["num_attention_heads"]
     bias = bool(hf.get("attention_bias", True))
-    theta = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rotary_emb_base", 10000.0))
+    params = hf.get("rope_parameters") or {"rope_theta": hf.get("rotary_emb_base", 10000.0),
+                                            **(hf.get("rope_scaling") or {})}
     return dict(
         vocab_size=hf["vocab_size"], n_ctx=hf.get("max_position_embeddings", 2048), d_model=hf["hidden_size"],
         n_layer=hf["num_hidden_layers"], n_head=n_head, n_kv_head=n_head, d_mlp=hf["intermediate_size"],
-        norm_eps=hf.get("layer_norm_eps", 1e-5), norm="layernorm", rope=_rope(hf, {"rope_theta": theta}),
-        rotary_pct=_rotary_pct(hf), mlp="gelu", gelu=gelu[hf.get("hidden_act", "gelu")], qkv_bias=bias,
+        norm_eps=hf.get("layer_norm_eps", 1e-5), norm="layernorm", rope=_rope(hf, params),
+        rotary_pct=_rotary_pct(hf), mlp="gelu", gelu=_gelu(hf, "hidden_act", "gelu"), qkv_bias=bias,
         out_bias=bias, mlp_bias=True, parallel_residual=bool(hf.get("use_parallel_residual", True)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)), dropout=float(hf.get("hidden_dropout", 0.0)),
     )
 
 
 def _gemma2(hf: dict) -> dict:
+    _refuse_set(hf, "use_bidirectional_attention")
     n_layer = hf["num_hidden_layers"]
     types = _layer_types(hf, n_layer, lambda i: "sliding_attention" if (i + 1) % 2 else "full_attention")
     return _llama(hf, "gelu_pytorch_tanh", "hidden_activation") | dict(
@@ -248,6 +274,7 @@ def _softcaps(hf: dict) -> dict:
 
 
 def _gemma3(hf: dict) -> dict:
+    _refuse_set(hf, "use_bidirectional_attention")
     n_layer = hf["num_hidden_layers"]
     pattern = hf.get("sliding_window_pattern", 6)
     types = _layer_types(hf, n_layer, lambda i: "sliding_attention" if (i + 1) % pattern else "full_attention")
@@ -261,7 +288,9 @@ def _gemma3(hf: dict) -> dict:
         norm_offset=1.0, mlp="geglu", qk_norm=True, post_norms=True, embed_scale=math.sqrt(hf["hidden_size"]),
         attn_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5, sliding_window=hf.get("sliding_window", 4096),
         layer_types=types, rope=rope, rope_local=rope_local,
-        n_ctx=hf.get("max_position_embeddings", 131072), **_softcaps(hf),
+        n_ctx=hf.get("max_position_embeddings", 131072),
+        # transformers' Gemma 3 caps only the final logits: its attention never reads attn_logit_softcapping
+        final_softcap=_softcaps(hf)["final_softcap"],
     )
 
 

@@ -76,8 +76,8 @@ class GPTConfig:
       sliding_window  keys a sliding-window layer sees, its own position included
       layer_types     per layer "full" or "sliding" (empty: all full)
       tie_embeddings  the output head is the token embedding
-      dropout         the dropout rate training used (GPT-2: 0.1 on embeddings, attention weights and each
-                      sublayer's output); never applied here: dropout is off at inference
+      dropout         the dropout rate of training (GPT-2: 0.1 on embeddings, attention weights and each
+                      sublayer's output); applied only in training mode (the Train page), off at inference
     """
 
     arch: str

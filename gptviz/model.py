@@ -257,13 +257,13 @@ def attention_pattern(
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, window: int | None = None,
-           softcap: float | None = None) -> Tensor:
+           softcap: float | None = None, dropout: float = 0.0) -> Tensor:
     """Context vectors softmax(mask(soft_cap(q·kᵀ · scale))) · v.
 
     q (B, nh, T, hs); k, v (B, n_kv, T_k, hs), the last T of T_k positions querying -> (B, nh, T, hs).
     PyTorch's fused kernel runs it unless the scores are soft-capped, which no fused kernel does:
     then the pattern is computed (attention_pattern) and applied to v. The plain causal cases
-    skip building a mask.
+    skip building a mask. `dropout` drops attention weights (training only; the fused kernel's).
     """
     if softcap is not None:
         pattern = attention_pattern(attention_scores(q, k), scale, window, softcap=softcap)  # (B, nh, T, T_k)
@@ -278,7 +278,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, window: int | None = N
         mask = attention_mask(T, t_key)
     # T == 1 without a window in play: one new token sees every cached key
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
+        dropout_p=dropout,
     )
 
 
@@ -298,6 +299,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_kv_head, self.d_head = config.n_head, config.n_kv_head, config.d_head
         self.scale, self.window, self.softcap = config.scale, config.window(layer), config.attn_softcap
+        self.dropout = config.dropout  # on the attention weights, in training mode only
         qkv_out = (config.n_head + 2 * config.n_kv_head) * config.d_head
         self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.qkv_bias)
         self.out_proj = nn.Linear(config.n_head * config.d_head, config.d_model, bias=config.out_bias)
@@ -383,7 +385,8 @@ class CausalSelfAttention(nn.Module):
             record.q.append(q)
             record.k.append(k)
             record.v.append(v)
-        z = attend(q, k, v, self.scale, self.window, self.softcap)  # (B, nh, T, hs): the context vectors
+        dropout = self.dropout if self.training else 0.0
+        z = attend(q, k, v, self.scale, self.window, self.softcap, dropout)  # (B, nh, T, hs): the context vectors
         if edit is None:
             return self.out_proj(z.transpose(1, 2).reshape(B, T, self.n_head * self.d_head))
         z = edit.edit_z(z)  # heads knocked out or patched
@@ -489,6 +492,11 @@ class TransformerBlock(nn.Module):
         self.norm2 = norm("norm2")
         self.mlp = MLP(config)
         self.post_mlp_norm = norm("post_mlp_norm")
+        self.dropout = config.dropout
+
+    def drop(self, x: Tensor) -> Tensor:
+        """A sublayer's output with dropout (the book's drop_shortcut), in training mode only."""
+        return F.dropout(x, self.dropout, True) if self.training and self.dropout else x
 
     def forward(
         self,
@@ -498,12 +506,12 @@ class TransformerBlock(nn.Module):
         record: ForwardRecord | None = None,
         edit: LayerEdit | None = None,
     ) -> Tensor:
-        mid = x + self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record, edit))  # (B, T, C)
+        mid = x + self.drop(self.post_attn_norm(self.attn(self.norm1(x), rotary, cache, record, edit)))  # (B, T, C)
         if record is not None:
             record.resid_mid.append(mid)
         mlp_in = x if self.structure.parallel else mid  # parallel: the MLP reads the block's input, as attention did
         if edit is None:
-            x = mid + self.post_mlp_norm(self.mlp(self.norm2(mlp_in)))  # (B, T, C)
+            x = mid + self.drop(self.post_mlp_norm(self.mlp(self.norm2(mlp_in))))  # (B, T, C)
         else:  # interventions: the MLP's output knocked out or patched, then the residual stream
             x = edit.edit_resid_post(mid + self.post_mlp_norm(edit.edit_mlp_out(self.mlp(self.norm2(mlp_in)))))
         if record is not None:
@@ -586,6 +594,8 @@ class GPT(nn.Module):
             if record is not None:
                 record.pos_embed = pos
             x = x + pos
+        if self.training and self.config.dropout:  # the book's drop_emb (training only)
+            x = F.dropout(x, self.config.dropout, True)
         # rotary: position enters attention by turning q and k (per layer: Gemma's differ)
         if edits is not None and edits.embed is not None:
             x = torch.where(edits.embed[0][..., None], edits.embed[1], x)  # patched block-0 input

@@ -284,6 +284,79 @@ class HuggingFaceTokenizer(Tokenizer):
         return frozenset(b for b, token in spelled.items() if self.backend.token_to_id(token) is None)
 
 
+@dataclass(frozen=True, eq=False)
+class CharTokenizer(Tokenizer):
+    """One token per character (nanoGPT's shakespeare-char, a model trained on the Train page):
+    ``chars[i]`` is token i. A character outside the vocabulary is refused, never dropped."""
+
+    chars: tuple[str, ...]
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.chars)}
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.chars)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in self._checked(ids))
+
+    def _encode(self, text: str, allow_special: bool) -> list[int]:
+        index = self._index
+        if missing := sorted(set(text) - index.keys()):
+            shown = ", ".join(repr(c) for c in missing[:10])
+            raise TokenizerError(f"{self.name} knows {len(self.chars)} characters and not {shown}: "
+                                 "remove them from the text")
+        return [index[c] for c in text]
+
+    def _bytes_of(self, token_id: int) -> bytes:
+        return self.chars[token_id].encode("utf-8", errors="surrogatepass")
+
+    @property
+    def _missing_bytes(self) -> frozenset[int]:
+        return frozenset()
+
+
+def char_tokenizer(chars: Iterable[str], name: str = "characters") -> CharTokenizer:
+    """A character vocabulary: ``chars`` in id order (each one character, no repeats)."""
+    chars = tuple(chars)
+    if not chars or any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
+        raise TokenizerError(f"{name}: a character vocabulary lists distinct single characters, "
+                             f"not {chars[:10]!r}{'…' if len(chars) > 10 else ''}")
+    return CharTokenizer(name=name, bos_id=None, eos_id=None, add_bos=False, chars=chars)
+
+
+def text_char_tokenizer(text: str, name: str = "characters") -> CharTokenizer:
+    """The vocabulary of a text's own characters, sorted: what nanoGPT's shakespeare_char/prepare.py builds."""
+    return char_tokenizer(sorted(set(text)), name)
+
+
+def char_vocabulary_spec(tokenizer: CharTokenizer) -> dict:
+    """A tokenizer.json for a character vocabulary: a BPE with no merges and no pre-tokenizer, which
+    transformers' fast tokenizers run too; tokenizer_from_hf_dir reads it back as a CharTokenizer."""
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+        "pre_tokenizer": None, "post_processor": None, "decoder": {"type": "Fuse"},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {c: i for i, c in enumerate(tokenizer.chars)}, "merges": []},
+    }
+
+
+def _char_vocabulary(name: str, spec: dict) -> CharTokenizer | None:
+    """The CharTokenizer a tokenizer.json describes, if it is a character vocabulary (else None)."""
+    model = spec.get("model") or {}
+    vocab = model.get("vocab")
+    if (model.get("type") != "BPE" or model.get("merges") or spec.get("pre_tokenizer") or spec.get("added_tokens")
+            or not isinstance(vocab, dict) or not all(isinstance(t, str) and len(t) == 1 for t in vocab)):
+        return None
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):
+        raise TokenizerError(f"{name}: character ids are not 0..{len(by_id) - 1} without gaps")
+    return char_tokenizer([c for c, _ in by_id], name)
+
+
 def _fix_surrogates(text: str) -> str:
     """Join surrogate pairs and replace lone surrogates with U+FFFD, so text is valid UTF-8."""
     try:
@@ -527,13 +600,22 @@ def tokenizer_from_hf_dir(path: str | Path) -> Tokenizer:
                 f"{path} has tokenizer files but no tokenizer.json; save a fast tokenizer there"
             )
         return gpt2_tokenizer()
+    return tokenizer_from_json(spec_path, path.name)
 
+
+def tokenizer_from_json(spec_path: str | Path, name: str) -> Tokenizer:
+    """The tokenizer a tokenizer.json file describes, whatever the file is called (bos/eos from the
+    tokenizer_config.json or config.json beside it, if any), named `name`."""
+    spec_path = Path(spec_path)
+    path = spec_path.parent
     spec = _read_json(spec_path)
+    if (chars := _char_vocabulary(name, spec)) is not None:
+        return chars
     try:
         vocab = dict(spec["model"]["vocab"])
         vocab.update({t["content"]: t["id"] for t in spec.get("added_tokens") or []})
         bos_id, eos_id, add_bos = _bos_eos(path, spec, vocab)
-        return _tokenizer_from_spec(path.name, spec, bos_id, eos_id, add_bos)
+        return _tokenizer_from_spec(name, spec, bos_id, eos_id, add_bos)
     except TokenizerError:
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # valid JSON, wrong structure

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from gptviz import ui
+from gptviz.analysis import attribution as at
 from gptviz.analysis import circuit as cc
 from gptviz.analysis.composition import composition_scores
 from gptviz.labels import MLP, component_label, parse_component, parse_components
@@ -14,8 +15,8 @@ METHODS = {"ig": "Integrated gradients", "eap": "Edge attribution patching"}
 SIZES = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
 SPLIT_MAX_T = 24  # nodes split by position for prompts up to this many tokens
 FILE_SETTINGS = ("prompt", "allow_special", "corrupt", "why_target", "why_target_pick", "why_contrast",
-                 "why_contrast_pick", "position", "circuit_source", "circuit_method", "circuit_steps", "circuit_n",
-                 "circuit_split")
+                 "why_contrast_pick", "position", "circuit_source", "circuit_method", "circuit_steps",
+                 "circuit_converge", "circuit_n", "circuit_split")
 KNOCKOUT_KEY = "knockout"
 GRAPH_KEY = "circuit_graph"
 
@@ -28,9 +29,25 @@ def source_section(v, tr, metric):
              help="What a receiver reads instead of a sender's output when their edge is cut. The corrupted "
                   "prompt (a name swap) asks which edges carry the difference between the two prompts; the mean "
                   "and zero ask which edges carry anything at all.")
-    choice = st.session_state.get("circuit_source", "corrupted")
+    state = st.session_state
+    choice = state.get("circuit_source", "corrupted")
     if choice != "corrupted":
         return choice
+    prompt, suggested = state.get("prompt", ""), state.get("_circuit_suggested")
+    if suggested is not None and state.get("corrupt") == suggested[1] and suggested[0] != prompt:
+        state["corrupt"], suggested = "", None  # our suggestion for an earlier prompt, never edited: redo it
+    if not str(state.get("corrupt", "")).strip():  # a first visit: a graph at once, saying which question
+        swapped = at.name_swap(prompt) if suggested is None else None
+        if swapped is None:
+            st.info("No corrupted prompt yet (and no two names in the prompt to swap): the graph below is for the "
+                    "**mean** source, which asks which edges carry the prediction at all. Type a corrupted prompt "
+                    "to ask which carry a difference.")
+            question.corrupted_run(v, tr, metric)
+            return "mean"
+        state["corrupt"], state["_circuit_suggested"] = swapped, (prompt, swapped)
+    if state.get("_circuit_suggested") == (prompt, state.get("corrupt")):  # still our suggestion: say so
+        st.info(f"Shown: the prompt against a **name swap** suggested for you, “{state['corrupt']}”. Edit the "
+                "corrupted prompt below, or pick the mean or zero source.")
     return question.corrupted_run(v, tr, metric)
 
 
@@ -46,7 +63,8 @@ def split_setting(T: int) -> bool:
     return bool(st.session_state.get("circuit_split"))
 
 
-def method_setting() -> tuple[str, int]:
+def method_setting() -> tuple[str, int, bool]:
+    """(method, steps, converge): converge raises integrated gradients' steps until the scores add up."""
     left, right = st.columns([3, 1])
     left.radio("Edge scores", list(METHODS), key="circuit_method", format_func=METHODS.get, horizontal=True,
                help="Integrated gradients: the gradient averaged along the way from the clean run to the source "
@@ -55,10 +73,26 @@ def method_setting() -> tuple[str, int]:
                     "where an edge is far from linear (on SmolLM2, embed → L0 MLP even gets the wrong sign).")
     method = st.session_state.get("circuit_method", "ig")
     if method == "ig":
-        right.number_input("Steps", min_value=1, max_value=64, key="circuit_steps",
+        right.number_input("Steps", min_value=1, max_value=cc.CONVERGE_MAX_STEPS, key="circuit_steps",
                            help="Forward and backward passes along the path (midpoints).")
-        return method, int(st.session_state.get("circuit_steps", 5))
-    return method, 1
+        right.checkbox("Converge", key="circuit_converge",
+                       help=f"Double the steps until the scores add up to the whole change within "
+                            f"{cc.CONVERGE_TOLERANCE:.0%} (at most {cc.CONVERGE_MAX_STEPS} steps).")
+        return method, int(st.session_state.get("circuit_steps", 5)), bool(st.session_state.get("circuit_converge"))
+    return method, 1, False
+
+
+def completeness_note(scores: cc.EdgeScores) -> None:
+    """How close the scores come to adding up to the whole change (integrated gradients), and the steps used."""
+    if scores.method != "ig":
+        return
+    change = scores.source - scores.clean
+    off = scores.completeness_error
+    st.caption(f"Integrated gradients with **{scores.steps} steps**: the scores add up to {scores.total:+.2f} "
+               f"against a whole change of {change:+.2f} ({off:.0%} off). "
+               + ("Within 2%: converged." if off <= cc.CONVERGE_TOLERANCE else
+                  "A few steps approximate the path's integral; tick **Converge** for more steps until they add "
+                  "up within 2%."))
 
 
 def explain_scores(scores: cc.EdgeScores, source_name: str) -> None:
@@ -172,13 +206,19 @@ def open_circuit_file() -> None:
     for key in FILE_SETTINGS:  # what the file does not name goes back to its default
         st.session_state.pop(key, None)
     skipped = settings.apply({k: v for k, v in data["settings"].items() if k in settings.BY_KEY})
-    st.session_state["_circuit_opened"] = (upload.name, cc.edge_keys(data["edges"]), skipped)
+    st.session_state["_circuit_opened"] = (upload.name, data["edges"], skipped)
 
 
 def file_section(v, scores: cc.EdgeScores, keep, n: int) -> None:
     state = st.session_state
     if opened := state.pop("_circuit_opened", None):
-        name, edges, skipped = opened
+        name, file_edges, skipped = opened
+        own, foreign = cc.split_foreign(file_edges, scores.graph, v.plain_trace.n_tokens)
+        edges = cc.edge_keys(own)
+        if foreign:
+            st.warning(f"{name} names {len(foreign):,} edges this model does not have (e.g. "
+                       f"{', '.join(foreign[:3])}): it was made for another model or prompt; they are left out "
+                       "of the comparison below.")
         mine = cc.edge_keys(scores.frame(keep, keep.dim() == 3))
         same = "the same" if edges == mine else f"not the same ({len(edges ^ mine)} edges differ: another model?)"
         st.success(f"Opened {name}: its settings are this view's; its {len(edges):,} edges and the graph are {same}."
@@ -278,18 +318,22 @@ def edges_section(v, tr, metric, source, scores: cc.EdgeScores, split: bool) -> 
 def main() -> None:
     st.title("Circuit")
     st.write("Which connections between heads and MLPs carry the prediction, and how much of it do they carry alone?")
-    v = ui.view()
+    v = ui.view(explains_plain=True)
     tr, metric = question.prediction(v)
     ui.link("why", "One component at a time: the same question on Why this token?")
     source = source_section(v, tr, metric)
     if source is None:
         return
-    method, steps = method_setting()
+    method, steps, converge = method_setting()
     split = split_setting(tr.n_tokens)
     if not question.allowed(tr.n_tokens, "the edge scores"):
         return
-    scores = ui.derived(v.plain, cc.edge_scores, metric, source, method, steps, split,
-                        progress=f"Scoring all {cc.EdgeGraph.of(v.model.config).n_edges:,} edges")
+    scoring = f"Scoring all {cc.EdgeGraph.of(v.model.config).n_edges:,} edges"
+    if converge:
+        scores = ui.derived(v.plain, cc.converged_edge_scores, metric, source, steps, split, progress=scoring)
+    else:
+        scores = ui.derived(v.plain, cc.edge_scores, metric, source, method, steps, split, progress=scoring)
+    completeness_note(scores)
     explain_scores(scores, SOURCES[source] if isinstance(source, str) else "the corrupted prompt's run")
     if abs(scores.gap) < 1e-3:
         st.warning("The clean run and the source give the same metric: there is nothing for a circuit to carry. "

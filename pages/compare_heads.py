@@ -5,6 +5,7 @@ import streamlit as st
 
 from gptviz import ui
 from gptviz.analysis import heads
+from gptviz.labels import parse_components
 from gptviz.plots import heads as plots
 from gptviz.plots.attribution import component_pick
 
@@ -39,8 +40,6 @@ def score_table(maps: dict[str, np.ndarray], n_layer: int, n_head: int) -> pd.Da
 
 def compare_section(v, T: int) -> None:
     tr, config = v.trace, v.model.config
-    if st.session_state.get(PICK_KEY) is None:
-        ui.set_components(PICK_KEY, default_heads(config.n_layer, config.n_head))
     st.subheader("Heads side by side")
     ui.explain(
         f"Each panel is one head's ({T}, {T}) attention pattern (rows: query tokens, columns: the key tokens "
@@ -124,6 +123,7 @@ def scores_section(v, stats: heads.HeadStats) -> None:
         + ui.window_note(config)
     )
     focus = (v.layer, v.head)
+    compared = [c for c in parse_components(str(st.session_state.get(PICK_KEY, "")), L, nh) if c[1] != "mlp"]
     windows = [config.window(layer) for layer in range(L)]
     maps = {score.key: induction if score.rows is None else stats.scores[score.key] for score in heads.HEAD_SCORES}
     columns = st.columns(2)
@@ -136,7 +136,7 @@ def scores_section(v, stats: heads.HeadStats) -> None:
             key = f"cmp_score_{i}"
             ui.chart(plots.layer_head_heatmap(maps[score.key], score.name, score.unit, colorscale=score.colorscale,
                                               zmin=score.zmin, zmax=score.zmax, focus=focus, windows=windows,
-                                              clickable=True),
+                                              clickable=True, marked=compared),
                      key=key, filename=f"head_scores_{score.key}", selection_mode="points",
                      on_select=lambda key=key: on_map_click(key, config))
     table = score_table({score.name: maps[score.key] for score in heads.HEAD_SCORES}, L, nh)
@@ -160,6 +160,8 @@ def main() -> None:
     st.title("Compare heads")
     st.write("Do heads in different layers attend differently, which ones behave alike, and what role does each play?")
     v = ui.view()
+    if st.session_state.get(PICK_KEY) is None:  # before any tab: a map click adds to these
+        ui.set_components(PICK_KEY, default_heads(v.model.config.n_layer, v.model.config.n_head))
     for name, tab in ui.sections("compare_heads"):
         with tab:
             SECTIONS[name](v)

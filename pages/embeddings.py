@@ -111,11 +111,10 @@ def similarity_section(v: ui.View, start: int, stop: int) -> None:
         st.info("PCA needs at least 2 tokens: one point has no spread. Type a longer prompt.")
         return
     result = ui.derived(v.shown, prompt_pca, choice)
-    labels = pca_labels(tr.tokens) if T <= PCA_LABEL_MAX else None
-    if labels is None:
+    if T > PCA_LABEL_MAX:
         st.caption(f"{T:,} points: hover labels are off; colour shows the position.")
-    ui.chart(plots.pca_scatter(result.coords, result.explained, labels, title=f"PCA of the {choice} vectors"),
-             key="emb_pca")
+    ui.chart(plots.pca_scatter(result.coords, result.explained, tr.tokens if T <= PCA_LABEL_MAX else None,
+                               title=f"PCA of the {choice} vectors"), key="emb_pca")
     frame = pd.DataFrame(result.coords, columns=["PC1", "PC2"]).assign(token=[show_whitespace(t) for t in tr.tokens])
     ui.download_csv(frame.rename_axis("position"), "pca_coordinates", key="emb_pca_csv")
 
@@ -139,13 +138,6 @@ def position_section(v: ui.View) -> None:
                                title=f"PCA of the position table ({cfg.n_ctx:,} positions)"), key="emb_pos_pca")
     ui.download_csv(pd.DataFrame(result.coords, columns=["PC1", "PC2"]).rename_axis("position"),
                     "position_table_pca", key="emb_pos_pca_csv")
-
-
-def pca_labels(tokens: list[str]) -> list[str]:
-    """Point labels: the token, with its position only where the same token comes more than once (so
-    repeated tokens stay apart without every label growing long)."""
-    counts = pd.Series(tokens).value_counts()
-    return [f"{show_whitespace(t)} ({i})" if counts[t] > 1 else show_whitespace(t) for i, t in enumerate(tokens)]
 
 
 SECTIONS = {"Input vectors": lambda v, start, stop: heatmap_section(v, start, stop),

@@ -21,7 +21,7 @@ COMPRESS_MAX_BYTES = 64 * 2**20  # larger .npz files are stored uncompressed (de
 def origin_of(model_name: str) -> str:
     """Where the model's weights come from and at what precision (read from the file headers)."""
     try:
-        return weights_origin(ui.local_model_dirs().get(model_name, model_name))
+        return weights_origin(ui.model_source(model_name)[0])
     except (ValueError, OSError) as err:
         return f"as stored ({err})"
 
@@ -117,7 +117,8 @@ def pipeline_section(v: ui.View) -> None:
     total = int(params["parameters"].sum())
     st.markdown(f"**Parameters:** {total:,} in all"
                 + (" (the output head reuses the token embedding: *tied*)" if cfg.tie_embeddings else ""))
-    st.dataframe(params, hide_index=True, width="stretch",
+    per_block = params["per block"].map(lambda n: "—" if pd.isna(n) else f"{n:,}")  # — : not in the blocks
+    st.dataframe(params.assign(**{"per block": per_block}), hide_index=True, width="stretch",
                  column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0.0,
                                                                          max_value=1.0),
                                 "parameters": st.column_config.NumberColumn(format="localized")})

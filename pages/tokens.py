@@ -9,6 +9,7 @@ import streamlit as st
 from gptviz import ui
 from gptviz.analysis import embeddings as emb
 from gptviz.plots.common import show_whitespace
+from gptviz.tokenizer import CharTokenizer
 
 MAX_CHIPS = 2000
 CHIP_COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8", "#e0e7ff", "#fed7aa")
@@ -57,14 +58,21 @@ def main() -> None:
     counts = emb.token_counts(model, v.prompt_ids)
     T = len(v.ids)
 
-    ui.explain(
-        f"The tokenizer ({tokenizer.name}, a byte-level BPE with {tokenizer.n_vocab:,} tokens) turns the text into "
-        "UTF-8 bytes, splits it into word-like pieces, then merges frequent byte pairs into bigger tokens. Each "
-        f"token is an integer id in [0, {model.config.vocab_size:,}); the model reads the {T} ids as a tensor of "
-        f"shape ({T},) and never sees the letters. A space usually belongs to the token after it (shown as ␣). "
-        "A character that needs several bytes (an emoji) can be split over tokens: such a token is only part of a "
-        "character and is shown with its byte escapes (dashed red border)."
-    )
+    ids_note = (f"Each token is an integer id in [0, {model.config.vocab_size:,}); the model reads the {T} ids as "
+                f"a tensor of shape ({T},) and never sees the letters.")
+    if isinstance(tokenizer, CharTokenizer):
+        ui.explain(f"The tokenizer ({tokenizer.name}) has one token per character: the {tokenizer.n_vocab:,} "
+                   "characters of the text the model was trained on, in sorted order (nanoGPT's shakespeare-char). "
+                   f"{ids_note} A character it never saw has no token: the page says which.")
+    else:
+        ui.explain(
+            f"The tokenizer ({tokenizer.name}, a byte-level BPE with {tokenizer.n_vocab:,} tokens) turns the text "
+            "into UTF-8 bytes, splits it into word-like pieces, then merges frequent byte pairs into bigger tokens. "
+            f"{ids_note} A space usually belongs to the token after it (shown as ␣; a no-break space as ⍽, "
+            "other invisible characters by their code point, e.g. ⟨U+200B⟩). A character that needs several "
+            "bytes (an emoji) can be split over tokens: such a token is only part of a character and is shown with "
+            "its byte escapes (dashed red border)."
+        )
     cols = st.columns(4)
     cols[0].metric("Tokens", f"{counts.tokens:,}")
     cols[1].metric("Characters", f"{counts.characters:,}")

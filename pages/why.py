@@ -261,7 +261,7 @@ def patching_maps(v, corrupted, metric: at.Metric) -> None:
 def main() -> None:
     st.title("Why this token?")
     st.write("Which heads and MLPs make the prediction, and what happens when you knock them out?")
-    v = ui.view()
+    v = ui.view(explains_plain=True)
     tr, metric = question.prediction(v)
     ui.link("circuit", "How do these heads connect? The same question on Circuit")
     for name, tab in ui.sections("why"):

@@ -16,8 +16,9 @@ from page_helpers import APP, charts, open_page, open_tab, run_ok
 KNOCK_OUT = {"knockout": "L0H1, L0 MLP", "layer": "2", "head": "1", "emb_vectors": "residual after layer 1",
              "prompt": "When Mary and John went to the store, John gave a drink to"}
 # what a knock-out does not change (or, on Why and Circuit, never shows)
-SAME_AS_PLAIN = {"tokens", "attention_at_scale", "why", "circuit", ("embeddings", "Input vectors"),
+SAME_AS_PLAIN = {"tokens", "attention_at_scale", "why", "circuit", "train", ("embeddings", "Input vectors"),
                  ("embeddings", "Position table"), ("inside_block", "Positions")}
+EXPLAINS_PLAIN = {"why", "circuit"}
 
 
 def page_tabs() -> list[tuple[str, str | None]]:
@@ -45,7 +46,10 @@ def test_the_knock_out_switch_draws_the_knocked_out_run(app_env, page, tab):
     plain = drawn(at)
     at.session_state["knockout_view"] = True
     switched = drawn(run_ok(at))
-    assert any("Knocked-out run" in w.value for w in at.main.warning)
+    if page in EXPLAINS_PLAIN:  # these pages explain the plain run, and their banner says so
+        assert any("This page explains the plain run" in i.value for i in at.main.info)
+    else:
+        assert any("Knocked-out run" in w.value for w in at.main.warning)
     started = fresh(page, tab, KNOCK_OUT | {"knockout_view": "true"}, app_env["gpt2"])
     assert drawn(started) == switched
     if page not in SAME_AS_PLAIN and (page, tab) not in SAME_AS_PLAIN:

@@ -89,7 +89,7 @@ def test_the_table_covers_what_it_claims():
     assert all(unicodedata.category(c) != "Cn" for c in PLANES)
     assert len(MEGABYTE) == 1_000_000
     assert set(PAGES) == {"overview", "tokens", "embeddings", "attention", "inside_block", "next_token",
-                          "compare_heads", "logit_lens", "attention_at_scale", "why", "circuit"}
+                          "compare_heads", "logit_lens", "attention_at_scale", "why", "circuit", "train"}
 
 
 # ---- (a) the core ---------------------------------------------------------------------------
@@ -335,3 +335,29 @@ def test_garbage_url_params(app_env, tiny_gpt2, stem, params):
         button = at.button(key="back_step" if at.button(key="sample_next").disabled else "sample_next")
         button.click().run()
         assert not at.exception, at.exception
+
+
+def test_a_link_says_what_it_left_out_or_changed(app_env):
+    """A link's values out of range are clamped and its nonsense is left out, each said on the page: the
+    registry's bounds and types at once, the model's and the prompt's limits where a page fits them."""
+    at = AppTest.from_file(str(APP), default_timeout=120)  # the link opens the Overview
+    for key, value in dict(temperature="50", top_p="lots", n_top="0", foo="bar", train_text="x", layer="29",
+                           position="100000", gen="11,99999999", embed="true").items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["temperature"] == 5.0 and at.session_state["n_top"] == 1
+    assert "top_p" not in at.query_params and "foo" not in at.query_params
+    (note,) = [w.value for w in at.main.warning if "this link" in w.value]
+    for said in ("`temperature=50` is out of range (0.0–5.0): 5.0 is used", "`n_top=0` is out of range (1–100)",
+                 "`top_p` is left out: 'lots' is not a number", "`foo` is left out: not a gptviz setting",
+                 "`train_text` is left out: a link does not set it"):
+        assert said in note, note
+    assert "embed" not in note  # Streamlit's own
+    assert any("`layer=29` is out of range here (0–2): 2 is used" in w.value for w in at.sidebar.warning)
+    assert any("Left out 1 generated token ids" in w.value for w in at.main.warning)
+    at.switch_page(PAGES["next_token"][0]).run()  # a page that fits the position to the prompt says so there
+    assert not at.exception, at.exception
+    assert any("`position=100000` is past the end of the text" in w.value for w in at.main.warning)
+    at.run()
+    assert not [w.value for w in at.warning if "link" in w.value]  # said once

@@ -89,6 +89,8 @@ def test_size_snaps_and_lives_in_the_url(app_env):
 @pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
 def test_the_name_swap_circuit_on_the_offline_models(model):
     at = open_page("circuit", model, PROMPT, timeout=600)
+    # a first visit: the name swap suggested, and its graph drawn at once
+    assert at.session_state["corrupt"] == SWAPPED and "circuit_graph" in [c.key for c in at.get("plotly_chart")]
     at.session_state["why_target"] = "Mary"
     at.session_state["why_contrast"] = "John"
     at.session_state["corrupt"] = SWAPPED
@@ -159,3 +161,34 @@ def test_percentages_never_read_minus_zero():
     from gptviz.ui import percent
 
     assert (percent(-0.0001), percent(0.554), percent(1.0), percent(-0.2)) == ("0%", "55%", "100%", "-20%")
+
+
+def test_a_first_visit_draws_a_graph_at_once(app_env):
+    """No corrupted prompt yet: a prompt with two names gets a name swap suggested (and says so); one without
+    gets the mean source (and says so) and its graph."""
+    at = open_page("circuit", app_env["gpt2"], PROMPT)
+    assert at.session_state["corrupt"] == SWAPPED  # (its graph: on the offline models, below; a random tiny
+    assert any("name swap" in i.value and SWAPPED in i.value for i in at.info)  # model's swap leaves no gap)
+    plain = open_page("circuit", app_env["gpt2"], "the cat sat on the mat and then the dog sat on it")
+    assert any("**mean** source" in i.value for i in plain.info)
+    assert "circuit_graph" in [c.key for c in plain.get("plotly_chart")]
+
+
+def test_converge_raises_the_steps_until_the_scores_add_up(app_env):
+    at = start(app_env["llama"], circuit_steps=1)
+    assert any("with **1 steps**" in c.value for c in at.caption)
+    at.session_state["circuit_converge"] = True
+    run_ok(at)
+    (note,) = [c.value for c in at.caption if "Integrated gradients with" in c.value]
+    assert "Within 2%: converged." in note and "**1 steps**" not in note, note
+    assert param(at, "circuit_converge") == "true"
+
+
+def test_a_circuit_file_of_another_model_says_what_it_left_out(app_env, downloaded):
+    at = start(app_env["llama"], circuit_n=20, circuit_method="eap")
+    (button,) = [b for b in at.get("download_button") if b.proto.label.startswith("Save this circuit")]
+    saved = json.loads(downloaded(button))
+    saved["edges"].append({"sender": "L99H99", "receiver": "L100H0 q", "score": -1.0})
+    at.file_uploader(key="circuit_upload").set_value(("foreign.json", json.dumps(saved).encode(), "application/json"))
+    run_ok(at)
+    assert any("L99H99 → L100H0 q" in w.value and "left out" in w.value for w in at.warning)

@@ -185,7 +185,9 @@ def test_knocked_out_run_from_a_link(app_env):
     run_ok(at)
     assert at.session_state["ablation"] == "zero"  # "half" is not an ablation: left out
     assert at.text_input(key="why_target").value == "Mary"
-    assert any("always starts from the plain run" in c.value for c in at.caption)
+    # this page explains the plain run, and its banner says so (not "this page shows the knocked-out run")
+    assert any("This page explains the plain run" in i.value for i in at.main.info)
+    assert not any("this page shows the run with" in w.value for w in at.main.warning)
     open_tab(at, "why_tab", "Knock out a set")
     assert any("`junk`" in w.value and "`L9H9`" in w.value for w in at.warning)
 
@@ -251,3 +253,17 @@ def test_entry_points_on_next_token_and_attention(app_env):
     run_ok(at)
     assert [p for p in at.get("page_link") if "Why this token" in p.proto.label]
     assert json.loads(spec(at, "attn_pattern"))  # the page itself is unchanged
+
+
+def test_a_corrupted_prompt_is_cut_like_the_clean_one():
+    """A long prompt cut to the context keeps the BOS its tokenizer puts first; so does the corrupted one."""
+    from types import SimpleNamespace
+
+    from gptviz.ui.question import cut_like_clean
+
+    bos_model = SimpleNamespace(tokenizer=SimpleNamespace(add_bos=True))
+    v = SimpleNamespace(model=bos_model, prompt_ids=(1, 12, 13), generated=(7,))  # clean [1, 10, 11, 12, 13] cut
+    assert cut_like_clean(v, [1, 20, 21, 22, 23]) == (1, 22, 23, 7)
+    plain = SimpleNamespace(model=SimpleNamespace(tokenizer=SimpleNamespace(add_bos=False)), prompt_ids=(12, 13),
+                            generated=())
+    assert cut_like_clean(plain, [20, 21, 22, 23]) == (22, 23)

@@ -9,6 +9,7 @@ import pytest
 from gptviz.labels import component_label
 from gptviz.plots import circuit as plots
 from gptviz.plots.common import picked_customdata
+from numerics import assert_close
 
 N_LAYER, N_HEAD, N_KV_HEAD = 3, 4, 2  # r = 2: kv head g is read by query heads 2g and 2g + 1
 
@@ -64,11 +65,19 @@ def test_nodes_sit_by_layer_and_are_the_circuits_components():
     assert at["L0H1"] == (1.0, 1.0) and at["L1H0"] == (0.0, 2.0) and at["L1H3"] == (3.0, 2.0)
     assert at["L0 MLP"] == (4.5, 1.0 + rise) and at["L2 MLP"] == (4.5, 3.0 + rise)  # right of the heads, above
     model_at = dict(zip(trace(fig, "model").hovertext, zip(trace(fig, "model").x, trace(fig, "model").y)))
-    assert model_at["L1 MLP"] == pytest.approx((4.5 + plots.MLP_ZIGZAG, 2.0 + rise))  # odd layers: zigzag
-    model = trace(fig, "model")  # every head and MLP, the embeddings and the logits
-    assert len(model.x) == N_LAYER * (N_HEAD + 1) + 2 and model.marker.size < nodes.marker.size
+    assert_close(model_at["L1 MLP"], (4.5 + plots.MLP_ZIGZAG, 2.0 + rise), ulps=8)  # odd layers: zigzag
+    model = trace(fig, "model")  # every head and MLP, the embeddings and the logits, but where a node is
+    assert len(model.x) == N_LAYER * (N_HEAD + 1) + 2 - len(labels) and model.marker.size < nodes.marker.size
     assert list(fig.layout.yaxis.ticktext) == ["embed", "L0", "L1", "L2", "logits"]
     assert fig.layout.height == 300 + 22 * N_LAYER and fig.layout.title.text == "circuit"
+
+
+def test_a_click_at_a_nodes_centre_reaches_the_node():
+    """No grey model dot under a circuit node (plotly would pick the dot, which focuses nothing), split or not."""
+    for fig in (plots.circuit_graph(EDGES, N_LAYER, N_HEAD, N_KV_HEAD),
+                plots.circuit_graph(SPLIT_EDGES, N_LAYER, N_HEAD, N_KV_HEAD, tokens=TOKENS)):
+        nodes, model = trace(fig, plots.NODE_TRACE), trace(fig, "model")
+        assert not set(zip(nodes.x, nodes.y)) & set(zip(model.x, model.y))
 
 
 def test_a_click_on_a_node_reads_back_its_label():
@@ -93,7 +102,7 @@ def test_edges_land_by_input_kind_and_kv_group():
     }
     hover = trace(fig, "edges")
     assert len(hover.x) == len(EDGES) and hover.hovertext[1] == "L0H1 → L1KV1 k (k): -0.5"
-    assert (hover.x[0], hover.y[0]) == pytest.approx(((1.5 + 1 + q) / 2, 0.5))
+    assert_close((hover.x[0], hover.y[0]), ((1.5 + 1 + q) / 2, 0.5), ulps=8)  # the same float64 midpoint
     legend = [t.name for t in fig.data if t.showlegend is not False]
     assert legend == ["q input (solid)", "k input (dash)", "v input (dot)", plots.SIGN_NAMES[True],
                       plots.SIGN_NAMES[False]]
@@ -199,20 +208,24 @@ def test_composition_vs_usage_one_trace_per_input_kind():
         plots.composition_vs_usage(frame.drop(columns="composition"))
 
 
+TOKENS = ["a", " b", " c", " d"]
+SPLIT_EDGES = pd.DataFrame([
+    {**edge((0, 1), (1, 1), "k", -0.5), "position": 1},      # L0H1 @1 → key of kv head 1 @1
+    {**edge((1, 3), (2, -1), "mlp", -0.8), "position": 3},   # L1H3 @3 (reads that key back) → L2 MLP @3
+    {**edge((2, -1), (3, -1), "logits", -2.0), "position": 3},
+])
+
+
 def test_split_by_position_puts_each_token_in_its_column():
-    tokens = ["a", " b", " c", " d"]
-    split = pd.DataFrame([
-        {**edge((0, 1), (1, 1), "k", -0.5), "position": 1},      # L0H1 @1 → key of kv head 1 @1
-        {**edge((1, 3), (2, -1), "mlp", -0.8), "position": 3},   # L1H3 @3 (reads that key back) → L2 MLP @3
-        {**edge((2, -1), (3, -1), "logits", -2.0), "position": 3},
-    ])
+    tokens, split = TOKENS, SPLIT_EDGES
     fig = plots.circuit_graph(split, N_LAYER, N_HEAD, N_KV_HEAD, tokens=tokens, node_scores={"L1H3 @3": -0.8})
     width = plots.column_width(N_HEAD)
     (nodes,) = [t for t in fig.data if t.name == plots.NODE_TRACE]
     where = {(d[0], int(d[1])): (x, y) for d, x, y in zip(nodes.customdata, nodes.x, nodes.y)}
-    assert where[("L1H3", 3)] == pytest.approx((3 + 3 * width, 2.0))
-    assert where[("L0H1", 1)] == pytest.approx((1 + 1 * width, 1.0))
-    assert where[("logits", 3)] == pytest.approx(((N_HEAD - 1) / 2 + 3 * width, N_LAYER + 1.0))
+    # the same float64 sums
+    assert_close(where[("L1H3", 3)], (3 + 3 * width, 2.0), ulps=8)
+    assert_close(where[("L0H1", 1)], (1 + 1 * width, 1.0), ulps=8)
+    assert_close(where[("logits", 3)], ((N_HEAD - 1) / 2 + 3 * width, N_LAYER + 1.0), ulps=8)
     assert ("L1H2", 1) in where and ("L1H3", 1) in where  # the key's kv group at position 1
     (back,) = [t for t in fig.data if t.name.startswith("attention reads back")]
     segments = {tuple(np.round(back.x[i:i + 2], 6)) for i in range(0, len(back.x), 3)}
@@ -230,8 +243,8 @@ def test_head_reads_figure_puts_weights_over_this_prompt():
     used = np.random.default_rng(1).normal(size=(3, 2, N_HEAD))
     fig = plots.head_reads_figure(allowed, used, "L2H1")
     assert len(fig.data) == 6 and [t.colorscale[0][1] for t in fig.data[:2]] != [None, None]
-    np.testing.assert_allclose(np.asarray(fig.data[0].z), allowed[0], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(fig.data[5].z), used[2], rtol=1e-6)
+    assert_close(np.asarray(fig.data[0].z), allowed[0], ulps=8)  # copied into the figure
+    assert_close(np.asarray(fig.data[5].z), used[2], ulps=8)
     assert fig.layout.annotations[0].text == "q-composition into L2H1"
     with pytest.raises(ValueError, match="same shape"):
         plots.head_reads_figure(allowed, used[:2], "L2H1")

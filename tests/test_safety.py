@@ -25,6 +25,10 @@ UNPICKLERS = {  # fully qualified callables that unpickle (or may, by default)
     "marshal.loads",
 }
 PICKLE_MODULES = {"joblib", "dill", "cloudpickle", "shelve"}  # importing these at all is refused
+TORCH_LOADS = {"torch.load", "torch.serialization.load"}  # allowed only as torch.load(..., weights_only=True)
+# The one module that reads pickles itself: nanoGPT's meta.pkl, with an Unpickler that refuses every class and
+# function (tests/test_own_models.py shows a malicious file refused and never run).
+PICKLE_READER = "gptviz/weights/safe_pickle.py"
 
 
 def python_files() -> list[Path]:
@@ -72,7 +76,11 @@ def unpickling_calls(source: str, filename: str = "<snippet>") -> list[str]:
             continue
         name = qualified(node.func)
         keywords = {k.arg: k.value for k in node.keywords}
-        if name in UNPICKLERS:
+        if name in TORCH_LOADS:
+            flag = keywords.get("weights_only")
+            if not (isinstance(flag, ast.Constant) and flag.value is True):
+                found.append(f"{filename}:{node.lineno}: {name} without weights_only=True")
+        elif name in UNPICKLERS and filename != PICKLE_READER:
             found.append(f"{filename}:{node.lineno}: {name}")
         elif name in ("numpy.load", "numpy.lib.npyio.load") and "allow_pickle" in keywords:
             flag = keywords["allow_pickle"]
@@ -85,7 +93,8 @@ def unpickling_calls(source: str, filename: str = "<snippet>") -> list[str]:
 
 @pytest.mark.parametrize("snippet", [
     "import torch\ntorch.load('w.pt')",
-    "import torch as T\nT.load(f, weights_only=True)",
+    "import torch as T\nT.load(f, weights_only=False)",
+    "import torch\ntorch.load(f, weights_only=flag)",
     "from torch import load\nload('x')",
     "from torch import serialization\nserialization.load('x')",
     "import pickle\npickle.loads(b'')",
@@ -107,6 +116,7 @@ def test_the_scan_finds_each_way_to_unpickle(snippet):
     "import json\njson.loads('{}')",
     "from safetensors import safe_open\nsafe_open('m.safetensors', framework='pt')",
     "import torch\ntorch.save(x, 'out.pt')",
+    "import torch as T\nT.load(f, weights_only=True)",
     "import streamlit as st\n@st.cache_data(max_entries=4)\ndef f(): pass",
 ])
 def test_the_scan_leaves_safe_calls_alone(snippet):

@@ -116,6 +116,13 @@ class EdgeScores:
         """The sum of every edge's score (integrated gradients: ≈ source − clean)."""
         return float(np.nansum(self.scores))
 
+    @property
+    def completeness_error(self) -> float:
+        """|total − (source − clean)| / |source − clean|: how far the scores are from adding up to the whole
+        change (integrated gradients converge to 0 as the steps grow; inf when there is no change)."""
+        change = self.source - self.clean
+        return abs(self.total - change) / abs(change) if change else float("inf")
+
     def values(self, split: bool = False) -> np.ndarray:
         """scores, or per_position when split (ValueError if these scores were not split by position)."""
         if split and self.per_position is None:
@@ -223,6 +230,23 @@ def edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", meth
     per_position = np.where(valid[..., None], total.numpy(), np.nan) if by_position else None
     return EdgeScores(graph, scores, metric_value(clean, setup.metric), float(every), method, steps, per_position,
                       setup.metric.position)
+
+
+CONVERGE_TOLERANCE = 0.02
+CONVERGE_MAX_STEPS = 64
+
+
+def converged_edge_scores(clean: Trace, metric: Metric, source: Trace | str = "zero", steps: int = 5,
+                          by_position: bool = False, tolerance: float = CONVERGE_TOLERANCE,
+                          max_steps: int = CONVERGE_MAX_STEPS, progress: Progress | None = None) -> EdgeScores:
+    """Integrated gradients with the steps doubled (from `steps`, up to max_steps) until the scores add up to
+    the whole change within `tolerance` (completeness_error); the last scores computed (their .steps says how
+    many), also when max_steps is reached first."""
+    while True:
+        scores = edge_scores(clean, metric, source, "ig", steps, by_position, progress)
+        if scores.completeness_error <= tolerance or steps >= max_steps:
+            return scores
+        steps = min(2 * steps, max_steps)
 
 
 def _chunk_scores(graph: EdgeGraph, chunks: list[Chunk], grads: Tensor, alpha: float, by_position: bool) -> Tensor:
@@ -382,6 +406,25 @@ def edge_keys(edges: Sequence[dict] | pd.DataFrame) -> set[tuple]:
     rows = edges.to_dict("records") if isinstance(edges, pd.DataFrame) else edges
     return {(e.get("sender"), e.get("receiver")) + ((int(e["position"]),) if "position" in e else ())
             for e in rows if isinstance(e, dict)}
+
+
+def split_foreign(edges: Sequence, graph: EdgeGraph, n_tokens: int) -> tuple[list[dict], list[str]]:
+    """A circuit file's edges -> (those this model's graph has, the others named "L99H99 → L9H0 q [@5]"): an
+    edge whose sender or receiver the graph lacks, or whose position is outside the prompt's n_tokens."""
+    senders = {graph.sender_label(graph.sender(i)) for i in range(graph.n_senders)}
+    receivers = {graph.receiver_label(graph.receiver(i)) for i in range(graph.n_receivers)}
+    own, foreign = [], []
+    for e in edges:
+        if not isinstance(e, dict):
+            foreign.append(repr(e))
+            continue
+        position = e.get("position", 0)
+        if (e.get("sender") in senders and e.get("receiver") in receivers and isinstance(position, int)
+                and 0 <= position < n_tokens):
+            own.append(e)
+        else:
+            foreign.append(f"{e.get('sender')} → {e.get('receiver')}" + (f" @{position}" if "position" in e else ""))
+    return own, foreign
 
 
 def read_circuit_json(text: str) -> dict:

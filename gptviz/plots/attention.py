@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from gptviz.analysis.heads import QueryBreakdown, block_max
 from gptviz.model import attention_mask
-from gptviz.plots.common import heatmap, show_whitespace, token_labels
+from gptviz.plots.common import PANELS_TOP_PX, heatmap, show_whitespace, token_labels
 
 MAX_CELLS = 512  # a heatmap side longer than this is max-pooled
 MAX_LINES_TOKENS = 64
@@ -204,7 +204,7 @@ def stages_figure(
     fig.update_xaxes(type="category", showticklabels=not small, tickfont_size=8)
     fig.update_yaxes(type="category", autorange="reversed", showticklabels=False, tickfont_size=8)
     fig.update_yaxes(showticklabels=not small, row=1, col=1)
-    fig.update_layout(height=420 if small else 480, margin=dict(l=10, r=10, t=40, b=40 if small else 110),
+    fig.update_layout(height=440 if small else 500, margin=dict(l=10, r=10, t=PANELS_TOP_PX, b=40 if small else 110),
                       plot_bgcolor="#f4f4f4")
     return fig
 

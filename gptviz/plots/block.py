@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gptviz.plots.attention import masked_blocks, weight_colorscale, window_overlay
-from gptviz.plots.common import heatmap, show_whitespace
+from gptviz.plots.common import TITLE_PX, heatmap, show_whitespace, title_above_axis
 from gptviz.plots.lens import position_labels
 
 STEP_COLOURS = ("#4a72b0", "#c9a227", "#2f8f5b", "#8c5bb0", "#b05b5b", "#1f2937")
@@ -106,7 +106,8 @@ def heads_matrix_figure(matrix: np.ndarray, tokens: Sequence[str], n_head: int, 
         fig.add_shape(type="rect", x0=-0.5, x1=width - 0.5, y0=highlight - start - 0.5, y1=highlight - start + 0.5,
                       line=dict(color="#f59e0b", width=2), yref="y", xref="x")
     fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_layout(title=title, height=min(900, 170 + 16 * W), margin=dict(l=10, r=10, t=70, b=10))
+    fig.update_layout(title=title_above_axis(title), height=min(900, 170 + 16 * W),
+                      margin=dict(l=10, r=10, t=TITLE_PX + 30, b=10))  # the H0, H1, … ticks
     return fig
 
 
@@ -218,8 +219,8 @@ def activation_figure(curve_x: np.ndarray, curve_y: np.ndarray, pre: np.ndarray,
                                customdata=np.arange(pre.shape[0], dtype=np.int32),
                                hovertemplate="neuron %{customdata}<br>in %{x:.3f} → out %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="pre-activation", yaxis_title=f"{name}(pre-activation)", height=380,
-                      margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"))
+                      margin=dict(l=10, r=10, t=60, b=10),  # the legend in the empty top left, clear of the title
+                      legend=dict(x=0.01, xanchor="left", y=0.99, yanchor="top", bgcolor="rgba(255,255,255,0.7)"))
     return fig
 
 
@@ -252,7 +253,8 @@ def neurons_figure(hidden: np.ndarray, neurons: Sequence[int], tokens: Sequence[
         fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=-0.5, y1=W - 0.5, line=dict(color="#f59e0b", width=2))
     fig.update_xaxes(type="category", side="top", title_text="neuron", range=[-0.5, k - 0.5])  # no marker padding
     fig.update_yaxes(type="category", range=[W - 0.5, -0.5])
-    fig.update_layout(title=title, height=min(900, 190 + 16 * W), margin=dict(l=10, r=10, t=90, b=10),
+    fig.update_layout(title=title_above_axis(title), height=min(900, 190 + 16 * W),
+                      margin=dict(l=10, r=10, t=TITLE_PX + 80, b=10),  # upright neuron ticks, the axis title
                       hovermode="closest", clickmode="event+select", dragmode=False, plot_bgcolor="white")
     return fig
 
@@ -356,8 +358,8 @@ def offset_figure(grid: np.ndarray, by_offset: np.ndarray, key_starts: Sequence[
                                  hovertemplate=f"key at {start}, query at {start} + %{{x}}<br>q·k = %{{y:.5f}}"
                                                "<extra></extra>"), row=1, col=2)
     fig.update_xaxes(title_text="offset i − j (tokens)", row=1, col=2)
-    fig.update_layout(title=title, height=430, margin=dict(l=10, r=10, t=80, b=10),
-                      legend=dict(orientation="h", y=1.06, yanchor="bottom", x=1.0, xanchor="right"))
+    fig.update_layout(title=title, height=460, margin=dict(l=10, r=10, t=80, b=10),  # legend under its panel
+                      legend=dict(orientation="h", y=-0.2, yanchor="top", x=1.0, xanchor="right"))
     return fig
 
 

@@ -149,15 +149,19 @@ def _segments(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) ->
     return np.stack([x0, x1, gap], axis=1).ravel(), np.stack([y0, y1, gap], axis=1).ravel()
 
 
-def _skeleton(n_layer: int, n_head: int, title: str, tokens: Sequence[str] | None = None) -> go.Figure:
+def _skeleton(n_layer: int, n_head: int, title: str, tokens: Sequence[str] | None = None,
+              covered: set[tuple[int, int, int]] = frozenset()) -> go.Figure:
     """Every head and MLP as a faint grey dot, the embeddings and logits, and the layer axis; split by
-    position (tokens given), one column per token, named on the x axis."""
+    position (tokens given), one column per token, named on the x axis. No dot where a node of the circuit
+    (`covered`: (layer, head, column)) is drawn: a click at the node's centre must reach the node."""
     n_columns = 1 if tokens is None else len(tokens)
     columns, layers, heads = np.meshgrid(np.arange(n_columns), np.arange(n_layer), np.arange(-1, n_head),
                                          indexing="ij")
     layer = np.concatenate([[-1] * n_columns, layers.ravel(), [n_layer] * n_columns])
     head = np.concatenate([[-1] * n_columns, heads.ravel(), [-1] * n_columns])
     column = np.concatenate([np.arange(n_columns), columns.ravel(), np.arange(n_columns)])
+    free = np.array([(int(a), int(b), int(t)) not in covered for a, b, t in zip(layer, head, column)], dtype=bool)
+    layer, head, column = layer[free], head[free], column[free]
     x, y = _positions(layer, head, n_layer, n_head, column)
     names = np.array([_label(int(a), int(b), n_layer) + ("" if tokens is None else f" @{t}")
                       for a, b, t in zip(layer, head, column)], dtype=object)
@@ -275,15 +279,16 @@ def circuit_graph(edges: pd.DataFrame, n_layer: int, n_head: int, n_kv_head: int
     split = tokens is not None
     if split:
         _check_columns(edges, ("position",), "edges split by position")
-    fig = _skeleton(n_layer, n_head, title, tokens)
     if edges.empty:
+        fig = _skeleton(n_layer, n_head, title, tokens)
         fig.add_annotation(text="No edge passes the threshold: lower it to see a circuit.", xref="paper",
                            yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=15))
         return fig
+    nodes = _circuit_nodes(edges, n_layer, n_head, n_kv_head)
+    fig = _skeleton(n_layer, n_head, title, tokens, covered=set(nodes))
     x0, y0 = _positions(edges["sender_layer"].to_numpy(), edges["sender_head"].to_numpy(), n_layer, n_head,
                         _edge_positions(edges))
     x1, y1 = _landings(edges, n_layer, n_head, n_kv_head)
-    nodes = _circuit_nodes(edges, n_layer, n_head, n_kv_head)
     if split:
         fig.add_trace(_reading_back(nodes, edges, n_layer, n_head))
     fig.add_traces(_edge_traces(edges, x0, y0, x1, y1))

@@ -1,17 +1,44 @@
 """Shared pieces of the figure builders: readable token labels and a fast heatmap."""
 from __future__ import annotations
 
+import unicodedata
 from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+MODEBAR_PX = 32  # plotly's toolbar, at a figure's top right on hover: titles there need a top margin below it
+INVISIBLE_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Co", "Cn")  # spaces, controls, format (zero-width), unassigned
+
+
+class _Visible(dict):
+    """str.translate's table for show_whitespace, filled in as characters are met."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        self[code] = f"⟨U+{code:04X}⟩" if unicodedata.category(char) in INVISIBLE_CATEGORIES else char
+        return self[code]
+
+
+VISIBLE_WHITESPACE = _Visible({ord(" "): "␣", ord("\n"): "↵", ord("\t"): "⇥", ord("\r"): "␍", 0xA0: "⍽"})
 
 
 def show_whitespace(token: str) -> str:
-    """A token with spaces, newlines and tabs drawn as visible marks (␣ ↵ ⇥)."""
+    """A token with every character that prints as nothing made visible: a space ␣, a newline ↵, a tab
+    ⇥, a carriage return ␍, a no-break space ⍽, and any other space, control or zero-width character
+    as its code point, e.g. ⟨U+200B⟩."""
     return token.translate(VISIBLE_WHITESPACE)
+
+
+TITLE_PX = 34  # the band title_above_axis takes at a figure's top
+PANELS_TOP_PX = MODEBAR_PX + 28  # top margin of a figure whose first row of panel titles is its top line
+
+
+def title_above_axis(text: str) -> dict:
+    """The title of a figure whose x axis is on top: in a band of TITLE_PX at the figure's very top, so
+    its top margin must be TITLE_PX + what the axis needs (tick labels, axis title); then the title
+    never prints over them, whatever the width."""
+    return dict(text=text, yref="container", y=1.0, yanchor="top", pad=dict(t=8))
 
 
 def token_labels(tokens: Sequence[str]) -> list[str]:

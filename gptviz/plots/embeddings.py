@@ -75,33 +75,55 @@ def cosine_heatmap(sim: np.ndarray, tokens: Sequence[str], *, title: str = "", f
     return fig
 
 
-def pca_scatter(coords: np.ndarray, explained: np.ndarray, labels: Sequence[str] | None = None, *,
+def pca_scatter(coords: np.ndarray, explained: np.ndarray, tokens: Sequence[str] | None = None, *,
                 title: str = "", color_title: str = "position", lines: bool = False) -> go.Figure:
     """coords (N, 2) points in the first two principal components, coloured by index (position).
 
-    explained (≥2,) variance shares for the axis titles; labels (N,) hover text, also drawn
-    next to the points when N <= TEXT_MAX_POINTS. lines joins consecutive points.
+    explained (≥2,) variance shares for the axis titles; tokens (N,) name the points in the hover
+    ("3·␣John") and, when N <= TEXT_MAX_POINTS, next to them (point_texts). lines joins consecutive points.
     """
     coords = np.asarray(coords, dtype=np.float32)
     explained = np.asarray(explained, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise ValueError(f"coords must be (N, 2), got {coords.shape}.")
-    if labels is not None and len(labels) != coords.shape[0]:
-        raise ValueError(f"labels ({len(labels)}) must match the points ({coords.shape[0]}).")
+    if tokens is not None and len(tokens) != coords.shape[0]:
+        raise ValueError(f"tokens ({len(tokens)}) must match the points ({coords.shape[0]}).")
     n = coords.shape[0]
-    show_text = labels is not None and n <= TEXT_MAX_POINTS
+    show_text = tokens is not None and n <= TEXT_MAX_POINTS
     shares = list(explained[:2]) + [0.0] * (2 - min(2, len(explained)))
     fig = go.Figure(go.Scatter(
         x=coords[:, 0], y=coords[:, 1], mode=("lines+" if lines else "") + ("markers+text" if show_text else "markers"),
-        text=list(labels) if show_text else None, textposition="top center",
-        hovertext=list(labels) if labels is not None else None,
+        text=point_texts(coords, tokens) if show_text else None, textposition="top center",
+        hovertext=token_labels(tokens) if tokens is not None else None,
         marker=dict(color=np.arange(n), colorscale="Viridis", size=9 if n <= 300 else 5,
                     colorbar=dict(title=color_title), showscale=True),
         line=dict(color="rgba(120,120,120,0.4)", width=1),
-        hovertemplate=("%{hovertext}<br>" if labels is not None else "point %{marker.color}<br>")
+        hovertemplate=("%{hovertext}<br>" if tokens is not None else "point %{marker.color}<br>")
         + "PC1 %{x:.3f}<br>PC2 %{y:.3f}<extra></extra>",
     ))
     fig.update_layout(title=title, xaxis_title=f"PC1 ({shares[0]:.1%} of variance)",
                       yaxis_title=f"PC2 ({shares[1]:.1%} of variance)", height=480,
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+def point_texts(coords: np.ndarray, tokens: Sequence[str], same_place: float = 0.005) -> list[str]:
+    """The text drawn by each of the (N, 2) points: its token, with its position where the token comes
+    more than once. Points closer than `same_place` of the plot's extent (a repeated token's identical
+    embedding) share one text on the first of them, e.g. "␣John (3, 10)", so no two print over each other."""
+    coords = np.asarray(coords, dtype=np.float64)
+    extent = np.ptp(coords, axis=0) if len(coords) else np.zeros(2)
+    cells = np.round(coords / (np.maximum(extent, 1e-12) * same_place))
+    counts = {t: list(tokens).count(t) for t in set(tokens)}
+    places: dict[tuple, list[int]] = {}
+    for i, cell in enumerate(map(tuple, cells)):
+        places.setdefault(cell, []).append(i)
+    texts = [""] * len(tokens)
+    for members in places.values():
+        names = {tokens[i] for i in members}
+        if len(names) == 1 and counts[tokens[members[0]]] > 1:
+            texts[members[0]] = f"{show_whitespace(tokens[members[0]])} ({', '.join(map(str, members))})"
+        else:
+            texts[members[0]] = ", ".join(show_whitespace(tokens[i]) + (f" ({i})" if counts[tokens[i]] > 1 else "")
+                                          for i in members)
+    return texts

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from gptviz.labels import head_label
 from gptviz.plots.attention import layer_ticks, masked_blocks, range_labels, weight_colorscale, window_overlay
-from gptviz.plots.common import cell_markers, token_labels
+from gptviz.plots.common import PANELS_TOP_PX, cell_markers, token_labels
 
 MAX_COMPARE_CELLS = 128  # each compared pattern is max-pooled to at most this many cells a side
 
@@ -31,12 +31,13 @@ def layer_head_heatmap(
     focus: tuple[int, int] | None = None,
     windows: Sequence[int | None] | None = None,
     clickable: bool = False,
+    marked: Sequence[tuple[int, int]] = (),
 ) -> go.Figure:
     """values (n_layer, n_head) as a heatmap with layers as rows; NaN cells blank.
-    Hover: "L3H2: 0.123 <value_name>". `focus` (layer, head) gets a red frame. windows: per layer
-    its sliding window (None: global); with local layers the rows are labelled local / global.
-    clickable: transparent markers over the cells (customdata [layer, head, value], read back with
-    plots.attribution.component_pick)."""
+    Hover: "L3H2: 0.123 <value_name>". `focus` (layer, head) gets a red frame; `marked` heads (e.g. the
+    heads compared) a ring. windows: per layer its sliding window (None: global); with local layers
+    the rows are labelled local / global. clickable: transparent markers over the cells (customdata
+    [layer, head, value], read back with plots.attribution.component_pick)."""
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or 0 in values.shape:
         raise ValueError(f"values must be (layers, heads), got shape {values.shape}.")
@@ -45,6 +46,11 @@ def layer_head_heatmap(
         z=values, x=np.arange(nh), y=np.arange(L), colorscale=colorscale, zmin=zmin, zmax=zmax,
         colorbar_title=value_name, hovertemplate="L%{y}H%{x}: %{z:.3f} " + value_name + "<extra></extra>",
     ))
+    if marked:
+        fig.add_trace(go.Scatter(x=[h for _, h in marked], y=[layer for layer, _ in marked], mode="markers",
+                                 name="marked", showlegend=False, hoverinfo="skip",
+                                 marker=dict(symbol="circle-open", size=12, color="black",
+                                             line=dict(width=2, color="black"))))
     if clickable:
         layers, heads_ = np.meshgrid(np.arange(L), np.arange(nh), indexing="ij")
         fig.add_trace(cell_markers(heads_.ravel(), layers.ravel(),
@@ -118,7 +124,7 @@ def compare_patterns_figure(
     fig.update_yaxes(showticklabels=ticks, col=1)
     fig.update_annotations(font_size=12, yshift=4)  # the panel titles
     fig.update_layout(coloraxis=dict(colorscale=weight_colorscale(gamma), cmin=0.0, cmax=1.0, colorbar_title="weight"),
-                      height=60 + rows * (340 if ticks else 300), margin=dict(l=10, r=10, t=40, b=10),
+                      height=80 + rows * (340 if ticks else 300), margin=dict(l=10, r=10, t=PANELS_TOP_PX, b=10),
                       plot_bgcolor="#f4f4f4")
     return fig
 

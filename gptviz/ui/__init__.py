@@ -9,7 +9,17 @@ from gptviz.ui.models import DEFAULT_ALLOW_MODELS, allowed_models, model_choices
 from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
 from gptviz.ui.navigation import PAGES, link
 from gptviz.ui.settings import DEFAULT_PROMPT, SETTINGS
-from gptviz.ui.store import ModelRegistry, Run, RunKey, TraceStore, computed, derived, local_model_dirs, of_model
+from gptviz.ui.store import (
+    ModelRegistry,
+    Run,
+    RunKey,
+    TraceStore,
+    computed,
+    derived,
+    local_model_dirs,
+    model_source,
+    of_model,
+)
 from gptviz.ui.view_state import (
     MAX_VIEW_TOKENS,
     View,
@@ -47,6 +57,6 @@ __all__ = [
     "Run", "RunKey", "SETTINGS", "TraceStore", "View", "ablation_setting", "allowed_models", "bits", "chart",
     "choose_state", "clamp_state", "code", "components_input", "computed", "cut_to_context", "derived",
     "download_csv", "explain", "fmt_bytes", "focus", "fragment", "link", "local_model_dirs", "matrix_frame",
-    "max_tokens", "model_choices", "of_model", "percent", "position", "position_input", "sections", "set_components",
-    "set_generated", "toggle_component", "token_input", "view", "window_note",
+    "model_source", "max_tokens", "model_choices", "of_model", "percent", "position", "position_input", "sections",
+    "set_components", "set_generated", "toggle_component", "token_input", "view", "window_note",
 ]

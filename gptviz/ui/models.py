@@ -9,6 +9,7 @@ import streamlit as st
 from gptviz.loading import MODEL_NAMES, default_model_name
 from gptviz.model import GPT
 from gptviz.tokenizer import TokenizerError
+from gptviz.ui.own_models import session_labels
 from gptviz.ui.store import load_with_progress, local_model_dirs
 from gptviz.weights import (
     DOWNLOAD_BYTES,
@@ -41,11 +42,11 @@ def allow_list_text() -> str:
 
 def model_choices() -> list[str]:
     """The picker's models: the built-in names (hub ones only if allowed), the allowed hub repos
-    already in the Hugging Face cache, and the local directories."""
+    already in the Hugging Face cache, the local directories, and this session's own models."""
     allowed = allowed_models()
     names = [name for name in MODEL_NAMES if not is_hub_name(name) or repo_allowed(name, allowed)]
     cached = [repo for repo in cached_repos() if repo not in HUB_NAMES.values() and repo_allowed(repo, allowed)]
-    return names + cached + list(local_model_dirs())
+    return names + cached + list(local_model_dirs()) + session_labels()
 
 
 def model_allowed(name: str) -> bool:

@@ -51,6 +51,7 @@ PAGES = (
              (("Graph", "graph"), ("Faithfulness", "faithfulness"), ("Weights vs prompt", "composition"),
               ("Edges", "edges"))),
     PageInfo("attention_at_scale", "Attention at scale", ":material/trending_up:"),
+    PageInfo("train", "Train", ":material/model_training:"),
 )
 ICON = str(Path(__file__).parent.parent / "data" / "icon.png")  # the favicon, served by the app (no font CDN)
 BY_KEY = {page.key: page for page in PAGES}

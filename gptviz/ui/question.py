@@ -12,18 +12,16 @@ from gptviz.plots.common import show_whitespace
 from gptviz.tokenizer import TokenizerError
 from gptviz.trace import Trace
 from gptviz.ui.store import Run
-from gptviz.ui.view_state import View
+from gptviz.ui.view_state import View, cut_to_context
 from gptviz.ui.widgets import code, explain, position_input, token_input
 
 AUTO_MAX_T = 64  # longer prompts compute the maps only when asked (each map reruns the model many times)
 
 
 def prediction(v: View) -> tuple[Trace, at.Metric]:
-    """The top of a page that explains a prediction: the plain run (said so when the other pages show a
-    knock-out), the position explained, target and contrast; (the plain trace, the metric)."""
+    """The top of a page that explains a prediction (of the plain run: such a page's view says so in its
+    banner): the position explained, target and contrast; (the plain trace, the metric)."""
     tr = v.plain_trace
-    if v.knock_out is not None:
-        st.caption("This page always starts from the plain run; the banner is about the other pages.")
     position = position_input("Position (explain the prediction after this token)", tr.tokens,
                               f"0 to {tr.n_tokens - 1}; the last position predicts the token after the text.")
     return tr, metric_section(v, tr, position)
@@ -93,6 +91,12 @@ def suggest_swap(prompt: str) -> None:
     st.session_state["_why_no_swap"] = swapped is None
 
 
+def cut_like_clean(v: View, corrupt_ids) -> tuple[int, ...]:
+    """The corrupted prompt's ids (as long as the whole clean prompt) cut to the context exactly as the clean
+    prompt's were (a BOS the tokenizer puts first stays first), then the same generated tokens."""
+    return cut_to_context(v.model, corrupt_ids, len(v.prompt_ids))[0] + tuple(v.generated)
+
+
 def corrupted_run(v: View, tr: Trace, metric: at.Metric) -> Run | None:
     """The corrupted prompt box (key corrupt) with a one-click name swap; its run, cut and extended like the
     clean one, with both metrics shown; None (and a message saying what to do) when there is none yet, it
@@ -129,7 +133,7 @@ def corrupted_run(v: View, tr: Trace, metric: at.Metric) -> Run | None:
         both = pd.DataFrame({"clean": (clean_tokens + pad)[:n], "corrupted": (corrupt_tokens + pad)[:n]})
         st.dataframe(both.map(show_whitespace), key="why_tokens_table")
         return None
-    corrupted = v.run_of(tuple(corrupt_ids[v.n_dropped:]) + v.generated)  # cut and extended like the clean run
+    corrupted = v.run_of(cut_like_clean(v, corrupt_ids))
     clean_value, corrupted_value = at.metric_value(tr, metric), at.metric_value(corrupted.trace, metric)
     c1, c2, c3 = st.columns(3)
     c1.metric(f"{metric.name}, clean", f"{clean_value:.3f}")

@@ -39,21 +39,32 @@ class Setting:
     where: str = "sidebar"
 
     def parse(self, text: str) -> object:
-        """A URL's text -> the value; ValueError when it is not one this setting takes."""
+        """A URL's text -> the value, fitted into bounds; ValueError saying why when it is not one this
+        setting takes."""
+        return self.fit(self.read(text))
+
+    def read(self, text: str) -> object:
+        """A URL's text -> the value as written (not fitted); ValueError saying why when it is not one."""
         if self.kind is bool:
             if text.strip().lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"{text!r} is not true or false")
-            value = text.strip().lower() in ("true", "1")
-        elif self.kind is list:
-            value = [part.strip() for part in text.split(",") if part.strip()]
-        else:
+            return text.strip().lower() in ("true", "1")
+        if self.kind is list:
+            return [part.strip() for part in text.split(",") if part.strip()]
+        try:
             value = self.kind(text)
-            if self.kind is float and not math.isfinite(value):
-                raise ValueError("not a finite number")
-        return self.check(value)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {'a whole number' if self.kind is int else 'a number'}") from None
+        if self.kind is float and not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
+        return self.valid(value)
 
     def check(self, value: object) -> object:
         """value if this setting takes it (numbers clamped into bounds); ValueError otherwise."""
+        return self.fit(self.valid(value))
+
+    def valid(self, value: object) -> object:
+        """value if this setting takes it, as it is (not fitted into bounds); ValueError otherwise."""
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if self.kind is list:
@@ -63,10 +74,12 @@ class Setting:
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
             raise ValueError(f"{value!r} is not a {self.kind.__name__}")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{value!r} is not one of {self.choices}")
-        if self.bounds is not None:
-            value = min(max(value, self.bounds[0]), self.bounds[1])
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, self.choices))}")
         return value
+
+    def fit(self, value: object) -> object:
+        """A valid value clamped into the bounds."""
+        return value if self.bounds is None else min(max(value, self.bounds[0]), self.bounds[1])
 
     def dump(self, value: object) -> str:
         if self.kind is bool:
@@ -167,8 +180,29 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("circuit_source", str, "corrupted", "mean", {"choices": ("corrupted", "mean", "zero")}),
         ("circuit_method", str, "ig", "eap", {"choices": ("eap", "ig")}),
         ("circuit_steps", int, 5, 10, {"bounds": (1, 64)}),
+        ("circuit_converge", bool, False, True),
         ("circuit_n", int, 100, 200, {"bounds": (1, 10**7)}),
         ("circuit_split", bool, False, True),
+    )
+    + _settings(
+        "train",
+        ("train_preset", str, "shakespeare-char", "induction",
+         {"choices": ("shakespeare-char", "induction", "book-gpt2-bpe")}),
+        ("train_corpus", str, "shakespeare", "text", {"choices": ("shakespeare", "text")}),
+        ("train_text", str, "", "To be, or not to be: that is the question.", {"url": False}),
+        ("train_tokenizer", str, "char", "gpt2", {"choices": ("char", "gpt2")}),
+        ("train_n_layer", int, 4, 2, {"bounds": (1, 48)}),
+        ("train_n_head", int, 4, 2, {"bounds": (1, 64)}),
+        ("train_d_model", int, 128, 64, {"bounds": (8, 4096)}),
+        ("train_n_ctx", int, 64, 32, {"bounds": (4, 4096)}),
+        ("train_dropout", float, 0.0, 0.1, {"bounds": (0.0, 0.9)}),
+        ("train_attn_only", bool, False, True),
+        ("train_tied", bool, True, False),
+        ("train_batch", int, 12, 8, {"bounds": (1, 512)}),
+        ("train_lr", float, 1e-3, 3e-4, {"bounds": (1e-6, 1.0)}),
+        ("train_iters", int, 2000, 500, {"bounds": (1, 10**6)}),
+        ("train_name", str, "my model", "baby shakespeare", {"url": False}),
+        ("train_head", str, "L1H0", "L0H1"),
     )
     + _settings(
         "attention_at_scale",
@@ -180,37 +214,98 @@ SETTINGS += tuple(Setting(page.tab_setting, str, page.tabs[0][0], page.tabs[-1][
 BY_KEY = {s.key: s for s in SETTINGS}
 
 
+STREAMLIT_PARAMS = ("embed", "embed_options")  # Streamlit's own URL parameters
+LINK_KEY = "_from_link"  # the settings a link gave, as written: key -> text, until a page fits them to the model
+
+
 def restore() -> None:
-    """Once per session: fill session state from the URL (a bad value is left out and logged).
-    Every run: fill in the defaults, and re-set the kept settings, since Streamlit forgets a
-    widget's value when its page is not drawn."""
+    """Once per session: fill session state from the URL; what the link gave that was left out or
+    changed is said on the page (view_state.banners, and link_note where a page fits a setting to the
+    model). Every run: fill in the defaults, and keep() the kept settings."""
     state = st.session_state
     if "_restored" not in state:
         state["_restored"] = True
-        apply({key: st.query_params[key] for key in st.query_params if key in BY_KEY and BY_KEY[key].url},
-              from_text=True)
+        link = {key: st.query_params[key] for key in st.query_params if key not in STREAMLIT_PARAMS}
+        taken = take(link, from_text=True)
+        state["_link_taken"] = taken
+        state[LINK_KEY] = {key: text for key, text in link.items() if key not in taken.refused}
     for setting in SETTINGS:  # widgets are drawn without value=: the default comes from here
         if setting.default is not None:
             state.setdefault(setting.key, setting.default)
+    keep()
+
+
+def keep() -> None:
+    """Re-set every kept setting as a value the script set, before any widget of this run is drawn.
+    Streamlit forgets the value of a widget a run does not draw, and a page switch forgets every
+    widget of the page left; a value the script set in the run before survives. So every run sets
+    them again: a whole run in restore(), a fragment's own rerun (which draws only the fragment and
+    starts by turning last run's values into widget values) in ui.fragment. Without the latter a
+    page switch right after a fragment rerun loses the prompt and nearly every setting
+    (streamlit/streamlit#10805)."""
+    state = st.session_state
     for setting in SETTINGS:
         if setting.keep and setting.key in state:
             state[setting.key] = state[setting.key]
 
 
-def apply(values: dict, from_text: bool = False) -> list[str]:
-    """Set the given settings (text from a URL, or values from a view file); the keys that were
-    left out, because unknown or invalid."""
-    state, skipped = st.session_state, []
+@dataclass(frozen=True)
+class Taken:
+    """What take() did not use as given: refused {key: why}, and changed to fit {key: (as given, used)}."""
+
+    refused: dict[str, str]
+    changed: dict[str, tuple[object, object]]
+
+    def note(self, source: str) -> str:
+        """What was left out or changed, as a sentence about `source` ("this link"); "" for nothing."""
+        parts = [f"`{key}={given}` is out of range ({BY_KEY[key].bounds[0]}–"
+                 f"{BY_KEY[key].bounds[1]}): {BY_KEY[key].dump(used)} is used"
+                 for key, (given, used) in self.changed.items()]
+        parts += [f"`{key}` is left out: {why}" for key, why in self.refused.items()]
+        return f"Not all of {source} was used as written: {'; '.join(parts)}." if parts else ""
+
+
+def take(values: dict, from_text: bool = False) -> Taken:
+    """Set the given settings: text from a link (from_text), or values from a view file; numbers out of
+    bounds are clamped. What was refused (unknown, invalid, or not kept in links) or clamped."""
+    state, refused, changed = st.session_state, {}, {}
     for key, raw in values.items():
         setting = BY_KEY.get(key)
         try:
             if setting is None:
-                raise ValueError("not a setting")
-            state[key] = setting.parse(raw) if from_text else setting.check(raw)
+                raise ValueError("not a gptviz setting")
+            if from_text and not setting.url:
+                raise ValueError("a link does not set it (use a view file)")
+            given = setting.read(raw) if from_text else setting.valid(raw)
         except (TypeError, ValueError) as err:
             log.info("Ignoring %s=%r: %s", key, raw, err)
-            skipped.append(key)
-    return skipped
+            refused[key] = str(err)
+            continue
+        state[key] = setting.fit(given)
+        if state[key] != given:
+            changed[key] = (raw, state[key])
+    return Taken(refused, changed)
+
+
+def apply(values: dict, from_text: bool = False) -> list[str]:
+    """take() the values; the keys that were left out, because unknown or invalid."""
+    return list(take(values, from_text).refused)
+
+
+def link_note(key: str, used: object, why: str) -> str:
+    """When a page fits a setting the link gave to the model or prompt (the first time it looks at it): a
+    sentence saying what it changed, e.g. "The link's `layer=99` is out of range for this model (layers
+    0–29): 29 is used."; "" when the link did not give it or it was used as given."""
+    given = st.session_state.get(LINK_KEY, {}).pop(key, None)
+    setting = BY_KEY.get(key)
+    if given is None or setting is None:
+        return ""
+    try:
+        if setting.parse(given) == used:
+            return ""
+    except ValueError:
+        pass
+    return f"The link's `{key}={given}` is {why}: {setting.dump(used)} is used."
 
 
 def current(keys: Iterable[str] | None = None) -> dict:
@@ -258,10 +353,10 @@ def read_view_file(data: bytes) -> tuple[dict, list[int]]:
     return values, [i for i in ids if isinstance(i, int)]
 
 
-def open_view(values: dict) -> list[str]:
+def open_view(values: dict) -> Taken:
     """Make a view file's settings the session's (what it does not name goes back to its default);
-    the keys left out as invalid."""
+    what was left out as invalid or clamped."""
     for setting in SETTINGS:
         if setting.key not in values and setting.key != "model":
             st.session_state.pop(setting.key, None)
-    return apply(values)
+    return take(values)

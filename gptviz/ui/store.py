@@ -22,6 +22,7 @@ import streamlit as st
 from gptviz import loading
 from gptviz.model import GPT
 from gptviz.trace import Trace, trace
+from gptviz.ui.own_models import own_models
 
 T = TypeVar("T")
 TRACE_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "3000")) * 2**20)
@@ -43,9 +44,18 @@ def local_model_dirs() -> dict[str, str]:
     return {f"local: {Path(p).name}": p for p in paths}
 
 
+def model_source(name: str) -> tuple[str, dict]:
+    """The picker's name -> what load_model reads (a session's own model's path and options, a local
+    directory's path, an offline name or a hub repo id) and its keyword arguments."""
+    if (own := own_models().get(name)) is not None:
+        return own.path, dict(own.options)
+    return local_model_dirs().get(name, name), {}
+
+
 def load_named(name: str, progress: Callable[[int, int], None] | None = None) -> GPT:
-    """The picker's name -> the model: a local directory's label, an offline name or a hub repo id."""
-    return loading.load_model(local_model_dirs().get(name, name), progress=progress)
+    """The picker's name -> the model."""
+    path, options = model_source(name)
+    return loading.load_model(path, progress=progress, **options)
 
 
 class ModelRegistry:

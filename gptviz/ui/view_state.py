@@ -17,6 +17,7 @@ from gptviz.ui import settings
 from gptviz.ui.models import active_model, allow_list_text, default_model, model_allowed, model_choices, repo_error
 from gptviz.ui.navigation import leave_pages_folder_mode
 from gptviz.ui.store import Run, RunKey, run
+from gptviz.ui.upload import own_model_box, take_opened_model
 from gptviz.ui.widgets import clamp_state
 
 # Tokens the pages read at most by default: the model's whole context (SmolLM2: 8,192, a trace of
@@ -84,7 +85,7 @@ def _text_changed() -> None:
     st.session_state.pop("position", None)
 
 
-def _model_changed() -> None:
+def model_changed() -> None:
     """A new model: as a new prompt, and the token limit back to its default for it."""
     _text_changed()
     st.session_state.pop("max_tokens", None)
@@ -99,7 +100,7 @@ def _pick_repo() -> None:
         state["_repo_error"] = error
     elif repo:
         state["model"] = repo
-        _model_changed()
+        model_changed()
 
 
 def _open_view_file() -> None:
@@ -128,12 +129,15 @@ def sidebar() -> tuple[str, GPT] | None:
     """Draw the shared sidebar (model, prompt, layer, head, token limit, view file); the model shown."""
     settings.restore()
     state = st.session_state
+    if (opened := take_opened_model()) is not None:
+        state["model"] = opened
+        model_changed()
     if not state.get("model") or not model_allowed(state["model"]):
         state["model"] = default_model()
     with st.sidebar:
         choices = model_choices()
         st.selectbox("Model", choices + [state["model"]] * (state["model"] not in choices), key="model",
-                     on_change=_model_changed, help="Pick a model; hub models not downloaded yet offer a download.")
+                     on_change=model_changed, help="Pick a model; hub models not downloaded yet offer a download.")
         if note := LICENCE_NOTES.get(state["model"]):
             st.caption(note)
         st.text_input("…or a Hugging Face repo id", key="hub_repo", on_change=_pick_repo,
@@ -141,6 +145,7 @@ def sidebar() -> tuple[str, GPT] | None:
                       help=f"Any repo of an architecture gptviz runs that this server allows: {allow_list_text()}")
         if error := state.pop("_repo_error", None):
             st.error(error)
+        own_model_box()
         st.text_area("Prompt", key="prompt", height=120, on_change=_text_changed,
                      help="Any text. It is split into tokens and run through the model.")
         st.checkbox("Treat <|…|> text as special tokens", key="allow_special", on_change=_text_changed)
@@ -152,6 +157,9 @@ def sidebar() -> tuple[str, GPT] | None:
             st.number_input("Layer", 0, config.n_layer - 1, step=1, key="layer")
             st.number_input("Head", 0, config.n_head - 1, step=1, key="head")
             state["max_tokens"] = max_tokens(shown[1])
+            if note := settings.link_note("max_tokens", state["max_tokens"],
+                                          f"more than {shown[0]}'s context of {config.n_ctx:,} tokens"):
+                st.warning(note)
             st.number_input("Tokens read at most", 2, config.n_ctx, step=256, key="max_tokens",
                             help=f"Up to the model's context ({config.n_ctx:,}). Long prompts keep their last "
                                  "tokens. Thousands of tokens take a while on a CPU and several GB of memory.")
@@ -218,6 +226,9 @@ def _prompt_ids(name: str, model: GPT) -> tuple[tuple[int, ...], int, tuple[int,
         st.stop()
     n_ctx = max_tokens(model)
     generated = tuple(i for i in generated_ids() if 0 <= i < model.config.vocab_size)
+    if len(generated) < len(generated_ids()):
+        st.warning(f"Left out {len(generated_ids()) - len(generated)} generated token ids that are not in "
+                   f"{name}'s vocabulary (ids 0–{model.config.vocab_size - 1:,}).")
     if len(generated) >= n_ctx:  # e.g. from a hand-edited link: keep room for one prompt token
         st.warning(f"Only the first {n_ctx - 1:,} of {len(generated):,} generated tokens fit in {n_ctx:,} tokens.")
         generated = generated[: n_ctx - 1]
@@ -231,22 +242,30 @@ def _prompt_ids(name: str, model: GPT) -> tuple[tuple[int, ...], int, tuple[int,
     return prompt_ids, n_dropped, generated
 
 
-def banners(v: View) -> None:
-    """At the top of the main area: which model stands in for the picked one, a knocked-out run, a
-    view file just opened, a prompt too long for a link."""
+def banners(v: View, explains_plain: bool = False) -> None:
+    """At the top of the main area: which model stands in for the picked one, a knocked-out run (or, on a
+    page that always explains the plain run, that it does), a view file just opened, a prompt too long for
+    a link."""
     state = st.session_state
     stand_in = state.pop("_stand_in", None)
     if stand_in is not None:
         st.info(f"**{stand_in[1]}** is shown: **{stand_in[0]}** is not available yet (see the sidebar).")
-    if v.knock_out is not None:
+    if v.knock_out is not None and explains_plain:
+        st.info(f"**This page explains the plain run.** The knock-out switch is on: the other pages show the run with "
+                f"{', '.join(map(component_label, v.knock_out[0]))} knocked out ({v.knock_out[1]} ablation); here "
+                "the components are found and knocked out from the whole model.", icon=":material/info:")
+    elif v.knock_out is not None:
         left, right = st.columns([5, 1])
         left.warning(f"**Knocked-out run:** this page shows the run with "
                      f"{', '.join(map(component_label, v.knock_out[0]))} knocked out ({v.knock_out[1]} ablation), "
                      "not the plain run.", icon=":material/block:")
         right.button("Show the plain run", key="knockout_off", on_click=lambda: state.update(knockout_view=False))
+    if taken := state.pop("_link_taken", None):
+        if note := taken.note("this link"):
+            st.warning(note, icon=":material/link:")
     if (opened := state.pop("_view_file_opened", None)) is not None:
-        name, skipped, ids = opened
-        note = f" Left out (not valid here): {', '.join(skipped)}." if skipped else ""
+        name, taken, ids = opened
+        note = " " + taken.note("it") if taken.note("it") else ""
         if ids and list(ids) != list(v.ids):
             note += " Its token ids differ from what this prompt gives now (another tokenizer or model?)."
         st.success(f"Opened the view file {name}.{note}")
@@ -257,9 +276,10 @@ def banners(v: View) -> None:
                 "as a file (sidebar, *Save or open this view*).", icon=":material/link_off:")
 
 
-def view() -> View:
+def view(explains_plain: bool = False) -> View:
     """Draw the shared sidebar, then return the current view for the page; shows a message
-    and stops the page when there is none. Call it once per page run."""
+    and stops the page when there is none. Call it once per page run. explains_plain: the page always
+    reads the plain run (Why this token?, Circuit), which its banner then says."""
     leave_pages_folder_mode()
     shown = sidebar()
     if shown is None:
@@ -277,6 +297,6 @@ def view() -> View:
              shown=plain if knock is None else run(RunKey(name, ids, knock), model), plain=plain,
              layer=min(int(st.session_state.get("layer", 0)), config.n_layer - 1),
              head=min(int(st.session_state.get("head", 0)), config.n_head - 1))
-    banners(v)
+    banners(v, explains_plain)
     return v
 

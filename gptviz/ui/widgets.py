@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from gptviz.analysis.attribution import token_choices
 from gptviz.config import GPTConfig
@@ -14,7 +15,7 @@ from gptviz.labels import Component, component_label, parse_names
 from gptviz.plots.common import show_whitespace
 from gptviz.ui.navigation import BY_KEY as PAGES_BY_KEY
 from gptviz.ui.navigation import tab_labels
-from gptviz.ui.settings import save_url
+from gptviz.ui.settings import keep, link_note, save_url
 
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
@@ -76,6 +77,8 @@ def clamp_state(key: str, low: int, high: int, default: int) -> int:
     except (TypeError, ValueError):
         value = default
     state[key] = min(max(value, low), high)
+    if note := link_note(key, state[key], f"out of range here ({low}–{high})"):
+        st.warning(note)
     return state[key]
 
 
@@ -83,6 +86,9 @@ def choose_state(key: str, options: Sequence, default) -> None:
     """Keep a widget's remembered choice among its options (else the default)."""
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
+    shown = ", ".join(map(str, list(options)[:6])) + (", …" if len(options) > 6 else "")
+    if note := link_note(key, st.session_state[key], f"not one of the choices here ({shown})"):
+        st.warning(note)
 
 
 def sections(page: str) -> list[tuple[str, object]]:
@@ -95,12 +101,20 @@ def sections(page: str) -> list[tuple[str, object]]:
     return [(label, tab) for label, tab in zip(labels, tabs) if tab.open]
 
 
-def fragment(draw: Callable) -> Callable:
+def fragment(draw: Callable | None = None, *, run_every: float | None = None) -> Callable:
     """st.fragment for a section whose controls change only its own figures: they rerun that section
-    alone, and the link is updated as after a whole run."""
-    @st.fragment
+    alone (and every `run_every` seconds, if given), keeping the settings and updating the link as a
+    whole run does. Every fragment of the app is made here (a bare st.fragment would lose the settings
+    on the next page switch: settings.keep)."""
+    if draw is None:
+        return functools.partial(fragment, run_every=run_every)
+
+    @st.fragment(run_every=run_every)
     @functools.wraps(draw)
     def section(*args, **kwargs):
+        ctx = get_script_run_ctx()
+        if ctx is not None and ctx.fragment_ids_this_run:  # its own rerun, not part of the whole run
+            keep()
         draw(*args, **kwargs)
         save_url()
     return section
@@ -142,6 +156,8 @@ def position_input(label: str, tokens: Sequence[str], help: str, slider: bool = 
     after token 13 `␣drink`, the last token"); returns the position."""
     T = len(tokens)
     pos = position(T)
+    if note := link_note("position", pos, f"past the end of the text (tokens 0–{T - 1})"):
+        st.warning(note)
     st.session_state["_position_pick"] = pos
     if T > 1:
         if slider:
