@@ -120,6 +120,8 @@ def scores_section(v, stats: heads.HeadStats) -> None:
         f"Each map shows one number per head (rows: layers, columns: heads), averaged over {over} of your prompt:\n\n"
         + "\n".join("- " + score.explanation.format(period=period, length=2 * period + 1, seed=seed,
                                                      window_note=window_note) for score in heads.HEAD_SCORES)
+        + "\n\n**Click a cell** to add that head to the heads compared side by side (they are ringed); a second "
+        "click takes it out."
         + ui.window_note(config)
     )
     focus = (v.layer, v.head)

@@ -438,18 +438,20 @@ def test_settings_survive_a_fragment_rerun_and_a_page_switch(tiny_app_url, brows
 
 
 # A chart's text printed over other text: a title (the figure's or a panel's) against a legend entry, a colour
-# bar, an axis's ticks or title, and a panel title against the toolbar that shows on hover.
+# bar, an axis's ticks or title; a colour bar's numbers against an axis's; a panel title against the toolbar
+# that shows on hover.
 OVERLAPS_JS = """el => {
     const box = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
     const meets = (a, b) => a[0] < b[2] - 1 && b[0] < a[2] - 1 && a[1] < b[3] - 1 && b[1] < a[3] - 1;
     const named = (sel, what) => [...el.querySelectorAll(sel)].filter(e => e.textContent.trim() || what)
         .map(e => [what || e.textContent.trim(), box(e)]);
-    const others = [...named('.legend .traces', 'a legend entry'), ...named('.colorbar text'),
-                    ...named('.xtick text, .x2tick text, .ytick text, .g-xtitle text, .g-ytitle text')];
+    const axes = named('.xtick text, .x2tick text, .ytick text, .y2tick text, .g-xtitle text, .g-ytitle text');
+    const others = [...named('.legend .traces', 'a legend entry'), ...named('.colorbar text'), ...axes];
     const titles = named('.g-gtitle text').map(t => [t, others]);
     const panels = named('.annotation-text-g text').map(t => [t, [...others, ...named('.modebar', 'the toolbar')]]);
+    const bars = named('.colorbar text').map(t => [t, axes]);
     const out = [];
-    for (const [[title, a], against] of [...titles, ...panels])
+    for (const [[title, a], against] of [...titles, ...panels, ...bars])
         for (const [what, b] of against) if (meets(a, b)) out.push(`${title} / ${what}`);
     return out;
 }"""
@@ -459,7 +461,8 @@ KNOWN_OVERLAPS = {"Composition (weights) vs |edge score| (this prompt) / a legen
 
 def test_no_chart_text_prints_over_other_text(tiny_app_url, browser, tmp_path):
     """Every chart of every page and tab, on a GPT-2 and on a rotary Llama, in a window as wide as a laptop's:
-    no title meets a legend, a colour bar or an axis's text, and no panel title sits under the toolbar."""
+    no title meets a legend, a colour bar or an axis's text, no colour bar meets an axis's text, and no panel
+    title sits under the toolbar."""
     shots = Path(os.environ.get("GPTVIZ_SCREENSHOTS", tmp_path))
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     page.goto(tiny_app_url, wait_until="networkidle")

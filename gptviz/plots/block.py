@@ -342,11 +342,11 @@ def offset_figure(grid: np.ndarray, by_offset: np.ndarray, key_starts: Sequence[
     if by_offset.shape[0] != len(key_starts):
         raise ValueError(f"by_offset has {by_offset.shape[0]} rows for {len(key_starts)} key positions.")
     N = grid.shape[0]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.18,  # colour bar room
                         subplot_titles=["q at position i · k at position j", "score against the offset i − j"])
     bound = _bound(grid)
     fig.add_trace(go.Heatmap(z=grid, x=np.arange(N, dtype=np.int32), y=np.arange(N, dtype=np.int32),
-                             colorscale="RdBu_r", zmin=-bound, zmax=bound, colorbar=dict(x=0.42, thickness=10),
+                             colorscale="RdBu_r", zmin=-bound, zmax=bound, colorbar=dict(x=0.385, thickness=10),
                              hovertemplate="query at %{y}, key at %{x}<br>q·k = %{z:.4f}<extra></extra>"), row=1, col=1)
     fig.update_yaxes(autorange="reversed", title_text="query position i", row=1, col=1)
     fig.update_xaxes(title_text="key position j", row=1, col=1)
