@@ -358,7 +358,9 @@ def composition_vs_usage(frame: pd.DataFrame, *, title: str = "", baseline: floa
                       annotation_position="top right")
     fig.update_xaxes(title_text="composition: how much the weights allow it (0–1)", rangemode="tozero")
     fig.update_yaxes(title_text="|edge score|: how much this prompt uses it")
-    fig.update_layout(title=title, height=380, margin=MARGIN, legend=TOP_LEGEND)
+    # a long title fills the top: the legend goes below the x axis title
+    fig.update_layout(title=title, height=420, margin=MARGIN,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5))
     return fig
 
 
