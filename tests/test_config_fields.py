@@ -36,7 +36,20 @@ NOT_FORWARD = {
 }
 LLAMA_SHAPES = dict(vocab_size=50257, hidden_size=48, intermediate_size=72, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-ROPE = dict(rope_type="default", rope_theta=10000.0)
+# The shape fields every Llama-like config spells the same way, each changed from LLAMA_SHAPES.
+LLAMA_SHAPE_CASES = [
+    ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
+    ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
+    ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"),
+]
+# Gemma 2 and 3's own fields (the rope layout differs: per layer type in Gemma 3).
+GEMMA_CASES = [
+    ("hidden_activation", "gelu", "equal"), ("hidden_activation", "relu", "refused"),
+    ("tie_word_embeddings", False, "equal"), ("attention_bias", True, "equal"),
+    ("query_pre_attn_scalar", 7, "equal"), ("sliding_window", 3, "equal"),
+    ("layer_types", ["full_attention", "sliding_attention"], "equal"),
+    ("attn_logit_softcapping", 2.0, "equal"), ("final_logit_softcapping", 1.5, "equal"),
+]
 
 # architecture -> (config class, base arguments, [(field, value, "equal" | "refused")]); each field
 # of the class not in NOT_FORWARD has at least one case.
@@ -51,9 +64,7 @@ CASES = {
         ("tie_word_embeddings", False, "equal"),
     ]),
     "llama": ("LlamaConfig", LLAMA_SHAPES, [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"), ("head_dim", 16, "equal"),
+        *LLAMA_SHAPE_CASES, ("head_dim", 16, "equal"),
         ("hidden_act", "gelu_pytorch_tanh", "equal"), ("hidden_act", "gelu", "equal"),
         ("hidden_act", "relu", "refused"),
         ("attention_bias", True, "equal"), ("mlp_bias", True, "equal"), ("tie_word_embeddings", False, "equal"),
@@ -66,52 +77,34 @@ CASES = {
         ("rope_parameters", dict(rope_type="yarn", rope_theta=10000.0, factor=2.0), "refused"),
     ]),
     "qwen2": ("Qwen2Config", LLAMA_SHAPES, [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"),
+        *LLAMA_SHAPE_CASES,
         ("hidden_act", "relu", "refused"), ("tie_word_embeddings", False, "equal"),
         ("rope_parameters", dict(rope_type="linear", rope_theta=1000.0, factor=2.0), "equal"),
         ("use_sliding_window", True, "equal"), ("sliding_window", 5, "equal"), ("max_window_layers", 1, "equal"),
         ("layer_types", ["sliding_attention", "full_attention"], "equal"),
     ]),
     "qwen3": ("Qwen3Config", LLAMA_SHAPES, [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"), ("head_dim", 10, "equal"),
+        *LLAMA_SHAPE_CASES, ("head_dim", 10, "equal"),
         ("hidden_act", "relu", "refused"), ("tie_word_embeddings", False, "equal"), ("attention_bias", True, "equal"),
         ("rope_parameters", dict(rope_type="linear", rope_theta=1000.0, factor=2.0), "equal"),
         ("use_sliding_window", True, "equal"), ("sliding_window", 5, "equal"), ("max_window_layers", 1, "equal"),
         ("layer_types", ["sliding_attention", "full_attention"], "equal"),
     ]),
     "mistral": ("MistralConfig", LLAMA_SHAPES, [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"), ("head_dim", 16, "equal"),
+        *LLAMA_SHAPE_CASES, ("head_dim", 16, "equal"),
         ("hidden_act", "relu", "refused"), ("tie_word_embeddings", False, "equal"), ("sliding_window", 5, "equal"),
         ("rope_parameters", dict(rope_type="linear", rope_theta=1000.0, factor=2.0), "equal"),
     ]),
     "gemma3": ("Gemma3TextConfig", dict(LLAMA_SHAPES, head_dim=12, sliding_window=6), [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"), ("head_dim", 16, "equal"),
-        ("hidden_activation", "gelu", "equal"), ("hidden_activation", "relu", "refused"),
-        ("tie_word_embeddings", False, "equal"), ("attention_bias", True, "equal"),
-        ("query_pre_attn_scalar", 7, "equal"), ("sliding_window", 3, "equal"),
-        ("layer_types", ["full_attention", "sliding_attention"], "equal"),
-        ("attn_logit_softcapping", 2.0, "equal"), ("final_logit_softcapping", 1.5, "equal"),
+        *LLAMA_SHAPE_CASES, ("head_dim", 16, "equal"),
+        *GEMMA_CASES,
         ("rope_parameters", {"full_attention": dict(rope_type="linear", rope_theta=1e5, factor=3.0),
                              "sliding_attention": dict(rope_type="default", rope_theta=500.0)}, "equal"),
         ("use_bidirectional_attention", True, "refused"),
     ]),
     "gemma2": ("Gemma2Config", dict(LLAMA_SHAPES, head_dim=12, sliding_window=6), [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"), ("head_dim", 16, "equal"),
-        ("hidden_activation", "gelu", "equal"), ("hidden_activation", "relu", "refused"),
-        ("tie_word_embeddings", False, "equal"), ("attention_bias", True, "equal"),
-        ("query_pre_attn_scalar", 7, "equal"), ("sliding_window", 3, "equal"),
-        ("layer_types", ["full_attention", "sliding_attention"], "equal"),
-        ("attn_logit_softcapping", 2.0, "equal"), ("final_logit_softcapping", 1.5, "equal"),
+        *LLAMA_SHAPE_CASES, ("head_dim", 16, "equal"),
+        *GEMMA_CASES,
         ("rope_parameters", dict(rope_type="linear", rope_theta=1000.0, factor=2.0), "equal"),
         ("use_bidirectional_attention", True, "refused"),
     ]),
@@ -129,18 +122,14 @@ CASES = {
         ("rope_parameters", dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0), "refused"),
     ]),
     "phi3": ("Phi3Config", LLAMA_SHAPES, [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"),
+        *LLAMA_SHAPE_CASES,
         ("hidden_act", "relu", "refused"), ("tie_word_embeddings", True, "equal"), ("sliding_window", 5, "equal"),
         ("rope_parameters", dict(rope_type="default", rope_theta=500.0, partial_rotary_factor=0.5), "equal"),
         ("rope_parameters", dict(rope_type="longrope", rope_theta=10000.0, short_factor=[1.0] * 6,
                                  long_factor=[2.0] * 6, original_max_position_embeddings=32), "refused"),
     ]),
     "olmo2": ("Olmo2Config", LLAMA_SHAPES, [
-        ("vocab_size", 50300, "equal"), ("hidden_size", 40, "equal"), ("intermediate_size", 50, "equal"),
-        ("num_hidden_layers", 3, "equal"), ("num_attention_heads", 8, "equal"), ("num_key_value_heads", 1, "equal"),
-        ("max_position_embeddings", 80, "equal"), ("rms_norm_eps", 1e-2, "equal"),
+        *LLAMA_SHAPE_CASES,
         ("hidden_act", "relu", "refused"), ("tie_word_embeddings", True, "equal"), ("attention_bias", True, "equal"),
         ("rope_parameters", dict(rope_type="linear", rope_theta=1000.0, factor=2.0), "equal"),
     ]),
